@@ -1,0 +1,129 @@
+# cutmixd — plain Makefile. `make` builds, `make test` runs every test,
+# `make demo` runs the built-in sample end to end. V=1 shows commands.
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+PYTHON  ?= /usr/bin/python3
+BUILD   ?= build
+
+CC      ?= cc
+PKGS    := libzmq inih libjpeg libsystemd
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+OPT     ?= -O2 -g
+WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+           -Wpointer-arith -Wformat=2 -Wvla -Wno-unused-parameter
+CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -pthread -fPIC \
+           -Iproto -Idaemon -Iclient/c $(PKG_CFLAGS) -MMD -MP
+LDFLAGS += -pthread
+LDLIBS  += $(PKG_LIBS) -lm
+
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
+PROTO_SRC  := $(wildcard proto/*.c)
+DAEMON_SRC := $(filter-out daemon/main.c,$(wildcard daemon/*.c))
+CLIENT_SRC := $(wildcard client/c/*.c)
+TOOL_SRC   := $(wildcard scripts/*.c)
+UNIT_SRC   := $(wildcard tests/unit/test_*.c)
+UNIT_HELP  := $(filter-out $(UNIT_SRC),$(wildcard tests/unit/*.c))
+
+obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
+
+PROTO_OBJ  := $(call obj,$(PROTO_SRC))
+DAEMON_OBJ := $(call obj,$(DAEMON_SRC))
+CLIENT_OBJ := $(call obj,$(CLIENT_SRC))
+UNIT_BIN   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
+TOOLS      := $(patsubst scripts/%.c,bin/%,$(TOOL_SRC))
+
+.PHONY: all test unit integration demo bench deps clean install
+all: bin/cutmixd lib/libcutmixd.a lib/libcutmixd.so bin/cutmixd-count $(TOOLS)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(CFLAGS) -c -o $@ $<
+
+bin/cutmixd: $(BUILD)/daemon/main.o $(DAEMON_OBJ) $(PROTO_OBJ)
+	@mkdir -p bin
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+lib/libcutmixd.a: $(CLIENT_OBJ) $(PROTO_OBJ)
+	@mkdir -p lib
+	@$(if $(Q),echo "  AR      $@")
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+lib/libcutmixd.so: $(CLIENT_OBJ) $(PROTO_OBJ)
+	@mkdir -p lib
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -shared -Wl,-soname,libcutmixd.so.0 -o $@ $^ -lzmq
+
+bin/cutmixd-count: $(BUILD)/client/c/examples/count_epoch.o lib/libcutmixd.a
+	@mkdir -p bin
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ -lzmq
+
+bin/%: $(BUILD)/scripts/%.o $(DAEMON_OBJ) $(PROTO_OBJ)
+	@mkdir -p bin
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# Each tests/unit/test_X.c is one cmocka program linked with the shared
+# test helpers and only the modules it tests (TEST_DEPS_X, object stems).
+TEST_DEPS_test_config  := daemon/config daemon/log
+TEST_DEPS_test_rng     := daemon/rng
+TEST_DEPS_test_digest  := daemon/digest
+TEST_DEPS_test_dataset := daemon/dataset daemon/digest daemon/log daemon/config
+TEST_DEPS_test_sampler := daemon/sampler daemon/rng
+TEST_DEPS_test_decode  := daemon/decode daemon/log
+TEST_DEPS_test_resize  := daemon/resize
+TEST_DEPS_test_augment := daemon/augment daemon/rng
+TEST_DEPS_test_wire    := proto/wire
+
+define unit_rule
+$(BUILD)/tests/$(1): $(BUILD)/tests/unit/$(1).o $(call obj,$(UNIT_HELP)) $(addprefix $(BUILD)/,$(addsuffix .o,$(TEST_DEPS_$(1))))
+	@mkdir -p $$(dir $$@)
+	@$$(if $$(Q),echo "  LD      $$@")
+	$$(Q)$$(CC) $$(LDFLAGS) -o $$@ $$^ $$(LDLIBS) -lcmocka
+endef
+$(foreach t,$(patsubst tests/unit/%.c,%,$(UNIT_SRC)),$(eval $(call unit_rule,$(t))))
+
+# Small programs the integration tests drive (decode + resize only).
+TESTTOOL_SRC := $(wildcard tests/tools/*.c)
+TESTTOOL_BIN := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(TESTTOOL_SRC))
+$(BUILD)/tools/%: $(BUILD)/tests/tools/%.o $(call obj,daemon/decode.c daemon/resize.c daemon/log.c)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+deps:
+	$(Q)scripts/deps.sh
+
+test: deps
+	$(Q)$(MAKE) --no-print-directory all $(UNIT_BIN) $(TESTTOOL_BIN)
+	$(Q)PYTHON=$(PYTHON) BUILD=$(BUILD) scripts/run-tests.sh $(UNIT_BIN)
+
+unit: all $(UNIT_BIN)
+	$(Q)for t in $(UNIT_BIN); do $$t || exit 1; done
+
+integration: all $(TESTTOOL_BIN)
+	$(Q)$(PYTHON) -m pytest -q tests/integration
+
+demo: deps
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)$(PYTHON) scripts/demo.py
+
+bench:
+	$(Q)scripts/deps.sh bench
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)$(PYTHON) scripts/bench.py
+
+clean:
+	rm -rf $(BUILD) bin lib
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,130 @@
+/*
+ * config.h — the daemon's configuration: INI file (inih) plus --set
+ * overrides, validated against one table of options.
+ *
+ * The structs below are plain data, filled by config_load() and read-only
+ * afterwards (a SIGHUP reload builds a new config_t and swaps it in).
+ */
+#ifndef CUTMIXD_CONFIG_H
+#define CUTMIXD_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CONFIG_NAME_MAX     32 /* pipeline / dataset names, incl. NUL */
+#define CONFIG_MAX_ENDPOINTS 8
+#define CONFIG_MAX_PIPELINES 16
+#define CONFIG_MAX_DATASETS  16
+#define CONFIG_MAX_HOLES     8  /* == WIRE_MAX_HOLES */
+#define CONFIG_MAX_SIZE      8192
+
+enum crop_mode   { CROP_RANDOM_RESIZED = 0, CROP_CENTER = 1 };
+enum fill_mode   { FILL_VALUE = 0, FILL_MEAN = 1, FILL_NOISE = 2 };
+enum mix_mode    { MIX_BATCH = 0, MIX_PAIR = 1, MIX_ELEM = 2 };
+enum partner_rule { PARTNER_PERMUTE = 0, PARTNER_FLIP = 1, PARTNER_ROLL = 2 };
+enum out_layout  { LAYOUT_NHWC = 0, LAYOUT_NCHW = 1 };  /* == wire_layout */
+enum out_dtype   { DTYPE_UINT8 = 0, DTYPE_FLOAT32 = 1 }; /* == wire_dtype */
+enum on_error    { ON_ERROR_REPLACE = 0, ON_ERROR_FAIL = 1 };
+
+struct server_cfg {
+	char *endpoints[CONFIG_MAX_ENDPOINTS]; /* "endpoint = a, b" */
+	int n_endpoints;          /* default: ipc:///tmp/cutmixd.sock... see .c */
+	uint32_t workers;         /* 0 in the file = number of online CPUs */
+	uint64_t seed;
+	uint32_t max_inflight;    /* batches being computed at once; 0 = auto */
+	uint32_t max_client_window; /* outstanding requests per client */
+	uint32_t max_clients;
+	uint64_t max_pixels;      /* declared width*height above this: refused */
+	uint64_t max_file_bytes;
+	enum on_error on_decode_error;
+	uint32_t idle_timeout_s;  /* forget a silent client after this */
+	int log_level;            /* enum log_level */
+};
+
+struct dataset_cfg {
+	char name[CONFIG_NAME_MAX]; /* "default" for [dataset] */
+	char *root;               /* absolute or relative to the config file */
+	char *manifest;           /* NULL: scan root/CLASS/... */
+	bool follow_symlinks;
+	int line;                 /* line of the section header */
+};
+
+struct pipeline_cfg {
+	char name[CONFIG_NAME_MAX];
+	int line;                 /* line of the section header */
+	int dataset;              /* index into config.datasets */
+	bool eval;
+	bool shuffle;
+	bool drop_last;
+	uint32_t batch_size;
+	uint32_t size;            /* output is size x size */
+	enum crop_mode crop;
+	uint32_t resize;          /* shorter side before a center crop */
+	double scale[2];          /* random-resized crop area range */
+	double ratio[2];          /* random-resized crop aspect range */
+	double flip;              /* probability of a horizontal flip */
+	bool dct_scale;           /* let libjpeg downscale by 1/2,1/4,1/8 */
+	int interpolation;        /* enum resize_filter: bilinear, bicubic */
+
+	double cutout_prob;
+	uint32_t cutout_holes;
+	uint32_t cutout_size[2];  /* min, max side in output pixels; 0 = off */
+	enum fill_mode cutout_fill;
+	uint8_t cutout_value;     /* FILL_VALUE */
+
+	double mixup_alpha;
+	double cutmix_alpha;
+	bool has_cutmix_minmax;
+	double cutmix_minmax[2];
+	double prob;              /* chance a batch/pair/element is mixed */
+	double switch_prob;       /* CutMix instead of MixUp when both on */
+	enum mix_mode mode;
+	enum partner_rule partner;
+	bool correct_lam;
+	double label_smoothing;
+	uint32_t off_epoch;       /* 0 = never; else no mixing from it on */
+
+	enum out_layout layout;
+	enum out_dtype dtype;
+	double mean[3];           /* 0..1 units, as torchvision */
+	double std[3];
+};
+
+typedef struct config {
+	char *path;               /* the file as given */
+	struct server_cfg server;
+	struct dataset_cfg datasets[CONFIG_MAX_DATASETS];
+	int n_datasets;
+	struct pipeline_cfg pipelines[CONFIG_MAX_PIPELINES];
+	int n_pipelines;
+} config_t;
+
+/*
+ * Parse `path`, then apply each "section.key=value" of `sets` (the
+ * pipeline section of "pipeline.train.size=1" is "pipeline.train").
+ * Returns 0 and a new config in *out, or -EINVAL (bad content), -ENOENT /
+ * -EACCES (file), -ENOMEM with a one-line message in err:
+ *   "train.ini:12: [pipeline.train] size: must be 1..8192, got '0'"
+ * Overrides report "--set pipeline.train.size=0: ..." instead of a line.
+ * Relative dataset paths are resolved against the config file's folder.
+ */
+int config_load(const char *path, char *const *sets, int n_sets,
+		config_t **out, char *err, size_t errlen);
+void config_destroy(config_t **cfg);
+
+/* Index of the pipeline called `name`, or -1. */
+int config_find_pipeline(const config_t *cfg, const char *name);
+
+/*
+ * Canonical text of every setting that can change a batch's bytes (not
+ * endpoints, workers or limits), one "section.key=value" per line, in a
+ * fixed order. The config digest hashes this plus the dataset index.
+ * Returns a malloc'd string or NULL.
+ */
+char *config_canonical(const config_t *cfg);
+
+/* True when the pipeline may flip, cut out or mix (used for eval checks). */
+bool config_pipeline_augments(const struct pipeline_cfg *p);
+
+#endif

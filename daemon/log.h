@@ -1,0 +1,28 @@
+/*
+ * log.h — one line per message on stderr, prefixed with the systemd
+ * priority ("<3>" error ... "<7>" debug) so journald files each line at the
+ * right level. Thread safe: each message is one write(2).
+ */
+#ifndef CUTMIXD_LOG_H
+#define CUTMIXD_LOG_H
+
+#include <stdarg.h>
+
+enum log_level { LOG_ERR = 3, LOG_WARNING = 4, LOG_NOTICE = 5, LOG_INFO = 6, LOG_DEBUG = 7 };
+
+/* Messages above `max` (numerically) are dropped. Default LOG_INFO. */
+void log_set_level(enum log_level max);
+/* Redirect into a callback instead of stderr (tests). NULL restores. */
+void log_set_sink(void (*sink)(enum log_level lvl, const char *line, void *ctx), void *ctx);
+
+void log_msg(enum log_level lvl, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+void log_vmsg(enum log_level lvl, const char *fmt, va_list ap);
+
+#define log_err(...)     log_msg(LOG_ERR, __VA_ARGS__)
+#define log_warning(...) log_msg(LOG_WARNING, __VA_ARGS__)
+#define log_notice(...)  log_msg(LOG_NOTICE, __VA_ARGS__)
+#define log_info(...)    log_msg(LOG_INFO, __VA_ARGS__)
+#define log_debug(...)   log_msg(LOG_DEBUG, __VA_ARGS__)
+
+#endif

@@ -1,0 +1,36 @@
+/*
+ * resize.h — antialiased separable resampling of RGB images, fixed point.
+ *
+ * The arithmetic is Pillow's (ImagingResample: the same filter windows,
+ * double coefficients rounded to 22-bit fixed point, horizontal pass into
+ * a uint8 row buffer, then vertical pass), so for the same source box the
+ * output is byte-identical to PIL's Image.resize(size, filter, box=...).
+ * torchvision's Resize/RandomResizedCrop on PIL images therefore give the
+ * same pixels as cutmixd for the same crop.
+ */
+#ifndef CUTMIXD_RESIZE_H
+#define CUTMIXD_RESIZE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum resize_filter { RESIZE_BILINEAR = 0, RESIZE_BICUBIC = 1 };
+
+typedef struct resizer resizer_t; /* per-thread coefficient/row scratch */
+
+resizer_t *resizer_new(void);
+void resizer_destroy(resizer_t **r);
+
+/*
+ * Resample the box [bx0,bx1) x [by0,by1) (floats, source pixel units,
+ * 0 <= bx0 < bx1 <= src_w, same for y) of an RGB source into dst_w x dst_h.
+ * Filter taps are clamped to the source extent [0,src_w) x [0,src_h), as
+ * Pillow does. When the box is the whole source and the sizes are equal
+ * the pixels are copied unchanged. Returns 0 or -ENOMEM / -EINVAL.
+ */
+int resize_rgb(resizer_t *r, enum resize_filter f,
+	       const uint8_t *src, int src_w, int src_h, size_t src_stride,
+	       double bx0, double by0, double bx1, double by1,
+	       uint8_t *dst, int dst_w, int dst_h, size_t dst_stride);
+
+#endif

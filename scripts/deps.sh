@@ -1,0 +1,28 @@
+#!/bin/sh
+# Install the Debian packages cutmixd needs, only those that are missing.
+#   scripts/deps.sh          build, test and demo packages
+#   scripts/deps.sh bench    also the benchmark's python3-torch/torchvision
+set -eu
+
+pkgs="build-essential pkgconf libjpeg62-turbo-dev libturbojpeg0-dev libzmq3-dev
+libinih-dev libsystemd-dev libcmocka-dev python3-zmq python3-numpy
+python3-pytest python3-pil iproute2"
+if [ "${1:-}" = bench ]; then
+	pkgs="$pkgs python3-torch python3-torchvision"
+fi
+
+missing=""
+for p in $pkgs; do
+	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+		missing="$missing $p"
+	fi
+done
+[ -z "$missing" ] && exit 0
+
+echo "deps: installing:$missing"
+sudo=""
+[ "$(id -u)" -ne 0 ] && sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+# shellcheck disable=SC2086
+$sudo apt-get install -y -qq --no-install-recommends $missing
