@@ -1,0 +1,499 @@
+/*
+ * batch.c — the work of one batch: per sample (on any worker) read, decode
+ * only the crop, resize into the slot, flip, Cutout; per batch (on the
+ * worker that finishes last) mix, label, convert, encode.
+ *
+ * DESIGN
+ * - Sample i writes only slot i of `pixels` and meta[i]; no two workers
+ *   touch the same bytes, and slots are whole images (>= 64 bytes apart
+ *   in practice) so there is no false sharing worth the name.
+ * - The pool's acq_rel countdown orders every sample's writes before
+ *   batch_finish reads them.
+ * - `failed` is the only field written by several workers: the first
+ *   compare-exchange from 0 to 1 owns `status` and `error`.
+ * - Every random draw comes from a stream keyed on the batch coordinates
+ *   (rng.h), so the bytes do not depend on which worker ran what.
+ */
+#include "batch.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "augment.h"
+#include "decode.h"
+#include "log.h"
+#include "resize.h"
+#include "rng.h"
+
+/* How many different files a sample tries before its batch fails. */
+#define MAX_REPLACE_TRIES 16
+
+struct worker_ctx {
+	decoder_t *dec;
+	resizer_t *rz;
+	uint8_t *scratch;          /* batch-sized, for mixing */
+	size_t scratch_cap;
+	struct mix_item *items;
+	uint32_t *perm;
+	uint32_t items_cap;
+	char path[4096];
+	char why[512];
+};
+
+void *batch_worker_new(void)
+{
+	struct worker_ctx *w = calloc(1, sizeof(*w));
+
+	if (!w)
+		return NULL;
+	w->dec = decoder_new();
+	w->rz = resizer_new();
+	if (!w->dec || !w->rz) {
+		batch_worker_free(w);
+		return NULL;
+	}
+	return w;
+}
+
+void batch_worker_free(void *ctx)
+{
+	struct worker_ctx *w = ctx;
+
+	if (!w)
+		return;
+	decoder_destroy(&w->dec);
+	resizer_destroy(&w->rz);
+	free(w->scratch);
+	free(w->items);
+	free(w->perm);
+	free(w);
+}
+
+static void batch_fail(batch_t *b, uint32_t status, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void batch_fail(batch_t *b, uint32_t status, const char *fmt, ...)
+{
+	int expected = 0;
+	va_list ap;
+
+	if (!atomic_compare_exchange_strong(&b->failed, &expected, 1))
+		return;
+	b->status = status;
+	va_start(ap, fmt);
+	vsnprintf(b->error, sizeof(b->error), fmt, ap);
+	va_end(ap);
+}
+
+batch_t *batch_new(engine_t *eng, int pipeline, uint32_t epoch, uint32_t rank,
+		   uint32_t world, uint32_t index, uint32_t *status,
+		   char *msg, size_t msglen)
+{
+	const struct pipeline_rt *pl = &eng->pipelines[pipeline];
+	const struct pipeline_cfg *p = pl->cfg;
+	uint32_t K = dataset_num_classes(pl->ds);
+	batch_t *b;
+	int n;
+
+	*status = WIRE_OK;
+	if (world == 0 || rank >= world) {
+		*status = WIRE_E_BAD_SHARD;
+		snprintf(msg, msglen, "rank %u is not below world %u", rank, world);
+		return NULL;
+	}
+	uint32_t nb = sampler_batches(pl->sampler, world);
+	if (index >= nb) {
+		*status = WIRE_E_BATCH_RANGE;
+		snprintf(msg, msglen, "batch %u out of range: pipeline '%s' has %u batches per epoch for world %u",
+			 index, p->name, nb, world);
+		return NULL;
+	}
+
+	b = calloc(1, sizeof(*b));
+	if (!b)
+		goto out_nomem;
+	b->idx = malloc(p->batch_size * sizeof(*b->idx));
+	b->pad = calloc(p->batch_size, 1);
+	if (!b->idx || !b->pad)
+		goto out_nomem;
+	n = sampler_batch(pl->sampler, epoch, rank, world, index, b->idx, b->pad);
+	if (n <= 0) {
+		batch_destroy(&b);
+		*status = n == -ENOMEM ? WIRE_E_INTERNAL : WIRE_E_BATCH_RANGE;
+		snprintf(msg, msglen, "sampler: cannot make batch %u: %s", index, strerror(-n));
+		return NULL;
+	}
+
+	b->n = (uint32_t)n;
+	b->pl = pl;
+	b->epoch = epoch;
+	b->rank = rank;
+	b->world = world;
+	b->index = index;
+	b->batches_per_epoch = nb;
+	b->key = rng_key(eng->cfg->server.seed, p->name, rank, world);
+	b->pixels = malloc(b->n * pl->pixel_bytes);
+	b->labels_bytes = (size_t)b->n * K * sizeof(float);
+	b->labels = malloc(b->labels_bytes);
+	b->meta = calloc(b->n, sizeof(*b->meta));
+	b->meta_bytes = (size_t)b->n * WIRE_META_SIZE;
+	b->meta_wire = malloc(b->meta_bytes);
+	if (!b->pixels || !b->labels || !b->meta || !b->meta_wire)
+		goto out_nomem;
+	b->images = b->pixels;
+	b->images_bytes = b->n * pl->pixel_bytes;
+	if (p->dtype != DTYPE_UINT8 || p->layout != LAYOUT_NHWC) {
+		b->images_bytes = b->n * pl->out_bytes;
+		b->images = malloc(b->images_bytes);
+		if (!b->images)
+			goto out_nomem;
+	}
+	atomic_init(&b->failed, 0);
+	b->eng = engine_ref(eng);
+	return b;
+
+out_nomem:
+	batch_destroy(&b);
+	*status = WIRE_E_INTERNAL;
+	snprintf(msg, msglen, "out of memory for a batch of %u", p->batch_size);
+	return NULL;
+}
+
+void batch_destroy(batch_t **bp)
+{
+	batch_t *b = bp ? *bp : NULL;
+
+	if (!b)
+		return;
+	if (b->images != b->pixels)
+		free(b->images);
+	free(b->pixels);
+	free(b->labels);
+	free(b->meta);
+	free(b->meta_wire);
+	free(b->idx);
+	free(b->pad);
+	engine_unref(&b->eng);
+	free(b);
+	*bp = NULL;
+}
+
+void *batch_take_images(batch_t *b)
+{
+	void *p = b->images;
+
+	if (b->images == b->pixels)
+		b->pixels = NULL;
+	b->images = NULL;
+	return p;
+}
+
+void *batch_take_labels(batch_t *b)
+{
+	void *p = b->labels;
+
+	b->labels = NULL;
+	return p;
+}
+
+void *batch_take_meta(batch_t *b)
+{
+	void *p = b->meta_wire;
+
+	b->meta_wire = NULL;
+	return p;
+}
+
+/* Filter support in source pixels at scale 1 (resize.c's filters). */
+static double filter_support(int interpolation)
+{
+	return interpolation == RESIZE_BICUBIC ? 2.0 : 1.0;
+}
+
+/*
+ * Read, decode and resample dataset file `source` into `slot`, choosing the
+ * crop from `r`. Returns 0, or -errno with w->why set.
+ */
+static int load_sample(struct worker_ctx *w, batch_t *b, uint32_t source,
+		       rng_t *r, uint8_t *slot, struct wire_meta *m)
+{
+	const struct pipeline_cfg *p = b->pl->cfg;
+	const struct server_cfg *sv = &b->eng->cfg->server;
+	struct decode_limits lim = { sv->max_pixels, sv->max_file_bytes };
+	const int out = (int)p->size;
+	const uint8_t *data;
+	struct crop_box box;
+	struct decoded d;
+	size_t len;
+	int W, H, rc;
+
+	if (!dataset_full_path(b->pl->ds, source, w->path, sizeof(w->path))) {
+		snprintf(w->why, sizeof(w->why), "path too long");
+		return -ENAMETOOLONG;
+	}
+	rc = decode_read_file(w->dec, w->path, &lim, &data, &len);
+	if (rc == 0)
+		rc = decoder_open(w->dec, data, len, &lim, &W, &H);
+	if (rc) {
+		snprintf(w->why, sizeof(w->why), "%s", decoder_error(w->dec));
+		return rc;
+	}
+
+	if (p->crop == CROP_RANDOM_RESIZED)
+		augment_rrc(r, W, H, p->scale, p->ratio, &box);
+	else
+		augment_center(W, H, p->resize, p->size, &box);
+	m->crop[0] = (float)box.x0;
+	m->crop[1] = (float)box.y0;
+	m->crop[2] = (float)box.x1;
+	m->crop[3] = (float)box.y1;
+	m->src_w = W;
+	m->src_h = H;
+
+	/* DCT-domain downscaling by 1/2, 1/4 or 1/8 (the SIMD factors) when
+	 * the crop stays at least the output size after it: the final
+	 * resample then still only shrinks. */
+	int denom = 1;
+	if (p->dct_scale) {
+		for (int dd = 8; dd >= 2; dd /= 2) {
+			if ((box.x1 - box.x0) / dd >= out && (box.y1 - box.y0) / dd >= out) {
+				denom = dd;
+				break;
+			}
+		}
+	}
+	int sw, sh;
+	decoder_scaled_size(w->dec, denom, &sw, &sh);
+	double sx0 = box.x0 / denom, sy0 = box.y0 / denom;
+	double sx1 = fmin(box.x1 / denom, sw), sy1 = fmin(box.y1 / denom, sh);
+
+	/* Decode only the region the resample reads. A center crop is a
+	 * resize of the whole image followed by a crop, so its filter taps
+	 * may reach past the box: keep a margin. A random-resized crop is a
+	 * crop followed by a resize: taps stop at the box, as in torchvision. */
+	double margin = 0;
+	if (p->crop == CROP_CENTER) {
+		double scale = fmax((sx1 - sx0) / out, (sy1 - sy0) / out);
+		margin = ceil(filter_support(p->interpolation) * fmax(scale, 1.0)) + 1;
+	}
+	int rx0 = (int)fmax(floor(sx0 - margin), 0);
+	int ry0 = (int)fmax(floor(sy0 - margin), 0);
+	int rx1 = (int)fmin(ceil(sx1 + margin), sw);
+	int ry1 = (int)fmin(ceil(sy1 + margin), sh);
+	if (rx1 <= rx0 || ry1 <= ry0) {
+		snprintf(w->why, sizeof(w->why), "empty crop region");
+		return -EINVAL;
+	}
+
+	rc = decoder_read(w->dec, denom, rx0, ry0, rx1, ry1, &d);
+	if (rc) {
+		snprintf(w->why, sizeof(w->why), "%s", decoder_error(w->dec));
+		return rc;
+	}
+	rc = resize_rgb(w->rz, (enum resize_filter)p->interpolation, d.rgb, d.width,
+			d.height, d.stride, sx0 - rx0, sy0 - ry0, sx1 - rx0,
+			sy1 - ry0, slot, out, out, (size_t)out * 3);
+	if (rc) {
+		snprintf(w->why, sizeof(w->why), "resize failed: %s", strerror(-rc));
+		return rc;
+	}
+	return 0;
+}
+
+static void sample_run(struct pool_task *t, uint32_t pos, void *ctx)
+{
+	batch_t *b = (batch_t *)t;
+	struct worker_ctx *w = ctx;
+	const struct pipeline_rt *pl = b->pl;
+	const struct pipeline_cfg *p = pl->cfg;
+	const int out = (int)p->size;
+	uint8_t *slot = b->pixels + (size_t)pos * pl->pixel_bytes;
+	struct wire_meta *m = &b->meta[pos];
+	uint32_t source = b->idx[pos];
+	uint32_t n = dataset_size(pl->ds);
+	unsigned attempt;
+	rng_t r;
+
+	if (atomic_load_explicit(&b->failed, memory_order_relaxed))
+		return;
+
+	memset(m, 0, sizeof(*m));
+	m->index = b->idx[pos];
+	m->partner = -1;
+	m->partner_label = -1;
+	m->partner_pos = -1;
+	m->lam = 1.0;
+	m->pad = b->pad[pos];
+
+	for (attempt = 0;; attempt++) {
+		rng_init(&r, b->key, b->epoch, b->index, pos, RNG_SAMPLE, attempt);
+		int rc = load_sample(w, b, source, &r, slot, m);
+		if (rc == 0)
+			break;
+		if (rc == -ENOMEM) {
+			batch_fail(b, WIRE_E_INTERNAL, "out of memory decoding '%s'",
+				   dataset_path(pl->ds, source));
+			return;
+		}
+		engine_note_bad(b->eng, pl->ds_index, source, w->why);
+		if (b->eng->cfg->server.on_decode_error == ON_ERROR_FAIL) {
+			batch_fail(b, WIRE_E_DECODE, "decode failed: '%s': %s",
+				   dataset_path(pl->ds, source), w->why);
+			return;
+		}
+		if (attempt + 1 >= MAX_REPLACE_TRIES) {
+			batch_fail(b, WIRE_E_DECODE,
+				   "no readable replacement for '%s' after %d tries; last: '%s': %s",
+				   dataset_path(pl->ds, b->idx[pos]), MAX_REPLACE_TRIES,
+				   dataset_path(pl->ds, source), w->why);
+			return;
+		}
+		/* Deterministic replacement: any sample, from a stream of
+		 * this position and attempt. */
+		rng_t rr;
+		rng_init(&rr, b->key, b->epoch, b->index, pos, RNG_REPLACE, attempt);
+		source = rng_below(&rr, n);
+		m->status = WIRE_SAMPLE_REPLACED;
+	}
+	if (m->status == WIRE_SAMPLE_REPLACED)
+		stats_add(b->eng->stats, replaced, 1);
+	m->source = source;
+	m->label = dataset_label(pl->ds, source);
+
+	if (rng_uniform(&r) < p->flip) {
+		augment_flip(slot, out, out, (size_t)out * 3);
+		m->flip = 1;
+	}
+	int nh = augment_cutout_boxes(&r, p, out, out, m->holes);
+	if (nh > 0) {
+		rng_t noise;
+		rng_init(&noise, b->key, b->epoch, b->index, pos, RNG_NOISE, attempt);
+		augment_cutout_fill(slot, out, out, (size_t)out * 3, p,
+				    (const int32_t(*)[4])m->holes, nh, &noise);
+	}
+	m->n_holes = (uint8_t)nh;
+}
+
+static int grow(void **buf, size_t *cap, size_t need)
+{
+	if (*cap >= need)
+		return 0;
+	void *p = realloc(*buf, need);
+	if (!p)
+		return -ENOMEM;
+	*buf = p;
+	*cap = need;
+	return 0;
+}
+
+/* uint8 NHWC pixels -> the pipeline's layout and dtype. */
+static void convert_output(batch_t *b)
+{
+	const struct pipeline_cfg *p = b->pl->cfg;
+	const size_t hw = (size_t)p->size * p->size;
+	float lut[3][256];
+
+	if (p->dtype == DTYPE_FLOAT32)
+		for (int c = 0; c < 3; c++)
+			for (int v = 0; v < 256; v++)
+				lut[c][v] = (float)((v / 255.0 - p->mean[c]) / p->std[c]);
+
+	for (uint32_t i = 0; i < b->n; i++) {
+		const uint8_t *src = b->pixels + i * b->pl->pixel_bytes;
+		if (p->dtype == DTYPE_FLOAT32) {
+			float *dst = (float *)b->images + i * hw * 3;
+			for (size_t k = 0; k < hw; k++)
+				for (int c = 0; c < 3; c++) {
+					float v = lut[c][src[k * 3 + c]];
+					if (p->layout == LAYOUT_NCHW)
+						dst[c * hw + k] = v;
+					else
+						dst[k * 3 + c] = v;
+				}
+		} else {
+			uint8_t *dst = (uint8_t *)b->images + i * hw * 3;
+			for (size_t k = 0; k < hw; k++)
+				for (int c = 0; c < 3; c++)
+					dst[c * hw + k] = src[k * 3 + c];
+		}
+	}
+}
+
+static void batch_finish(struct pool_task *t, void *ctx)
+{
+	batch_t *b = (batch_t *)t;
+	struct worker_ctx *w = ctx;
+	const struct pipeline_cfg *p = b->pl->cfg;
+	const int out = (int)p->size;
+	uint32_t K = dataset_num_classes(b->pl->ds);
+
+	if (atomic_load(&b->failed))
+		goto out_complete;
+
+	if (w->items_cap < b->n) {
+		struct mix_item *it = realloc(w->items, b->n * sizeof(*it));
+		uint32_t *pm = it ? realloc(w->perm, b->n * sizeof(*pm)) : NULL;
+		if (it)
+			w->items = it;
+		if (pm)
+			w->perm = pm;
+		if (!it || !pm) {
+			batch_fail(b, WIRE_E_INTERNAL, "out of memory mixing a batch");
+			goto out_complete;
+		}
+		w->items_cap = b->n;
+	}
+	augment_mix_plan(p, b->key, b->epoch, b->index, b->n, out, out, w->items, w->perm);
+
+	bool mixed = false;
+	for (uint32_t i = 0; i < b->n; i++)
+		mixed |= w->items[i].op != WIRE_OP_NONE;
+	if (mixed) {
+		if (grow((void **)&w->scratch, &w->scratch_cap, b->n * b->pl->pixel_bytes)) {
+			batch_fail(b, WIRE_E_INTERNAL, "out of memory mixing a batch");
+			goto out_complete;
+		}
+		augment_apply_mix(b->pixels, b->n, out, out, w->items, w->scratch);
+	}
+
+	/* Labels, using the class of whatever file filled each slot. */
+	int32_t *y = (int32_t *)w->perm; /* perm is free again: reuse */
+	for (uint32_t i = 0; i < b->n; i++)
+		y[i] = b->meta[i].label;
+	augment_labels(b->labels, b->n, K, p->label_smoothing, y, w->items);
+
+	for (uint32_t i = 0; i < b->n; i++) {
+		struct wire_meta *m = &b->meta[i];
+		const struct mix_item *it = &w->items[i];
+		if (it->op != WIRE_OP_NONE) {
+			m->op = it->op;
+			m->lam = it->lam;
+			m->partner_pos = it->partner;
+			m->partner = b->meta[it->partner].source;
+			m->partner_label = b->meta[it->partner].label;
+			memcpy(m->box, it->box, sizeof(m->box));
+		}
+		wire_encode_meta(m, b->meta_wire + (size_t)i * WIRE_META_SIZE);
+	}
+
+	if (b->images != b->pixels)
+		convert_output(b);
+
+out_complete:
+	b->complete(b, b->complete_arg);
+}
+
+void batch_submit(batch_t *b, pool_t *pool,
+		  void (*complete)(batch_t *b, void *arg), void *arg)
+{
+	b->complete = complete;
+	b->complete_arg = arg;
+	b->task.run = sample_run;
+	b->task.done = batch_finish;
+	b->task.n = b->n;
+	pool_submit(pool, &b->task);
+}

@@ -1,0 +1,79 @@
+/*
+ * batch.h — one requested batch, from sampler indices to finished frames.
+ *
+ * Life of a batch (owner in brackets):
+ *   batch_new        [server]  indices from the sampler, buffers allocated
+ *   batch_submit     [pool]    each worker runs samples: read file, decode
+ *                              the crop region, resize into the batch slot,
+ *                              flip, Cutout; the last worker then mixes
+ *                              (CutMix/MixUp), writes soft labels, converts
+ *                              the layout/dtype and encodes the metadata
+ *   complete()       [server]  called on that worker; the server takes the
+ *                              batch back through its own queue
+ *   batch_take_*     [zmq]     the server hands the frame buffers to
+ *                              zmq_msg_init_data (freed with free())
+ *   batch_destroy    [server]
+ * A failing sample with on_decode_error=fail, or an allocation failure,
+ * marks the batch failed (status + message); the remaining samples skip
+ * their work and complete() still runs once.
+ */
+#ifndef CUTMIXD_BATCH_H
+#define CUTMIXD_BATCH_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine.h"
+#include "pool.h"
+#include "wire.h"
+
+typedef struct batch batch_t;
+
+struct batch {
+	struct pool_task task;     /* first: the pool hands it back */
+	engine_t *eng;             /* a reference */
+	const struct pipeline_rt *pl;
+	uint32_t epoch, rank, world, index, n;
+	uint64_t key;              /* rng_key(seed, pipeline, rank, world) */
+	uint32_t batches_per_epoch;
+	uint32_t *idx;
+	uint8_t *pad;
+
+	uint8_t *pixels;           /* n * size*size*3, uint8 NHWC */
+	void *images;              /* output frame (== pixels for uint8 NHWC) */
+	size_t images_bytes;
+	float *labels;             /* n * num_classes */
+	size_t labels_bytes;
+	struct wire_meta *meta;    /* n records while working */
+	uint8_t *meta_wire;        /* n * WIRE_META_SIZE once finished */
+	size_t meta_bytes;
+
+	atomic_int failed;         /* first failure wins */
+	uint32_t status;           /* WIRE_OK or the error code */
+	char error[512];
+
+	void (*complete)(batch_t *b, void *arg);
+	void *complete_arg;
+	void *user;                /* the server's request envelope */
+	batch_t *next;             /* the server's queues */
+};
+
+/* Returns NULL with *status and msg set on bad arguments or no memory. */
+batch_t *batch_new(engine_t *eng, int pipeline, uint32_t epoch, uint32_t rank,
+		   uint32_t world, uint32_t index, uint32_t *status,
+		   char *msg, size_t msglen);
+void batch_submit(batch_t *b, pool_t *pool,
+		  void (*complete)(batch_t *b, void *arg), void *arg);
+void batch_destroy(batch_t **b);
+
+/* Hand a frame buffer over (the batch forgets it); free it with free(). */
+void *batch_take_images(batch_t *b);
+void *batch_take_labels(batch_t *b);
+void *batch_take_meta(batch_t *b);
+
+/* Per-worker context for pool_new(). */
+void *batch_worker_new(void);
+void batch_worker_free(void *ctx);
+
+#endif

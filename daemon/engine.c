@@ -1,0 +1,129 @@
+#include "engine.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "rng.h"
+
+int engine_new(config_t **cfgp, struct stats *stats, engine_t **out,
+	       char *err, size_t errlen)
+{
+	config_t *cfg = *cfgp;
+	engine_t *e;
+	char *canon = NULL;
+	int rc;
+
+	*cfgp = NULL;
+	*out = NULL;
+	e = calloc(1, sizeof(*e));
+	if (!e) {
+		config_destroy(&cfg);
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	atomic_init(&e->refs, 1);
+	e->cfg = cfg;
+	e->stats = stats;
+
+	for (int d = 0; d < cfg->n_datasets; d++) {
+		rc = dataset_open(&cfg->datasets[d], &e->datasets[d], err, errlen);
+		if (rc)
+			goto out_free;
+		e->bad[d] = calloc(dataset_size(e->datasets[d]), 1);
+		if (!e->bad[d]) {
+			rc = -ENOMEM;
+			snprintf(err, errlen, "out of memory");
+			goto out_free;
+		}
+	}
+
+	for (int i = 0; i < cfg->n_pipelines; i++) {
+		const struct pipeline_cfg *p = &cfg->pipelines[i];
+		struct pipeline_rt *rt = &e->pipelines[i];
+		struct sampler_params sp = {
+			.n = dataset_size(e->datasets[p->dataset]),
+			.batch_size = p->batch_size,
+			.shuffle = p->shuffle,
+			.drop_last = p->drop_last,
+			.key = rng_key(cfg->server.seed, p->name, 0, 0),
+		};
+
+		rt->cfg = p;
+		rt->ds_index = p->dataset;
+		rt->ds = e->datasets[p->dataset];
+		rt->pixel_bytes = (size_t)p->size * p->size * 3;
+		rt->out_bytes = rt->pixel_bytes * (p->dtype == DTYPE_FLOAT32 ? sizeof(float) : 1);
+		rt->sampler = sampler_new(&sp);
+		if (!rt->sampler) {
+			rc = -ENOMEM;
+			snprintf(err, errlen, "out of memory");
+			goto out_free;
+		}
+	}
+
+	/* Digest: everything that can change a batch's bytes. */
+	canon = config_canonical(cfg);
+	if (!canon) {
+		rc = -ENOMEM;
+		snprintf(err, errlen, "out of memory");
+		goto out_free;
+	}
+	sha256_t s;
+	sha256_init(&s);
+	sha256_update(&s, "cutmixd-digest-1\n", 17);
+	sha256_update(&s, canon, strlen(canon));
+	for (int d = 0; d < cfg->n_datasets; d++)
+		dataset_digest(e->datasets[d], &s);
+	sha256_final(&s, e->digest);
+	digest_hex(e->digest, e->digest_hex);
+	free(canon);
+	*out = e;
+	return 0;
+
+out_free:
+	engine_unref(&e);
+	return rc;
+}
+
+engine_t *engine_ref(engine_t *e)
+{
+	atomic_fetch_add_explicit(&e->refs, 1, memory_order_relaxed);
+	return e;
+}
+
+void engine_unref(engine_t **ep)
+{
+	engine_t *e = ep ? *ep : NULL;
+
+	if (!e)
+		return;
+	*ep = NULL;
+	if (atomic_fetch_sub_explicit(&e->refs, 1, memory_order_acq_rel) != 1)
+		return;
+	for (int i = 0; i < CONFIG_MAX_PIPELINES; i++)
+		sampler_destroy(&e->pipelines[i].sampler);
+	for (int d = 0; d < CONFIG_MAX_DATASETS; d++) {
+		dataset_destroy(&e->datasets[d]);
+		free(e->bad[d]);
+	}
+	config_destroy(&e->cfg);
+	free(e);
+}
+
+int engine_find_pipeline(const engine_t *e, const char *name)
+{
+	return config_find_pipeline(e->cfg, name);
+}
+
+void engine_note_bad(engine_t *e, int ds, uint32_t index, const char *why)
+{
+	stats_add(e->stats, decode_errors, 1);
+	if (atomic_exchange_explicit(&e->bad[ds][index], 1, memory_order_relaxed))
+		return;
+	stats_add(e->stats, bad_files, 1);
+	log_warning("decode: '%s': %s (logged once per file)",
+		    dataset_path(e->datasets[ds], index), why);
+}

@@ -1,0 +1,158 @@
+#include "info.h"
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "wire.h"
+
+#ifndef CUTMIXD_VERSION
+#define CUTMIXD_VERSION "0.1.0"
+#endif
+
+/* A growing string; `ok` turns false on the first allocation failure. */
+struct sbuf {
+	char *s;
+	size_t len, cap;
+	bool ok;
+};
+
+static void sb_grow(struct sbuf *b, size_t more)
+{
+	if (!b->ok || b->len + more + 1 <= b->cap)
+		return;
+	size_t cap = b->cap ? b->cap : 256;
+	while (cap < b->len + more + 1)
+		cap *= 2;
+	char *s = realloc(b->s, cap);
+	if (!s) {
+		b->ok = false;
+		return;
+	}
+	b->s = s;
+	b->cap = cap;
+}
+
+static void sb_printf(struct sbuf *b, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void sb_printf(struct sbuf *b, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (n < 0) {
+		b->ok = false;
+		return;
+	}
+	sb_grow(b, (size_t)n);
+	if (!b->ok)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(b->s + b->len, b->cap - b->len, fmt, ap);
+	va_end(ap);
+	b->len += (size_t)n;
+}
+
+/* A JSON string literal (RFC 8259 escaping; bytes >= 0x80 pass through). */
+static void sb_json_str(struct sbuf *b, const char *s)
+{
+	sb_printf(b, "\"");
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c == '"' || c == '\\')
+			sb_printf(b, "\\%c", c);
+		else if (c < 0x20)
+			sb_printf(b, "\\u%04x", c);
+		else
+			sb_printf(b, "%c", c);
+	}
+	sb_printf(b, "\"");
+}
+
+static char *sb_finish(struct sbuf *b)
+{
+	if (!b->ok) {
+		free(b->s);
+		return NULL;
+	}
+	return b->s;
+}
+
+char *info_json(const engine_t *e, int pipeline, uint32_t rank, uint32_t world,
+		uint32_t max_window)
+{
+	struct sbuf b = { .ok = true };
+	const config_t *cfg = e->cfg;
+
+	sb_printf(&b, "{\"protocol\":%d,\"version\":", WIRE_VERSION);
+	sb_json_str(&b, CUTMIXD_VERSION);
+	sb_printf(&b, ",\"config_digest\":\"%s\",\"pipelines\":[", e->digest_hex);
+	for (int i = 0; i < cfg->n_pipelines; i++) {
+		sb_printf(&b, i ? "," : "");
+		sb_json_str(&b, cfg->pipelines[i].name);
+	}
+	sb_printf(&b, "],\"max_window\":%u,\"meta_size\":%d", max_window, WIRE_META_SIZE);
+
+	if (pipeline >= 0) {
+		const struct pipeline_rt *rt = &e->pipelines[pipeline];
+		const struct pipeline_cfg *p = rt->cfg;
+		uint32_t K = dataset_num_classes(rt->ds);
+		uint32_t w = world ? world : 1;
+
+		sb_printf(&b, ",\"pipeline\":");
+		sb_json_str(&b, p->name);
+		sb_printf(&b, ",\"eval\":%s,\"dataset\":", p->eval ? "true" : "false");
+		sb_json_str(&b, cfg->datasets[p->dataset].name);
+		sb_printf(&b, ",\"dataset_size\":%u,\"num_classes\":%u,\"class_names\":[",
+			  dataset_size(rt->ds), K);
+		for (uint32_t k = 0; k < K; k++) {
+			sb_printf(&b, k ? "," : "");
+			sb_json_str(&b, dataset_class_name(rt->ds, k));
+		}
+		sb_printf(&b, "],\"batch_size\":%u,\"batches_per_epoch\":%u,"
+			  "\"samples_per_rank\":%u,\"rank\":%u,\"world\":%u,",
+			  p->batch_size, sampler_batches(rt->sampler, w),
+			  sampler_shard_size(rt->sampler, w), rank, w);
+		if (p->layout == LAYOUT_NCHW)
+			sb_printf(&b, "\"image_shape\":[3,%u,%u],", p->size, p->size);
+		else
+			sb_printf(&b, "\"image_shape\":[%u,%u,3],", p->size, p->size);
+		sb_printf(&b, "\"layout\":\"%s\",\"dtype\":\"%s\",\"drop_last\":%s,"
+			  "\"shuffle\":%s,\"label_smoothing\":%.17g",
+			  p->layout == LAYOUT_NCHW ? "nchw" : "nhwc",
+			  p->dtype == DTYPE_FLOAT32 ? "float32" : "uint8",
+			  p->drop_last ? "true" : "false", p->shuffle ? "true" : "false",
+			  p->label_smoothing);
+	}
+	sb_printf(&b, "}");
+	return sb_finish(&b);
+}
+
+char *stats_json(const struct stats *st, const struct server_gauges *g)
+{
+	struct sbuf b = { .ok = true };
+
+	sb_printf(&b, "{\"uptime_s\":%.3f,\"requests\":%llu,\"bad_requests\":%llu,"
+		  "\"batches\":%llu,\"images\":%llu,\"bytes_sent\":%llu,"
+		  "\"img_per_s\":%.1f,\"decode_errors\":%llu,\"replaced\":%llu,"
+		  "\"bad_files\":%llu,\"clients\":%u,\"pending\":%u,\"inflight\":%u,"
+		  "\"unsent\":%u,\"queue_depth\":%u,\"rss_bytes\":%llu}",
+		  stats_now() - st->started,
+		  (unsigned long long)stats_get(st, requests),
+		  (unsigned long long)stats_get(st, bad_requests),
+		  (unsigned long long)stats_get(st, batches),
+		  (unsigned long long)stats_get(st, images),
+		  (unsigned long long)stats_get(st, bytes_sent), g->img_per_s,
+		  (unsigned long long)stats_get(st, decode_errors),
+		  (unsigned long long)stats_get(st, replaced),
+		  (unsigned long long)stats_get(st, bad_files), g->clients,
+		  g->pending, g->inflight, g->unsent, g->queue_depth,
+		  (unsigned long long)stats_rss_bytes());
+	return sb_finish(&b);
+}

@@ -1,0 +1,23 @@
+/*
+ * info.h — the JSON bodies of `info` and `stats` replies (keys listed in
+ * proto/PROTOCOL.md).
+ */
+#ifndef CUTMIXD_INFO_H
+#define CUTMIXD_INFO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine.h"
+
+/* pipeline < 0: global keys only. Returns malloc'd text or NULL. */
+char *info_json(const engine_t *e, int pipeline, uint32_t rank, uint32_t world,
+		uint32_t max_window);
+
+struct server_gauges {
+	uint32_t clients, pending, inflight, unsent, queue_depth;
+	double img_per_s;
+};
+char *stats_json(const struct stats *st, const struct server_gauges *g);
+
+#endif

@@ -1,0 +1,848 @@
+/*
+ * server.c — request loop: ROUTER socket in, worker pool, replies out.
+ *
+ * DESIGN
+ * - One thread (the caller of server_run) owns the ROUTER socket, the
+ *   client table, the pending FIFO, the unsent FIFO and `inflight`. No
+ *   lock guards them because no other thread touches them.
+ * - Workers hand finished batches back through `done` (guarded by
+ *   `done_lock`, the only lock here) and an eventfd that the loop polls
+ *   next to the socket and a signalfd.
+ * - Flow control: every client may have at most max_client_window requests
+ *   outstanding (pending + computing + reply not yet accepted by ZeroMQ);
+ *   more get a BUSY error. At most max_inflight batches are computed at
+ *   once; the rest wait in `pending` without holding pixel memory. A
+ *   reply that ZeroMQ refuses (peer's queue at its high-water mark) waits
+ *   in `unsent` and still counts against its client's window, so a client
+ *   that never reads holds at most 2 x window replies in memory.
+ * - Ownership: a reply's frame buffers go to ZeroMQ (zmq_msg_init_data,
+ *   released with free() from ZeroMQ's I/O thread); everything else is
+ *   freed here.
+ */
+#include "server.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+#include <zmq.h>
+#include <systemd/sd-daemon.h>
+
+#include "batch.h"
+#include "info.h"
+#include "log.h"
+#include "wire.h"
+
+#define CLIENT_BUCKETS 1024
+#define MAX_ID 255
+#define STOP_DEADLINE_S 4.0
+#define RATE_WINDOW 10 /* seconds of history for img/s */
+
+struct client {
+	uint8_t id[MAX_ID];
+	uint8_t id_len;
+	uint32_t outstanding;
+	double last_seen;
+	struct client *next;
+};
+
+/* A request waiting for a pool slot. */
+struct pending {
+	struct client *cl;
+	bool delim;
+	struct wire_request rq;
+	struct pending *next;
+};
+
+/* A reply ZeroMQ has not accepted yet. */
+struct reply {
+	struct client *cl;
+	bool delim;
+	uint8_t header[WIRE_REPLY_SIZE];
+	void *body[3];
+	size_t body_len[3];
+	int n_body;
+	bool counts;          /* decrements cl->outstanding once sent */
+	struct reply *next;
+};
+
+struct server {
+	void *zctx;
+	void *router;
+	int efd, sfd;
+	engine_t *eng;
+	pool_t *pool;
+	struct stats *stats;
+	struct server_opts opts;
+	uint32_t max_inflight;
+
+	struct client *clients[CLIENT_BUCKETS];
+	uint32_t n_clients;
+	struct pending *pend_head, *pend_tail;
+	uint32_t n_pending;
+	struct reply *unsent_head, *unsent_tail;
+	uint32_t n_unsent;
+	uint32_t inflight;
+
+	pthread_mutex_t done_lock;
+	batch_t *done;        /* LIFO under done_lock; order restored below */
+
+	bool stopping;
+	double stop_deadline;
+	bool watchdog;
+	double rate_t[RATE_WINDOW];
+	uint64_t rate_n[RATE_WINDOW];
+	unsigned rate_i;
+	double last_tick;
+};
+
+/* ---- clients ---------------------------------------------------------- */
+
+static uint32_t id_hash(const uint8_t *id, size_t len)
+{
+	uint32_t h = 2166136261u;
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ id[i]) * 16777619u;
+	return h % CLIENT_BUCKETS;
+}
+
+static struct client *client_get(server_t *s, const uint8_t *id, size_t len,
+				 bool create)
+{
+	uint32_t h = id_hash(id, len);
+
+	for (struct client *c = s->clients[h]; c; c = c->next)
+		if (c->id_len == len && memcmp(c->id, id, len) == 0)
+			return c;
+	if (!create || s->n_clients >= s->eng->cfg->server.max_clients)
+		return NULL;
+	struct client *c = calloc(1, sizeof(*c));
+	if (!c)
+		return NULL;
+	memcpy(c->id, id, len);
+	c->id_len = (uint8_t)len;
+	c->next = s->clients[h];
+	s->clients[h] = c;
+	s->n_clients++;
+	return c;
+}
+
+/* Forget clients with nothing outstanding that have been quiet too long
+ * (or all idle ones when `all`). */
+static void clients_expire(server_t *s, double now, bool all)
+{
+	double limit = s->eng->cfg->server.idle_timeout_s;
+
+	for (int h = 0; h < CLIENT_BUCKETS; h++) {
+		struct client **pp = &s->clients[h];
+		while (*pp) {
+			struct client *c = *pp;
+			if (c->outstanding == 0 && (all || now - c->last_seen > limit)) {
+				*pp = c->next;
+				free(c);
+				s->n_clients--;
+			} else {
+				pp = &c->next;
+			}
+		}
+	}
+}
+
+/* ---- replies ---------------------------------------------------------- */
+
+static void free_cb(void *data, void *hint)
+{
+	(void)hint;
+	free(data);
+}
+
+static void reply_free(struct reply *r)
+{
+	for (int i = 0; i < r->n_body; i++)
+		free(r->body[i]);
+	free(r);
+}
+
+/* 1 = sent (or dropped: peer gone), 0 = ZeroMQ queue full, try later. */
+static int reply_try_send(server_t *s, struct reply *r)
+{
+	int more = ZMQ_SNDMORE | ZMQ_DONTWAIT;
+
+	if (zmq_send(s->router, r->cl->id, r->cl->id_len, more) < 0) {
+		if (errno == EAGAIN)
+			return 0;
+		/* EHOSTUNREACH: the peer has gone; its reply goes nowhere. */
+		log_debug("server: dropping reply to a departed client: %s", zmq_strerror(errno));
+		goto out_done;
+	}
+	if (r->delim)
+		zmq_send(s->router, "", 0, more);
+	zmq_send(s->router, r->header, WIRE_REPLY_SIZE, r->n_body ? more : ZMQ_DONTWAIT);
+	for (int i = 0; i < r->n_body; i++) {
+		zmq_msg_t m;
+		int flags = i + 1 < r->n_body ? more : ZMQ_DONTWAIT;
+		if (r->body_len[i] == 0 || !r->body[i]) {
+			zmq_send(s->router, "", 0, flags);
+			continue;
+		}
+		/* The buffer now belongs to ZeroMQ, which frees it after the
+		 * bytes have left (possibly on its I/O thread). */
+		if (zmq_msg_init_data(&m, r->body[i], r->body_len[i], free_cb, NULL)) {
+			zmq_send(s->router, "", 0, flags); /* keep the frame count */
+			continue;
+		}
+		r->body[i] = NULL;
+		if (zmq_msg_send(&m, s->router, flags) < 0)
+			zmq_msg_close(&m);
+	}
+out_done:
+	if (r->counts && r->cl->outstanding > 0)
+		r->cl->outstanding--;
+	reply_free(r);
+	return 1;
+}
+
+static void reply_queue(server_t *s, struct reply *r)
+{
+	if (s->unsent_head == NULL && reply_try_send(s, r))
+		return;
+	r->next = NULL;
+	if (s->unsent_tail)
+		s->unsent_tail->next = r;
+	else
+		s->unsent_head = r;
+	s->unsent_tail = r;
+	s->n_unsent++;
+}
+
+static void unsent_flush(server_t *s)
+{
+	while (s->unsent_head) {
+		struct reply *r = s->unsent_head;
+		struct reply *next = r->next;
+		if (!reply_try_send(s, r))
+			return;
+		s->unsent_head = next;
+		if (!next)
+			s->unsent_tail = NULL;
+		s->n_unsent--;
+	}
+}
+
+static void header_init(server_t *s, struct wire_reply *h, uint16_t type,
+			const struct wire_request *rq)
+{
+	memset(h, 0, sizeof(*h));
+	h->version = WIRE_VERSION;
+	h->type = type;
+	if (rq) {
+		h->request_id = rq->request_id;
+		h->epoch = rq->epoch;
+		h->rank = rq->rank;
+		h->world = rq->world;
+		h->batch = rq->batch;
+	}
+	memcpy(h->digest, s->eng->digest, WIRE_DIGEST_SIZE);
+}
+
+/* A reply with one text body (info/stats JSON or an error message).
+ * `text` is taken over (malloc'd) or copied when `copy`. */
+static void reply_text(server_t *s, struct client *cl, bool delim, bool counts,
+		       struct wire_reply *h, char *text)
+{
+	struct reply *r = calloc(1, sizeof(*r));
+
+	if (!r || !text) {
+		log_err("server: out of memory for a reply");
+		free(r);
+		free(text);
+		if (counts && cl->outstanding > 0)
+			cl->outstanding--;
+		return;
+	}
+	r->cl = cl;
+	r->delim = delim;
+	r->counts = counts;
+	r->body[0] = text;
+	r->body_len[0] = strlen(text);
+	r->n_body = 1;
+	h->body_bytes[0] = r->body_len[0];
+	wire_encode_reply(h, r->header);
+	reply_queue(s, r);
+}
+
+static void reply_error(server_t *s, struct client *cl, bool delim, bool counts,
+			const struct wire_request *rq, uint32_t status,
+			const char *fmt, ...) __attribute__((format(printf, 7, 8)));
+
+static void reply_error(server_t *s, struct client *cl, bool delim, bool counts,
+			const struct wire_request *rq, uint32_t status,
+			const char *fmt, ...)
+{
+	struct wire_reply h;
+	char *text = malloc(600);
+	va_list ap;
+
+	if (text) {
+		int n = snprintf(text, 600, "%s: ", wire_status_name(status));
+		va_start(ap, fmt);
+		vsnprintf(text + n, 600 - (size_t)n, fmt, ap);
+		va_end(ap);
+	}
+	header_init(s, &h, WIRE_ERROR, rq);
+	h.status = status;
+	stats_add(s->stats, bad_requests, 1);
+	reply_text(s, cl, delim, counts, &h, text);
+}
+
+/* ---- batches ---------------------------------------------------------- */
+
+/* Runs on a worker thread. */
+static void batch_complete(batch_t *b, void *arg)
+{
+	server_t *s = arg;
+	uint64_t one = 1;
+
+	pthread_mutex_lock(&s->done_lock);
+	b->next = s->done;
+	s->done = b;
+	pthread_mutex_unlock(&s->done_lock);
+	if (write(s->efd, &one, sizeof(one)) < 0)
+		log_err("server: eventfd write: %s", strerror(errno));
+}
+
+static void batch_reply(server_t *s, batch_t *b)
+{
+	struct pending *rq = b->user;
+	const struct pipeline_cfg *p = b->pl->cfg;
+	struct wire_reply h;
+	struct reply *r;
+
+	if (atomic_load(&b->failed)) {
+		reply_error(s, rq->cl, rq->delim, true, &rq->rq, b->status, "%s", b->error);
+		return;
+	}
+	r = calloc(1, sizeof(*r));
+	if (!r) {
+		reply_error(s, rq->cl, rq->delim, true, &rq->rq, WIRE_E_INTERNAL, "out of memory");
+		return;
+	}
+	header_init(s, &h, WIRE_BATCH, &rq->rq);
+	memcpy(h.digest, b->eng->digest, WIRE_DIGEST_SIZE);
+	h.batch_size = b->n;
+	h.height = h.width = p->size;
+	h.channels = 3;
+	h.layout = (uint8_t)p->layout;
+	h.dtype = (uint8_t)p->dtype;
+	h.meta_size = WIRE_META_SIZE;
+	h.num_classes = dataset_num_classes(b->pl->ds);
+	h.batches_per_epoch = b->batches_per_epoch;
+	h.flags = b->index + 1 == b->batches_per_epoch ? WIRE_RFLAG_LAST : 0;
+	h.body_bytes[0] = b->images_bytes;
+	h.body_bytes[1] = b->labels_bytes;
+	h.body_bytes[2] = b->meta_bytes;
+	wire_encode_reply(&h, r->header);
+	r->cl = rq->cl;
+	r->delim = rq->delim;
+	r->counts = true;
+	r->n_body = 3;
+	r->body_len[0] = b->images_bytes;
+	r->body_len[1] = b->labels_bytes;
+	r->body_len[2] = b->meta_bytes;
+	r->body[0] = batch_take_images(b);
+	r->body[1] = batch_take_labels(b);
+	r->body[2] = batch_take_meta(b);
+	stats_add(s->stats, batches, 1);
+	stats_add(s->stats, images, b->n);
+	stats_add(s->stats, bytes_sent, b->images_bytes + b->labels_bytes + b->meta_bytes);
+	reply_queue(s, r);
+}
+
+static void done_drain(server_t *s)
+{
+	uint64_t v;
+	batch_t *list, *rev = NULL;
+
+	if (read(s->efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+		log_err("server: eventfd read: %s", strerror(errno));
+	pthread_mutex_lock(&s->done_lock);
+	list = s->done;
+	s->done = NULL;
+	pthread_mutex_unlock(&s->done_lock);
+	while (list) { /* restore completion order */
+		batch_t *n = list->next;
+		list->next = rev;
+		rev = list;
+		list = n;
+	}
+	while (rev) {
+		batch_t *b = rev;
+		rev = b->next;
+		s->inflight--;
+		batch_reply(s, b);
+		free(b->user);
+		batch_destroy(&b);
+	}
+}
+
+/* Start pending requests while there is room in the pool. */
+static void schedule(server_t *s)
+{
+	while (s->pend_head && s->inflight < s->max_inflight) {
+		struct pending *pq = s->pend_head;
+		s->pend_head = pq->next;
+		if (!s->pend_head)
+			s->pend_tail = NULL;
+		s->n_pending--;
+
+		char msg[300];
+		uint32_t status;
+		int pi = engine_find_pipeline(s->eng, pq->rq.pipeline);
+		batch_t *b = NULL;
+		if (pi < 0) { /* the pipeline went away in a reload */
+			reply_error(s, pq->cl, pq->delim, true, &pq->rq, WIRE_E_NO_PIPELINE,
+				    "unknown pipeline '%s'", pq->rq.pipeline);
+			free(pq);
+			continue;
+		}
+		b = batch_new(s->eng, pi, pq->rq.epoch, pq->rq.rank, pq->rq.world,
+			      pq->rq.batch, &status, msg, sizeof(msg));
+		if (!b) {
+			reply_error(s, pq->cl, pq->delim, true, &pq->rq, status, "%s", msg);
+			free(pq);
+			continue;
+		}
+		b->user = pq;
+		s->inflight++;
+		batch_submit(b, s->pool, batch_complete, s);
+	}
+}
+
+/* ---- requests --------------------------------------------------------- */
+
+/* Check a batch or info request against the current config. */
+static bool request_valid(server_t *s, struct client *cl, bool delim,
+			  const struct wire_request *rq, bool counts, int *pipeline)
+{
+	int pi = engine_find_pipeline(s->eng, rq->pipeline);
+
+	*pipeline = pi;
+	if (rq->type == WIRE_INFO && rq->pipeline[0] == '\0')
+		return true;
+	if (pi < 0) {
+		reply_error(s, cl, delim, counts, rq, WIRE_E_NO_PIPELINE,
+			    "unknown pipeline '%s'", rq->pipeline);
+		return false;
+	}
+	if (rq->world == 0 || rq->rank >= rq->world) {
+		reply_error(s, cl, delim, counts, rq, WIRE_E_BAD_SHARD,
+			    "rank %u is not below world %u", rq->rank, rq->world);
+		return false;
+	}
+	const struct pipeline_rt *rt = &s->eng->pipelines[pi];
+	if ((rq->flags & WIRE_FLAG_EXPECT_EVAL) && config_pipeline_augments(rt->cfg)) {
+		reply_error(s, cl, delim, counts, rq, WIRE_E_NOT_EVAL,
+			    "pipeline '%s' augments its data; evaluation data must come from an eval pipeline",
+			    rq->pipeline);
+		return false;
+	}
+	if (rq->type == WIRE_BATCH) {
+		uint32_t nb = sampler_batches(rt->sampler, rq->world);
+		if (rq->batch >= nb) {
+			reply_error(s, cl, delim, counts, rq, WIRE_E_BATCH_RANGE,
+				    "batch %u out of range: pipeline '%s' has %u batches per epoch for world %u",
+				    rq->batch, rq->pipeline, nb, rq->world);
+			return false;
+		}
+	}
+	return true;
+}
+
+static void handle_request(server_t *s, struct client *cl, bool delim,
+			   const void *buf, size_t len)
+{
+	struct wire_request rq;
+	struct wire_reply h;
+	int pi, rc;
+
+	stats_add(s->stats, requests, 1);
+	rc = wire_decode_request(buf, len, &rq);
+	if (rc == -WIRE_E_VERSION) {
+		reply_error(s, cl, delim, false, &rq, WIRE_E_VERSION,
+			    "this daemon speaks protocol version %d, got %u", WIRE_VERSION, rq.version);
+		return;
+	}
+	if (rc) {
+		reply_error(s, cl, delim, false, &rq, WIRE_E_MALFORMED,
+			    "request must be one %d-byte frame with magic 'CMXQ' (got %zu bytes)",
+			    WIRE_REQUEST_SIZE, len);
+		return;
+	}
+	if (s->stopping) {
+		reply_error(s, cl, delim, false, &rq, WIRE_E_SHUTTING_DOWN, "daemon is stopping");
+		return;
+	}
+
+	switch (rq.type) {
+	case WIRE_INFO:
+		if (!request_valid(s, cl, delim, &rq, false, &pi))
+			return;
+		header_init(s, &h, WIRE_INFO, &rq);
+		reply_text(s, cl, delim, false, &h,
+			   info_json(s->eng, pi, rq.rank, rq.world,
+				     s->eng->cfg->server.max_client_window));
+		return;
+	case WIRE_STATS: {
+		struct server_gauges g = {
+			.clients = s->n_clients, .pending = s->n_pending,
+			.inflight = s->inflight, .unsent = s->n_unsent,
+			.queue_depth = pool_depth(s->pool),
+		};
+		unsigned old = (s->rate_i + 1) % RATE_WINDOW;
+		double dt = s->rate_t[s->rate_i] - s->rate_t[old];
+		if (s->rate_t[old] > 0 && dt > 0)
+			g.img_per_s = (double)(s->rate_n[s->rate_i] - s->rate_n[old]) / dt;
+		header_init(s, &h, WIRE_STATS, &rq);
+		reply_text(s, cl, delim, false, &h, stats_json(s->stats, &g));
+		return;
+	}
+	case WIRE_BATCH:
+		break;
+	default:
+		reply_error(s, cl, delim, false, &rq, WIRE_E_UNKNOWN_TYPE,
+			    "unknown request type %u", rq.type);
+		return;
+	}
+
+	uint32_t cap = s->eng->cfg->server.max_client_window;
+	if (cl->outstanding >= cap) {
+		reply_error(s, cl, delim, false, &rq, WIRE_E_BUSY,
+			    "at most %u requests may be outstanding per client; wait for a reply before asking again",
+			    cap);
+		return;
+	}
+	if (!request_valid(s, cl, delim, &rq, false, &pi))
+		return;
+	struct pending *pq = calloc(1, sizeof(*pq));
+	if (!pq) {
+		reply_error(s, cl, delim, false, &rq, WIRE_E_INTERNAL, "out of memory");
+		return;
+	}
+	pq->cl = cl;
+	pq->delim = delim;
+	pq->rq = rq;
+	cl->outstanding++;
+	if (s->pend_tail)
+		s->pend_tail->next = pq;
+	else
+		s->pend_head = pq;
+	s->pend_tail = pq;
+	s->n_pending++;
+}
+
+/* Read one whole multipart message from the ROUTER. 0 = none waiting. */
+static int recv_one(server_t *s)
+{
+	zmq_msg_t parts[3];
+	int n = 0, more = 1, extra = 0;
+
+	while (more) {
+		zmq_msg_t m;
+		zmq_msg_init(&m);
+		if (zmq_msg_recv(&m, s->router, n == 0 ? ZMQ_DONTWAIT : 0) < 0) {
+			zmq_msg_close(&m);
+			if (n == 0)
+				return 0;
+			break;
+		}
+		more = zmq_msg_more(&m);
+		if (n < 3)
+			parts[n++] = m;
+		else {
+			extra++;
+			zmq_msg_close(&m);
+		}
+	}
+
+	double now = stats_now();
+	size_t idlen = zmq_msg_size(&parts[0]);
+	struct client *cl = NULL;
+	if (idlen > 0 && idlen <= MAX_ID) {
+		cl = client_get(s, zmq_msg_data(&parts[0]), idlen, true);
+		if (!cl) { /* table full: make room from idle clients once */
+			clients_expire(s, now, true);
+			cl = client_get(s, zmq_msg_data(&parts[0]), idlen, true);
+		}
+	}
+	if (!cl) {
+		log_warning("server: ignoring a request: %s",
+			    idlen ? "too many clients (max_clients)" : "no peer identity");
+		goto out_close;
+	}
+	cl->last_seen = now;
+
+	/* [identity][request] from a DEALER, [identity][""][request] from a
+	 * REQ socket; anything else is malformed. */
+	bool delim = n == 3 && zmq_msg_size(&parts[1]) == 0;
+	zmq_msg_t *body = delim ? &parts[2] : &parts[1];
+	if (n < 2 || extra || (n == 3 && !delim)) {
+		struct wire_request none;
+		memset(&none, 0, sizeof(none));
+		stats_add(s->stats, requests, 1);
+		reply_error(s, cl, delim, false, &none, WIRE_E_MALFORMED,
+			    "a request is exactly one %d-byte frame (after an optional empty delimiter)",
+			    WIRE_REQUEST_SIZE);
+		goto out_close;
+	}
+	handle_request(s, cl, delim, zmq_msg_data(body), zmq_msg_size(body));
+
+out_close:
+	for (int i = 0; i < n; i++)
+		zmq_msg_close(&parts[i]);
+	return 1;
+}
+
+/* ---- signals, reload, housekeeping ------------------------------------ */
+
+static void reload(server_t *s)
+{
+	char err[1024];
+	config_t *cfg = NULL;
+	engine_t *eng = NULL;
+
+	sd_notify(0, "RELOADING=1");
+	int rc = config_load(s->opts.config_path, s->opts.sets, s->opts.n_sets, &cfg, err, sizeof(err));
+	if (rc == 0)
+		rc = engine_new(&cfg, s->stats, &eng, err, sizeof(err));
+	if (rc) {
+		log_err("reload: keeping the running config: %s", err);
+	} else {
+		log_notice("reload: config digest %.16s -> %.16s", s->eng->digest_hex, eng->digest_hex);
+		engine_unref(&s->eng);
+		s->eng = eng;
+	}
+	sd_notify(0, "READY=1");
+}
+
+static void begin_stop(server_t *s)
+{
+	if (s->stopping)
+		return;
+	s->stopping = true;
+	s->stop_deadline = stats_now() + STOP_DEADLINE_S;
+	sd_notify(0, "STOPPING=1");
+	log_notice("stopping: %u batches in flight, %u pending requests refused",
+		   s->inflight, s->n_pending);
+	while (s->pend_head) {
+		struct pending *pq = s->pend_head;
+		s->pend_head = pq->next;
+		reply_error(s, pq->cl, pq->delim, true, &pq->rq, WIRE_E_SHUTTING_DOWN,
+			    "daemon is stopping");
+		free(pq);
+	}
+	s->pend_tail = NULL;
+	s->n_pending = 0;
+}
+
+static void handle_signals(server_t *s)
+{
+	struct signalfd_siginfo si;
+
+	while (read(s->sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+		if (si.ssi_signo == SIGHUP && !s->stopping)
+			reload(s);
+		else if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT)
+			begin_stop(s);
+	}
+}
+
+static void tick(server_t *s, double now)
+{
+	if (now - s->last_tick < 1.0)
+		return;
+	s->last_tick = now;
+	s->rate_i = (s->rate_i + 1) % RATE_WINDOW;
+	s->rate_t[s->rate_i] = now;
+	s->rate_n[s->rate_i] = stats_get(s->stats, images);
+	clients_expire(s, now, false);
+
+	unsigned old = (s->rate_i + 1) % RATE_WINDOW;
+	double rate = 0;
+	if (s->rate_t[old] > 0 && now > s->rate_t[old])
+		rate = (double)(s->rate_n[s->rate_i] - s->rate_n[old]) / (now - s->rate_t[old]);
+	sd_notifyf(0, "STATUS=%.0f img/s, %u clients, %u in flight, %" PRIu64 " batches served",
+		   rate, s->n_clients, s->inflight, stats_get(s->stats, batches));
+}
+
+/* ---- life cycle ------------------------------------------------------- */
+
+static bool endpoint_is_loopback(const char *ep)
+{
+	if (strncmp(ep, "tcp://", 6) != 0)
+		return true; /* ipc://, inproc:// stay on the machine */
+	const char *h = ep + 6;
+	return strncmp(h, "127.", 4) == 0 || strncmp(h, "localhost:", 10) == 0 ||
+	       strncmp(h, "[::1]:", 6) == 0;
+}
+
+server_t *server_new(engine_t *eng, pool_t *pool, struct stats *stats,
+		     const struct server_opts *opts, char *err, size_t errlen)
+{
+	const struct server_cfg *sv = &eng->cfg->server;
+	server_t *s = calloc(1, sizeof(*s));
+	sigset_t mask;
+	int v;
+
+	if (!s) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	s->efd = s->sfd = -1;
+	s->eng = engine_ref(eng);
+	s->pool = pool;
+	s->stats = stats;
+	s->opts = *opts;
+	pthread_mutex_init(&s->done_lock, NULL);
+	s->max_inflight = sv->max_inflight ? sv->max_inflight : 2 + pool_workers(pool) / 2;
+
+	s->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGHUP);
+	s->sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (s->efd < 0 || s->sfd < 0) {
+		snprintf(err, errlen, "eventfd/signalfd: %s", strerror(errno));
+		goto out_fail;
+	}
+
+	s->zctx = zmq_ctx_new();
+	s->router = s->zctx ? zmq_socket(s->zctx, ZMQ_ROUTER) : NULL;
+	if (!s->router) {
+		snprintf(err, errlen, "zmq socket: %s", zmq_strerror(errno));
+		goto out_fail;
+	}
+	v = 1;
+	zmq_setsockopt(s->router, ZMQ_ROUTER_MANDATORY, &v, sizeof(v));
+	int64_t maxmsg = 4096; /* a request is 80 bytes: bigger peers are cut off */
+	zmq_setsockopt(s->router, ZMQ_MAXMSGSIZE, &maxmsg, sizeof(maxmsg));
+	v = (int)sv->max_client_window;
+	zmq_setsockopt(s->router, ZMQ_SNDHWM, &v, sizeof(v));
+	v = 1000;
+	zmq_setsockopt(s->router, ZMQ_LINGER, &v, sizeof(v));
+
+	for (int i = 0; i < sv->n_endpoints; i++) {
+		const char *ep = sv->endpoints[i];
+		if (zmq_bind(s->router, ep) < 0) {
+			snprintf(err, errlen, "cannot bind '%s': %s", ep, zmq_strerror(errno));
+			goto out_fail;
+		}
+		if (!endpoint_is_loopback(ep))
+			log_warning("server: '%s' is reachable from other machines and not authenticated: any client there can read the dataset",
+				    ep);
+	}
+	s->watchdog = sd_watchdog_enabled(0, NULL) > 0;
+	return s;
+
+out_fail:
+	server_destroy(&s);
+	return NULL;
+}
+
+int server_run(server_t *s)
+{
+	const struct server_cfg *sv = &s->eng->cfg->server;
+
+	for (int i = 0; i < sv->n_endpoints; i++)
+		log_notice("ready: serving %d pipeline(s) on %s, %u workers, config digest %.16s",
+			   s->eng->cfg->n_pipelines, sv->endpoints[i],
+			   pool_workers(s->pool), s->eng->digest_hex);
+	sd_notify(0, "READY=1");
+
+	for (;;) {
+		zmq_pollitem_t items[3] = {
+			{ s->router, 0, ZMQ_POLLIN, 0 },
+			{ NULL, s->efd, ZMQ_POLLIN, 0 },
+			{ NULL, s->sfd, ZMQ_POLLIN, 0 },
+		};
+		long timeout = s->unsent_head ? 10 : 1000;
+
+		if (zmq_poll(items, 3, timeout) < 0 && errno != EINTR) {
+			log_err("server: zmq_poll: %s", zmq_strerror(errno));
+			break;
+		}
+		if (items[2].revents)
+			handle_signals(s);
+		if (items[1].revents)
+			done_drain(s);
+		unsent_flush(s);
+		/* Bounded so replies and signals are never starved. */
+		for (int k = 0; k < 256 && recv_one(s); k++)
+			;
+		if (!s->stopping)
+			schedule(s);
+
+		double now = stats_now();
+		tick(s, now);
+		if (s->watchdog)
+			sd_notify(0, "WATCHDOG=1");
+		if (s->stopping && ((s->inflight == 0 && !s->unsent_head) || now > s->stop_deadline))
+			break;
+	}
+	if (s->inflight || s->unsent_head)
+		log_warning("stopped with %u batches unfinished and %u replies unsent",
+			    s->inflight, s->n_unsent);
+	return 0;
+}
+
+void server_destroy(server_t **sp)
+{
+	server_t *s = sp ? *sp : NULL;
+
+	if (!s)
+		return;
+	/* The pool must be stopped first (the caller's job) so no worker
+	 * can still complete a batch into `done`. */
+	while (s->done) {
+		batch_t *b = s->done;
+		s->done = b->next;
+		free(b->user);
+		batch_destroy(&b);
+	}
+	while (s->unsent_head) {
+		struct reply *r = s->unsent_head;
+		s->unsent_head = r->next;
+		reply_free(r);
+	}
+	while (s->pend_head) {
+		struct pending *pq = s->pend_head;
+		s->pend_head = pq->next;
+		free(pq);
+	}
+	for (int h = 0; h < CLIENT_BUCKETS; h++)
+		while (s->clients[h]) {
+			struct client *c = s->clients[h];
+			s->clients[h] = c->next;
+			free(c);
+		}
+	if (s->router)
+		zmq_close(s->router);
+	if (s->zctx)
+		zmq_ctx_term(s->zctx);
+	if (s->efd >= 0)
+		close(s->efd);
+	if (s->sfd >= 0)
+		close(s->sfd);
+	engine_unref(&s->eng);
+	pthread_mutex_destroy(&s->done_lock);
+	free(s);
+	*sp = NULL;
+}
