@@ -123,6 +123,28 @@ bench:
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)$(PYTHON) scripts/bench.py
 
+SYSCONFDIR ?= /etc
+PYDIR      ?= $(PREFIX)/lib/python3/dist-packages
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+
+install: all
+	install -D -m 755 bin/cutmixd $(DESTDIR)$(PREFIX)/bin/cutmixd
+	install -D -m 755 bin/cutmixd-count $(DESTDIR)$(PREFIX)/bin/cutmixd-count
+	install -D -m 644 lib/libcutmixd.a $(DESTDIR)$(PREFIX)/lib/libcutmixd.a
+	install -D -m 755 lib/libcutmixd.so $(DESTDIR)$(PREFIX)/lib/libcutmixd.so.0
+	ln -sf libcutmixd.so.0 $(DESTDIR)$(PREFIX)/lib/libcutmixd.so
+	install -D -m 644 client/c/cutmixd.h $(DESTDIR)$(PREFIX)/include/cutmixd.h
+	install -d $(DESTDIR)$(PYDIR)/cutmixd
+	install -m 644 client/python/cutmixd/*.py $(DESTDIR)$(PYDIR)/cutmixd/
+	install -d $(DESTDIR)$(UNITDIR)
+	sed -e 's|@BINDIR@|$(PREFIX)/bin|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
+		scripts/cutmixd.service.in > $(DESTDIR)$(UNITDIR)/cutmixd.service
+	install -D -m 644 config/default.ini $(DESTDIR)$(PREFIX)/share/cutmixd/cutmixd.ini.example
+	test -e $(DESTDIR)$(SYSCONFDIR)/cutmixd/cutmixd.ini || \
+		install -D -m 644 config/default.ini $(DESTDIR)$(SYSCONFDIR)/cutmixd/cutmixd.ini
+	install -D -m 644 README.md $(DESTDIR)$(PREFIX)/share/doc/cutmixd/README.md
+	install -D -m 644 proto/PROTOCOL.md $(DESTDIR)$(PREFIX)/share/doc/cutmixd/PROTOCOL.md
+
 clean:
 	rm -rf $(BUILD) bin lib
 

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <zmq.h>
 
 #include "batch.h"
 #include "config.h"
@@ -22,6 +23,7 @@
 #include "pool.h"
 #include "server.h"
 #include "stats.h"
+#include "wire.h"
 
 #ifndef CUTMIXD_VERSION
 #define CUTMIXD_VERSION "0.1.0"
@@ -35,6 +37,7 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: cutmixd -c FILE [--set SECTION.KEY=VALUE]... [--check]\n"
+		"       cutmixd stats ENDPOINT     print a running daemon's counters (JSON)\n"
 		"       cutmixd --version | --help\n"
 		"\n"
 		"Serve augmented JPEG batches (Cutout, CutMix, MixUp, soft labels) over ZeroMQ.\n"
@@ -67,6 +70,53 @@ static void print_summary(const engine_t *e)
 	}
 }
 
+/* `cutmixd stats ENDPOINT`: one STATS request, the JSON on stdout. */
+static int cmd_stats(const char *endpoint)
+{
+	struct wire_request rq = { .version = WIRE_VERSION, .type = WIRE_STATS, .world = 1 };
+	uint8_t buf[WIRE_REQUEST_SIZE];
+	void *ctx = zmq_ctx_new();
+	void *sock = ctx ? zmq_socket(ctx, ZMQ_DEALER) : NULL;
+	int timeout = 5000, zero = 0, status = 1;
+
+	if (!sock) {
+		fprintf(stderr, "cutmixd stats: %s\n", zmq_strerror(errno));
+		goto out;
+	}
+	zmq_setsockopt(sock, ZMQ_RCVTIMEO, &timeout, sizeof(timeout));
+	zmq_setsockopt(sock, ZMQ_LINGER, &zero, sizeof(zero));
+	if (zmq_connect(sock, endpoint) < 0) {
+		fprintf(stderr, "cutmixd stats: cannot connect to '%s': %s\n", endpoint, zmq_strerror(errno));
+		goto out;
+	}
+	wire_encode_request(&rq, buf);
+	zmq_send(sock, buf, sizeof(buf), 0);
+
+	zmq_msg_t hdr, body;
+	struct wire_reply rp;
+	zmq_msg_init(&hdr);
+	zmq_msg_init(&body);
+	if (zmq_msg_recv(&hdr, sock, 0) < 0 || !zmq_msg_more(&hdr) ||
+	    zmq_msg_recv(&body, sock, 0) < 0) {
+		fprintf(stderr, "cutmixd stats: no reply from '%s' within %d s\n", endpoint, timeout / 1000);
+	} else if (wire_decode_reply(zmq_msg_data(&hdr), zmq_msg_size(&hdr), &rp)) {
+		fprintf(stderr, "cutmixd stats: '%s' did not answer in the cutmixd protocol\n", endpoint);
+	} else if (rp.type == WIRE_ERROR) {
+		fprintf(stderr, "cutmixd stats: %.*s\n", (int)zmq_msg_size(&body), (char *)zmq_msg_data(&body));
+	} else {
+		printf("%.*s\n", (int)zmq_msg_size(&body), (char *)zmq_msg_data(&body));
+		status = 0;
+	}
+	zmq_msg_close(&hdr);
+	zmq_msg_close(&body);
+out:
+	if (sock)
+		zmq_close(sock);
+	if (ctx)
+		zmq_ctx_term(ctx);
+	return status;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -89,6 +139,14 @@ int main(int argc, char **argv)
 
 	if (!sets)
 		return EX_SOFTWARE_;
+	if (argc >= 2 && strcmp(argv[1], "stats") == 0) {
+		free(sets);
+		if (argc != 3) {
+			fprintf(stderr, "usage: cutmixd stats ENDPOINT\n");
+			return EX_USAGE_;
+		}
+		return cmd_stats(argv[2]);
+	}
 	while ((opt = getopt_long(argc, argv, "c:s:Vh", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'c':
