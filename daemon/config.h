@@ -18,6 +18,7 @@
 #define CONFIG_MAX_DATASETS  16
 #define CONFIG_MAX_HOLES     8  /* == WIRE_MAX_HOLES */
 #define CONFIG_MAX_SIZE      8192
+#define CONFIG_LINE_MAX      16384 /* longest line of a config file */
 
 enum crop_mode   { CROP_RANDOM_RESIZED = 0, CROP_CENTER = 1 };
 enum fill_mode   { FILL_VALUE = 0, FILL_MEAN = 1, FILL_NOISE = 2 };
@@ -29,8 +30,8 @@ enum on_error    { ON_ERROR_REPLACE = 0, ON_ERROR_FAIL = 1 };
 
 struct server_cfg {
 	char *endpoints[CONFIG_MAX_ENDPOINTS]; /* "endpoint = a, b" */
-	int n_endpoints;          /* default: ipc:///tmp/cutmixd.sock... see .c */
-	uint32_t workers;         /* 0 in the file = number of online CPUs */
+	int n_endpoints;          /* default: tcp://127.0.0.1:5555 */
+	uint32_t workers;         /* 0 in the file = online CPUs (resolved) */
 	uint64_t seed;
 	uint32_t max_inflight;    /* batches being computed at once; 0 = auto */
 	uint32_t max_client_window; /* outstanding requests per client */
@@ -54,6 +55,7 @@ struct pipeline_cfg {
 	char name[CONFIG_NAME_MAX];
 	int line;                 /* line of the section header */
 	int dataset;              /* index into config.datasets */
+	char dataset_name[CONFIG_NAME_MAX]; /* "dataset = NAME" as resolved */
 	bool eval;
 	bool shuffle;
 	bool drop_last;
@@ -108,6 +110,8 @@ typedef struct config {
  *   "train.ini:12: [pipeline.train] size: must be 1..8192, got '0'"
  * Overrides report "--set pipeline.train.size=0: ..." instead of a line.
  * Relative dataset paths are resolved against the config file's folder.
+ * Not thread safe: it sets inih's process-wide options for the parse
+ * (and restores them), so call it from one thread at a time.
  */
 int config_load(const char *path, char *const *sets, int n_sets,
 		config_t **out, char *err, size_t errlen);
