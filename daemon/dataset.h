@@ -49,5 +49,8 @@ const char *dataset_root(const dataset_t *ds);
 /* Feed every (path, label) and the class names to a SHA-256. */
 struct sha256;
 void dataset_digest(const dataset_t *ds, struct sha256 *s);
+/* Bytes the index holds (struct, root, arenas, arrays), for tests and
+ * start-up logging. */
+size_t dataset_memory(const dataset_t *ds);
 
 #endif
