@@ -5,6 +5,11 @@ PREFIX  ?= /usr/local
 DESTDIR ?=
 PYTHON  ?= /usr/bin/python3
 BUILD   ?= build
+# Binaries and libraries land in $(OUT)/bin and $(OUT)/lib; sanitizer
+# builds use their own OUT and BUILD folders.
+OUT     ?= .
+B       := $(OUT)/bin
+L       := $(OUT)/lib
 
 CC      ?= cc
 PKGS    := libzmq inih libjpeg libsystemd
@@ -38,38 +43,38 @@ PROTO_OBJ  := $(call obj,$(PROTO_SRC))
 DAEMON_OBJ := $(call obj,$(DAEMON_SRC))
 CLIENT_OBJ := $(call obj,$(CLIENT_SRC))
 UNIT_BIN   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
-TOOLS      := $(patsubst scripts/%.c,bin/%,$(TOOL_SRC))
+TOOLS      := $(patsubst scripts/%.c,$(B)/%,$(TOOL_SRC))
 
-.PHONY: all test unit integration demo bench deps clean install
-all: bin/cutmixd lib/libcutmixd.a lib/libcutmixd.so bin/cutmixd-count $(TOOLS)
+.PHONY: all test unit integration demo bench deps clean install asan tsan
+all: $(B)/cutmixd $(L)/libcutmixd.a $(L)/libcutmixd.so $(B)/cutmixd-count $(TOOLS)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $<")
 	$(Q)$(CC) $(CFLAGS) -c -o $@ $<
 
-bin/cutmixd: $(BUILD)/daemon/main.o $(DAEMON_OBJ) $(PROTO_OBJ)
-	@mkdir -p bin
+$(B)/cutmixd: $(BUILD)/daemon/main.o $(DAEMON_OBJ) $(PROTO_OBJ)
+	@mkdir -p $(B)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-lib/libcutmixd.a: $(CLIENT_OBJ) $(PROTO_OBJ)
-	@mkdir -p lib
+$(L)/libcutmixd.a: $(CLIENT_OBJ) $(PROTO_OBJ)
+	@mkdir -p $(L)
 	@$(if $(Q),echo "  AR      $@")
 	$(Q)rm -f $@ && ar rcs $@ $^
 
-lib/libcutmixd.so: $(CLIENT_OBJ) $(PROTO_OBJ)
-	@mkdir -p lib
+$(L)/libcutmixd.so: $(CLIENT_OBJ) $(PROTO_OBJ)
+	@mkdir -p $(L)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -shared -Wl,-soname,libcutmixd.so.0 -o $@ $^ -lzmq
 
-bin/cutmixd-count: $(BUILD)/client/c/examples/count_epoch.o lib/libcutmixd.a
-	@mkdir -p bin
+$(B)/cutmixd-count: $(BUILD)/client/c/examples/count_epoch.o $(L)/libcutmixd.a
+	@mkdir -p $(B)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ -lzmq
 
-bin/%: $(BUILD)/scripts/%.o $(DAEMON_OBJ) $(PROTO_OBJ)
-	@mkdir -p bin
+$(B)/%: $(BUILD)/scripts/%.o $(DAEMON_OBJ) $(PROTO_OBJ)
+	@mkdir -p $(B)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
@@ -106,7 +111,8 @@ deps:
 
 test: deps
 	$(Q)$(MAKE) --no-print-directory all $(UNIT_BIN) $(TESTTOOL_BIN)
-	$(Q)PYTHON=$(PYTHON) BUILD=$(BUILD) scripts/run-tests.sh $(UNIT_BIN)
+	$(Q)PYTHON=$(PYTHON) CUTMIXD_BIN_DIR=$(abspath $(B)) CUTMIXD_BUILD_DIR=$(abspath $(BUILD)) \
+		scripts/run-tests.sh $(UNIT_BIN)
 
 unit: all $(UNIT_BIN)
 	$(Q)for t in $(UNIT_BIN); do $$t || exit 1; done
@@ -145,7 +151,14 @@ install: all
 	install -D -m 644 README.md $(DESTDIR)$(PREFIX)/share/doc/cutmixd/README.md
 	install -D -m 644 proto/PROTOCOL.md $(DESTDIR)$(PREFIX)/share/doc/cutmixd/PROTOCOL.md
 
+# The whole suite on sanitizer builds (own folders, same tests).
+SAN_FLAGS_asan := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+SAN_FLAGS_tsan := -fsanitize=thread
+asan tsan:
+	$(Q)$(MAKE) --no-print-directory test OUT=build-$@ BUILD=build-$@/obj \
+		OPT="-O1 -g $(SAN_FLAGS_$@)" LDFLAGS="-pthread $(SAN_FLAGS_$@)"
+
 clean:
-	rm -rf $(BUILD) bin lib
+	rm -rf $(BUILD) bin lib build-asan build-tsan
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
