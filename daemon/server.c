@@ -426,6 +426,25 @@ static void schedule(server_t *s)
 	}
 }
 
+/* Images per second over the last RATE_WINDOW seconds (or since start, while
+ * the history is shorter than that). */
+static double current_rate(server_t *s, double now)
+{
+	double t0 = s->stats->started;
+	uint64_t n0 = 0;
+
+	for (unsigned k = 1; k <= RATE_WINDOW; k++) {
+		unsigned i = (s->rate_i + k) % RATE_WINDOW; /* oldest first */
+		if (s->rate_t[i] > 0) {
+			t0 = s->rate_t[i];
+			n0 = s->rate_n[i];
+			break;
+		}
+	}
+	uint64_t n = stats_get(s->stats, images);
+	return now > t0 + 0.05 ? (double)(n - n0) / (now - t0) : 0.0;
+}
+
 /* ---- requests --------------------------------------------------------- */
 
 /* Check a batch or info request against the current config. */
@@ -506,10 +525,7 @@ static void handle_request(server_t *s, struct client *cl, bool delim,
 			.inflight = s->inflight, .unsent = s->n_unsent,
 			.queue_depth = pool_depth(s->pool),
 		};
-		unsigned old = (s->rate_i + 1) % RATE_WINDOW;
-		double dt = s->rate_t[s->rate_i] - s->rate_t[old];
-		if (s->rate_t[old] > 0 && dt > 0)
-			g.img_per_s = (double)(s->rate_n[s->rate_i] - s->rate_n[old]) / dt;
+		g.img_per_s = current_rate(s, stats_now());
 		header_init(s, &h, WIRE_STATS, &rq);
 		reply_text(s, cl, delim, false, &h, stats_json(s->stats, &g));
 		return;
@@ -674,10 +690,7 @@ static void tick(server_t *s, double now)
 	s->rate_n[s->rate_i] = stats_get(s->stats, images);
 	clients_expire(s, now, false);
 
-	unsigned old = (s->rate_i + 1) % RATE_WINDOW;
-	double rate = 0;
-	if (s->rate_t[old] > 0 && now > s->rate_t[old])
-		rate = (double)(s->rate_n[s->rate_i] - s->rate_n[old]) / (now - s->rate_t[old]);
+	double rate = current_rate(s, now);
 	sd_notifyf(0, "STATUS=%.0f img/s, %u clients, %u in flight, %" PRIu64 " batches served",
 		   rate, s->n_clients, s->inflight, stats_get(s->stats, batches));
 }

@@ -25,7 +25,7 @@ done
 log=$(mktemp)
 "$PYTHON" -m pytest -q -rfEs tests/integration 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
-summary=$(grep -E '^=+ .* in [0-9.]+s' "$log" | tail -n1)
+summary=$(grep -E '^(=+ )?[0-9]+ (passed|failed|skipped|error|errors|deselected)[^=]* in [0-9.]+s' "$log" | tail -n1)
 rm -f "$log"
 n() { printf '%s\n' "$summary" | grep -oE "[0-9]+ $1" | grep -oE '^[0-9]+' || echo 0; }
 passed=$((passed + $(n passed)))
