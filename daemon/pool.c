@@ -76,10 +76,12 @@ static void *worker_main(void *arg)
 
 		t->run(t, item, w->ctx);
 		if (atomic_fetch_sub_explicit(&t->remaining, 1, memory_order_acq_rel) == 1) {
-			t->done(t, w->ctx);
+			/* Counted out before done() hands the task on, so a
+			 * client that sees the reply never sees it queued. */
 			pthread_mutex_lock(&p->lock);
 			p->depth--;
 			pthread_mutex_unlock(&p->lock);
+			t->done(t, w->ctx);
 		}
 		pthread_mutex_lock(&p->lock);
 	}

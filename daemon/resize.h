@@ -11,6 +11,7 @@
 #ifndef CUTMIXD_RESIZE_H
 #define CUTMIXD_RESIZE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -20,6 +21,13 @@ typedef struct resizer resizer_t; /* per-thread coefficient/row scratch */
 
 resizer_t *resizer_new(void);
 void resizer_destroy(resizer_t **r);
+
+/*
+ * Use the SIMD (SSE2) loops where this build has them (the default) or the
+ * portable ones; both give the same bytes. Returns whether SIMD is now on.
+ * For tests and benchmarks.
+ */
+bool resizer_set_simd(resizer_t *r, bool on);
 
 /*
  * Resample the box [bx0,bx1) x [by0,by1) (floats, source pixel units,
