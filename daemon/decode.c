@@ -1,0 +1,632 @@
+/*
+ * decode.c — JPEG bytes to RGB pixels with libjpeg-turbo's libjpeg API.
+ *
+ * DESIGN
+ * A decoder_t belongs to one worker thread; nothing in here is shared, so
+ * there are no locks. It owns:
+ *   - one jpeg_decompress_struct, created in decoder_new() and reused: every
+ *     image ends with jpeg_abort_decompress(), which frees libjpeg's
+ *     per-image pool and leaves the object ready for the next header;
+ *   - the input buffer of decode_read_file() (grows, never shrinks);
+ *   - the RGB region buffer, a CMYK scanline buffer and the row-pointer
+ *     array handed to jpeg_read_scanlines() (grow, never shrink).
+ * After warm-up no buffer of ours is allocated per image; libjpeg's own
+ * per-image pool is the only allocation left.
+ *
+ * Errors: libjpeg reports through our error manager. error_exit and every
+ * warning (emit_message with level < 0, as TurboJPEG's stop-on-warning) end
+ * up in decoder_fail(): the message goes into d->errbuf and we longjmp back
+ * to the API function that armed d->jerr.env. Nothing reaches stderr.
+ *
+ * Region decode and fancy upsampling. jpeg_crop_scanline() moves the left
+ * edge down to an iMCU boundary and libjpeg then upsamples the chroma of the
+ * cropped strip as if the strip were the whole image: the strip's first and
+ * last columns are treated as image edges. With h2 "fancy" (triangle)
+ * upsampling an edge pixel takes the chroma sample as is instead of
+ * 3/4 * near + 1/4 * far, so without care the first column differs from a
+ * full decode when x0 sits on an iMCU boundary inside the image, and the
+ * last column differs when x1 is even and inside the image (measured with
+ * libjpeg-turbo 2.1.5 on 4:2:2 and 4:2:0, baseline and progressive; never
+ * any other pixel). So we ask libjpeg for one more column on each side of
+ * the request where the image has one and return a pointer past it. That
+ * costs at most one extra iMCU column per side, and only when x0 or x1 is
+ * on an iMCU boundary. A strip narrower than two chroma samples is worse:
+ * jpeg_crop_scanline() then re-initialises the upsampler, which falls back
+ * to plain replication in both directions (a 1-pixel-wide region of a
+ * 4:2:0 image came out different in every row), so the strip is widened to
+ * at least 2 * max_h_samp_factor columns. Vertically nothing is needed: jpeg_skip_scanlines()
+ * from row 0 decodes the iMCU row above the first row it returns to keep
+ * the upsampler's context, and the context controller decodes the iMCU row
+ * below the last row returned, so rows [y0,y1) equal a full decode's
+ * (checked for every y0 and for 1-row regions by the tests).
+ */
+#include "decode.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jpeglib.h>
+#include <jerror.h>
+
+/* TurboJPEG's TJFLAG_LIMITSCANS limit: a progressive file with more scans
+ * is a decompression bomb, not a photo. */
+#define DECODE_MAX_SCANS 500
+
+struct decode_jerr {
+	struct jpeg_error_mgr pub; /* must be first: libjpeg casts to it */
+	jmp_buf env;
+	decoder_t *owner;
+	int rc;                    /* negative errno for the longjmp */
+};
+
+enum decoder_state { DECODER_IDLE = 0, DECODER_HEADER };
+
+struct decoder {
+	struct jpeg_decompress_struct cinfo;
+	struct decode_jerr jerr;
+	struct jpeg_progress_mgr progress;
+	enum decoder_state state;
+
+	int width, height;         /* declared size of the open image */
+	bool cmyk;                 /* CMYK or YCCK: decoded as JCS_CMYK */
+	bool inverted;             /* Adobe marker: CMYK stored inverted */
+
+	uint8_t *in;               /* decode_read_file() */
+	size_t in_cap;
+	uint8_t *rgb;              /* region rows (plus margins) */
+	size_t rgb_cap;
+	uint8_t *scan;             /* one CMYK scanline */
+	size_t scan_cap;
+	JSAMPROW *rows;            /* row pointers into rgb */
+	size_t rows_cap;           /* in bytes */
+
+	char errbuf[256];
+};
+
+static void decoder_set_error(decoder_t *d, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void decoder_set_error(decoder_t *d, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(d->errbuf, sizeof(d->errbuf), fmt, ap);
+	va_end(ap);
+}
+
+/* Grow a buffer to at least `need` bytes; contents are not kept. */
+static int grow(void **buf, size_t *cap, size_t need)
+{
+	size_t n;
+	void *p;
+
+	if (need <= *cap)
+		return 0;
+	n = *cap ? *cap : 4096;
+	while (n < need) {
+		if (n > SIZE_MAX / 2) {
+			n = need;
+			break;
+		}
+		n *= 2;
+	}
+	p = malloc(n);
+	if (!p)
+		return -ENOMEM;
+	free(*buf);
+	*buf = p;
+	*cap = n;
+	return 0;
+}
+
+static int jpeg_code_to_errno(int code)
+{
+	switch (code) {
+	case JERR_OUT_OF_MEMORY:
+		return -ENOMEM;
+	case JERR_BAD_PRECISION:
+	case JERR_NOTIMPL:
+	case JERR_CONVERSION_NOTIMPL:
+	case JERR_ARITH_NOTIMPL:
+	case JERR_CCIR601_NOTIMPL:
+	case JERR_FRACT_SAMPLE_NOTIMPL:
+	case JERR_SOF_UNSUPPORTED:
+		return -ENOTSUP;
+	default:
+		return -EBADMSG;
+	}
+}
+
+/* Format libjpeg's current message as "jpeg: <message>", its first letter
+ * lower-cased unless it starts an acronym ("JPEG ..."). */
+static void decode_format_jpeg_message(j_common_ptr cinfo, decoder_t *d)
+{
+	char msg[JMSG_LENGTH_MAX];
+
+	msg[0] = '\0';
+	(*cinfo->err->format_message)(cinfo, msg);
+	if (msg[0] >= 'A' && msg[0] <= 'Z' && !(msg[1] >= 'A' && msg[1] <= 'Z'))
+		msg[0] = (char)(msg[0] - 'A' + 'a');
+	decoder_set_error(d, "jpeg: %s", msg);
+}
+
+static void decode_error_exit(j_common_ptr cinfo) __attribute__((noreturn));
+
+static void decode_error_exit(j_common_ptr cinfo)
+{
+	struct decode_jerr *e = (struct decode_jerr *)cinfo->err;
+
+	decode_format_jpeg_message(cinfo, e->owner);
+	e->rc = jpeg_code_to_errno(e->pub.msg_code);
+	longjmp(e->env, 1);
+}
+
+/* Warnings (level < 0) stop the decode: libjpeg would otherwise carry on
+ * with gray or zero-filled blocks and we would hand out wrong pixels.
+ * Trace messages (level >= 0) are dropped. */
+static void decode_emit_message(j_common_ptr cinfo, int msg_level)
+{
+	struct decode_jerr *e = (struct decode_jerr *)cinfo->err;
+
+	if (msg_level >= 0)
+		return;
+	decode_format_jpeg_message(cinfo, e->owner);
+	e->rc = -EBADMSG;
+	longjmp(e->env, 1);
+}
+
+static void decode_output_message(j_common_ptr cinfo)
+{
+	struct decode_jerr *e = (struct decode_jerr *)cinfo->err;
+
+	decode_format_jpeg_message(cinfo, e->owner);
+}
+
+static void decode_progress(j_common_ptr cinfo)
+{
+	struct decode_jerr *e = (struct decode_jerr *)cinfo->err;
+
+	if (!cinfo->is_decompressor)
+		return;
+	if (((j_decompress_ptr)cinfo)->input_scan_number > DECODE_MAX_SCANS) {
+		decoder_set_error(e->owner,
+				  "jpeg: progressive JPEG has more than %d scans",
+				  DECODE_MAX_SCANS);
+		e->rc = -EBADMSG;
+		longjmp(e->env, 1);
+	}
+}
+
+/* jpeg_create_decompress() under the error manager: only running out of
+ * memory can fail there. */
+static int decoder_create(decoder_t *d)
+{
+	if (setjmp(d->jerr.env))
+		return -ENOMEM;
+	jpeg_create_decompress(&d->cinfo);
+	return 0;
+}
+
+decoder_t *decoder_new(void)
+{
+	decoder_t *d = calloc(1, sizeof(*d));
+
+	if (!d)
+		return NULL;
+	d->cinfo.err = jpeg_std_error(&d->jerr.pub);
+	d->jerr.pub.error_exit = decode_error_exit;
+	d->jerr.pub.emit_message = decode_emit_message;
+	d->jerr.pub.output_message = decode_output_message;
+	d->jerr.owner = d;
+	if (decoder_create(d) < 0) {
+		jpeg_destroy_decompress(&d->cinfo);
+		free(d);
+		return NULL;
+	}
+	d->progress.progress_monitor = decode_progress;
+	d->cinfo.progress = &d->progress;
+	return d;
+}
+
+void decoder_destroy(decoder_t **dp)
+{
+	decoder_t *d;
+
+	if (!dp || !*dp)
+		return;
+	d = *dp;
+	jpeg_destroy_decompress(&d->cinfo);
+	free(d->in);
+	free(d->rgb);
+	free(d->scan);
+	free(d->rows);
+	free(d);
+	*dp = NULL;
+}
+
+const char *decoder_error(const decoder_t *d)
+{
+	return d ? d->errbuf : "";
+}
+
+static void decoder_end_image(decoder_t *d)
+{
+	if (d->state != DECODER_IDLE)
+		jpeg_abort_decompress(&d->cinfo);
+	d->state = DECODER_IDLE;
+}
+
+int decode_read_file(decoder_t *d, const char *path,
+		     const struct decode_limits *lim,
+		     const uint8_t **data, size_t *len)
+{
+	struct stat st;
+	size_t size, got = 0;
+	int fd, rc;
+
+	*data = NULL;
+	*len = 0;
+	d->errbuf[0] = '\0';
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		rc = -errno;
+		decoder_set_error(d, "decode: open '%s': %s", path, strerror(-rc));
+		return rc;
+	}
+	if (fstat(fd, &st) < 0) {
+		rc = -errno;
+		decoder_set_error(d, "decode: stat '%s': %s", path, strerror(-rc));
+		goto out_close;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		rc = -EINVAL;
+		decoder_set_error(d, "decode: '%s': not a regular file", path);
+		goto out_close;
+	}
+	if (lim && lim->max_file_bytes && (uint64_t)st.st_size > lim->max_file_bytes) {
+		rc = -EFBIG;
+		decoder_set_error(d, "decode: '%s': file is %" PRIu64
+				  " bytes, limit is %" PRIu64, path,
+				  (uint64_t)st.st_size, lim->max_file_bytes);
+		goto out_close;
+	}
+	if (st.st_size == 0) {
+		rc = -ENODATA;
+		decoder_set_error(d, "decode: '%s': empty file", path);
+		goto out_close;
+	}
+	if ((uint64_t)st.st_size > SIZE_MAX - 1) {
+		rc = -EFBIG;
+		decoder_set_error(d, "decode: '%s': file too large", path);
+		goto out_close;
+	}
+	size = (size_t)st.st_size;
+	rc = grow((void **)&d->in, &d->in_cap, size);
+	if (rc < 0) {
+		decoder_set_error(d, "decode: '%s': out of memory for %zu bytes",
+				  path, size);
+		goto out_close;
+	}
+	while (got < size) {
+		ssize_t n = read(fd, d->in + got, size - got);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			rc = -errno;
+			decoder_set_error(d, "decode: read '%s': %s", path,
+					  strerror(-rc));
+			goto out_close;
+		}
+		if (n == 0)
+			break; /* shrank under us: use what is there */
+		got += (size_t)n;
+	}
+	if (got == 0) {
+		rc = -ENODATA;
+		decoder_set_error(d, "decode: '%s': empty file", path);
+		goto out_close;
+	}
+	*data = d->in;
+	*len = got;
+	rc = 0;
+out_close:
+	close(fd);
+	return rc;
+}
+
+int decoder_open(decoder_t *d, const uint8_t *data, size_t len,
+		 const struct decode_limits *lim, int *width, int *height)
+{
+	struct jpeg_decompress_struct *ci = &d->cinfo;
+	uint64_t pixels;
+	int rc;
+
+	if (width)
+		*width = 0;
+	if (height)
+		*height = 0;
+	decoder_end_image(d);
+	d->errbuf[0] = '\0';
+	d->width = d->height = 0;
+	if (!data || len == 0) {
+		decoder_set_error(d, "jpeg: empty input");
+		return -EBADMSG;
+	}
+	if (len > ULONG_MAX) {
+		decoder_set_error(d, "jpeg: input of %zu bytes is too large", len);
+		return -EFBIG;
+	}
+
+	if (setjmp(d->jerr.env)) {
+		rc = d->jerr.rc;
+		goto out_abort;
+	}
+	d->state = DECODER_HEADER;
+	jpeg_mem_src(ci, data, (unsigned long)len);
+	jpeg_read_header(ci, TRUE);
+
+	if (ci->image_width == 0 || ci->image_height == 0) {
+		rc = -EBADMSG;
+		decoder_set_error(d, "jpeg: image has zero size (%ux%u)",
+				  ci->image_width, ci->image_height);
+		goto out_abort;
+	}
+	pixels = (uint64_t)ci->image_width * ci->image_height;
+	if (lim && lim->max_pixels && pixels > lim->max_pixels) {
+		rc = -E2BIG;
+		decoder_set_error(d, "jpeg: image is %ux%u (%" PRIu64
+				  " pixels), limit is %" PRIu64 " pixels",
+				  ci->image_width, ci->image_height, pixels,
+				  lim->max_pixels);
+		goto out_abort;
+	}
+	if (ci->data_precision != 8) {
+		/* libjpeg already refuses this in an 8-bit build. */
+		rc = -ENOTSUP;
+		decoder_set_error(d, "jpeg: unsupported JPEG data precision %d",
+				  ci->data_precision);
+		goto out_abort;
+	}
+
+	switch (ci->jpeg_color_space) {
+	case JCS_GRAYSCALE:
+	case JCS_YCbCr:
+	case JCS_RGB:
+		d->cmyk = false;
+		break;
+	case JCS_CMYK:
+	case JCS_YCCK:
+		d->cmyk = true;
+		break;
+	default:
+		rc = -ENOTSUP;
+		decoder_set_error(d, "jpeg: unsupported color space with %d components",
+				  ci->num_components);
+		goto out_abort;
+	}
+	d->inverted = d->cmyk && ci->saw_Adobe_marker;
+	d->width = (int)ci->image_width;
+	d->height = (int)ci->image_height;
+	if (width)
+		*width = d->width;
+	if (height)
+		*height = d->height;
+	return 0;
+
+out_abort:
+	decoder_end_image(d);
+	d->width = d->height = 0;
+	return rc;
+}
+
+static int scaled(int size, int denom)
+{
+	return (int)(((int64_t)size + denom - 1) / denom);
+}
+
+static bool valid_denom(int denom)
+{
+	return denom == 1 || denom == 2 || denom == 4 || denom == 8;
+}
+
+void decoder_scaled_size(const decoder_t *d, int denom, int *w, int *h)
+{
+	int sw = 0, sh = 0;
+
+	if (d && d->state == DECODER_HEADER && valid_denom(denom)) {
+		sw = scaled(d->width, denom);
+		sh = scaled(d->height, denom);
+	}
+	if (w)
+		*w = sw;
+	if (h)
+		*h = sh;
+}
+
+/* (a * b + 127) / 255 rounded to nearest, exact for a, b in 0..255 (the
+ * same MULDIV255 Pillow uses for CMYK to RGB). */
+static inline uint8_t mul255(unsigned a, unsigned b)
+{
+	unsigned t = a * b + 128;
+
+	return (uint8_t)((t + (t >> 8)) >> 8);
+}
+
+static void cmyk_to_rgb(uint8_t *restrict out, const uint8_t *restrict in,
+			size_t n, bool inverted)
+{
+	size_t i;
+
+	if (inverted) {
+		/* Adobe (Photoshop) files store 255 - ink: R = c * k / 255. */
+		for (i = 0; i < n; i++, in += 4, out += 3) {
+			out[0] = mul255(in[0], in[3]);
+			out[1] = mul255(in[1], in[3]);
+			out[2] = mul255(in[2], in[3]);
+		}
+	} else {
+		for (i = 0; i < n; i++, in += 4, out += 3) {
+			unsigned nk = 255u - in[3];
+
+			out[0] = mul255(255u - in[0], nk);
+			out[1] = mul255(255u - in[1], nk);
+			out[2] = mul255(255u - in[2], nk);
+		}
+	}
+}
+
+/* The part of decoder_read() that runs under the armed longjmp. Writes the
+ * decoded strip into d->rgb; *xoff_out is the strip's first column. */
+static int decoder_read_rows(decoder_t *d, int denom, int cx0, int y0,
+			     int cx1, int y1, int sw, int sh,
+			     int *xoff_out, size_t *stride_out)
+{
+	struct jpeg_decompress_struct *ci = &d->cinfo;
+	JDIMENSION xoff = (JDIMENSION)cx0, cw = (JDIMENSION)(cx1 - cx0);
+	size_t stride, nrows = (size_t)(y1 - y0);
+	int rc;
+
+	ci->scale_num = 1;
+	ci->scale_denom = (unsigned)denom;
+	ci->out_color_space = d->cmyk ? JCS_CMYK : JCS_RGB;
+	ci->dct_method = JDCT_ISLOW;
+	ci->do_fancy_upsampling = TRUE;
+	ci->do_block_smoothing = TRUE;
+	ci->quantize_colors = FALSE;
+	ci->buffered_image = FALSE;
+	ci->raw_data_out = FALSE;
+
+	jpeg_start_decompress(ci);
+	if ((int)ci->output_width != sw || (int)ci->output_height != sh) {
+		decoder_set_error(d, "jpeg: scaled size is %ux%u, expected %dx%d",
+				  ci->output_width, ci->output_height, sw, sh);
+		return -EBADMSG;
+	}
+	if (cw != ci->output_width)
+		jpeg_crop_scanline(ci, &xoff, &cw);
+	/* jpeg_crop_scanline only ever widens to the left. */
+	if ((int)xoff > cx0 || (int)(xoff + cw) != cx1) {
+		decoder_set_error(d, "jpeg: crop to columns %d..%d gave %u..%u",
+				  cx0, cx1, xoff, xoff + cw);
+		return -EBADMSG;
+	}
+
+	stride = (size_t)cw * 3;
+	rc = grow((void **)&d->rgb, &d->rgb_cap, stride * nrows);
+	if (rc == 0 && d->cmyk)
+		rc = grow((void **)&d->scan, &d->scan_cap, (size_t)cw * 4);
+	if (rc == 0)
+		rc = grow((void **)&d->rows, &d->rows_cap, nrows * sizeof(JSAMPROW));
+	if (rc < 0) {
+		decoder_set_error(d, "jpeg: out of memory for %ux%zu region",
+				  cw, nrows);
+		return rc;
+	}
+
+	if (y0 > 0 && jpeg_skip_scanlines(ci, (JDIMENSION)y0) != (JDIMENSION)y0) {
+		decoder_set_error(d, "jpeg: could not skip to row %d", y0);
+		return -EBADMSG;
+	}
+
+	for (size_t i = 0; i < nrows; i++)
+		d->rows[i] = d->rgb + i * stride;
+	while (ci->output_scanline < (JDIMENSION)y1) {
+		size_t r = ci->output_scanline - (JDIMENSION)y0;
+		JDIMENSION n;
+
+		if (d->cmyk) {
+			JSAMPROW row = d->scan;
+
+			n = jpeg_read_scanlines(ci, &row, 1);
+			if (n == 1)
+				cmyk_to_rgb(d->rgb + r * stride, d->scan, cw,
+					    d->inverted);
+		} else {
+			n = jpeg_read_scanlines(ci, d->rows + r,
+						(JDIMENSION)(nrows - r));
+		}
+		if (n == 0) {
+			decoder_set_error(d, "jpeg: no progress at row %u",
+					  ci->output_scanline);
+			return -EBADMSG;
+		}
+	}
+	*xoff_out = (int)xoff;
+	*stride_out = stride;
+	return 0;
+}
+
+/* decoder_read_rows() with the error manager's longjmp target armed; the
+ * caller's locals stay out of setjmp's way. */
+static int decoder_read_guarded(decoder_t *d, int denom, int cx0, int y0,
+				int cx1, int y1, int sw, int sh,
+				int *xoff_out, size_t *stride_out)
+{
+	if (setjmp(d->jerr.env))
+		return d->jerr.rc;
+	return decoder_read_rows(d, denom, cx0, y0, cx1, y1, sw, sh, xoff_out,
+				 stride_out);
+}
+
+int decoder_read(decoder_t *d, int denom, int x0, int y0, int x1, int y1,
+		 struct decoded *out)
+{
+	int sw, sh, cx0, cx1, min_w, xoff = 0, rc;
+	size_t stride = 0;
+
+	memset(out, 0, sizeof(*out));
+	if (d->state != DECODER_HEADER) {
+		decoder_set_error(d, "jpeg: read: no image open");
+		return -EINVAL;
+	}
+	d->errbuf[0] = '\0';
+	if (!valid_denom(denom)) {
+		decoder_set_error(d, "jpeg: read: scale 1/%d: must be 1/1, 1/2, 1/4 or 1/8",
+				  denom);
+		rc = -EINVAL;
+		goto out_abort;
+	}
+	sw = scaled(d->width, denom);
+	sh = scaled(d->height, denom);
+	if (x0 < 0 || y0 < 0 || x0 >= x1 || y0 >= y1 || x1 > sw || y1 > sh) {
+		decoder_set_error(d, "jpeg: read: region [%d,%d)x[%d,%d) is not "
+				  "inside the %dx%d image", x0, x1, y0, y1, sw, sh);
+		rc = -EINVAL;
+		goto out_abort;
+	}
+	/* One column of margin on each side where the image has one, and a
+	 * strip wide enough for two chroma samples; rows need no margin (see
+	 * DESIGN). */
+	cx0 = x0 > 0 ? x0 - 1 : 0;
+	cx1 = x1 < sw ? x1 + 1 : sw;
+	min_w = 2 * d->cinfo.max_h_samp_factor;
+	if (cx1 - cx0 < min_w) {
+		cx1 = cx0 + min_w < sw ? cx0 + min_w : sw;
+		cx0 = cx1 - min_w > 0 ? cx1 - min_w : 0;
+	}
+
+	rc = decoder_read_guarded(d, denom, cx0, y0, cx1, y1, sw, sh, &xoff, &stride);
+	if (rc < 0)
+		goto out_abort;
+	out->stride = stride;
+	out->rgb = d->rgb + (size_t)(x0 - xoff) * 3;
+	out->width = x1 - x0;
+	out->height = y1 - y0;
+	rc = 0;
+out_abort:
+	/* Rows below y1 are never entropy-decoded. */
+	decoder_end_image(d);
+	return rc;
+}

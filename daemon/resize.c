@@ -1,0 +1,593 @@
+/*
+ * resize.c — Pillow 9.4's ImagingResample for RGB, bit for bit.
+ *
+ * DESIGN
+ * A resizer_t belongs to one worker thread (no locks). It keeps, growing
+ * only: the fixed-point coefficients and tap bounds of both passes (plus
+ * their packed form for the SSE2 horizontal pass), a double scratch row
+ * for one output pixel's weights, the uint8 buffer between the passes and
+ * an int32 accumulator row for the portable vertical pass. After warm-up
+ * resize_rgb() allocates nothing.
+ *
+ * What has to match Pillow exactly (libImaging/Resample.c, _imaging.c):
+ *   - the box arrives as float32 (Python floats parsed with "(ffff)"), and
+ *     in1 - in0 is a float subtraction before the division by out_size;
+ *   - per output pixel: center = in0 + (xx + 0.5) * scale, taps
+ *     [(int)(center - support + 0.5), (int)(center + support + 0.5)) clamped
+ *     to the source, weights filter((x + xmin - center + 0.5) / filterscale)
+ *     divided by their sum, then rounded half away from zero to 22 bits;
+ *   - sums start at 1 << 21 and are clipped to 0..255 after >> 22;
+ *   - the horizontal pass runs first, over the source rows the vertical
+ *     pass will read, into a uint8 image; then the vertical pass;
+ *   - need_horizontal/need_vertical as Pillow decides them, and _resize's
+ *     short cut: an integer box of exactly the output size is a crop.
+ * Integer sums are exact, so the order of the additions is free: the
+ * portable vertical pass accumulates a whole row one tap at a time, and the
+ * SSE2 passes (x86-64 baseline, no dispatch needed) add pairs of taps with
+ * pmaddwd; both give Pillow's bytes (tests compare all three).
+ *
+ * Speed, one core, 500x375 source, 224x224 output: a 400x300 crop box
+ * takes about 0.45 ms bilinear / 0.7 ms bicubic with SSE2 and twice that
+ * with the portable loops; Pillow 9.4 takes 0.86 / 1.26 ms.
+ */
+#include "resize.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#define RESIZE_SSE2 1
+#endif
+
+#define PRECISION_BITS (32 - 8 - 2)
+#define RESIZE_MAX_DIM (1 << 24)
+
+struct resize_kernel {
+	double (*filter)(double x);
+	double support;
+};
+
+static double bilinear_filter(double x)
+{
+	if (x < 0.0)
+		x = -x;
+	if (x < 1.0)
+		return 1.0 - x;
+	return 0.0;
+}
+
+static double bicubic_filter(double x)
+{
+	/* Keys' cubic convolution with a = -0.5, in Pillow's operation order. */
+	const double a = -0.5;
+
+	if (x < 0.0)
+		x = -x;
+	if (x < 1.0)
+		return ((a + 2.0) * x - (a + 3.0)) * x * x + 1;
+	if (x < 2.0)
+		return (((x - 5) * x + 8) * x - 4) * a;
+	return 0.0;
+}
+
+static const struct resize_kernel resize_kernels[] = {
+	[RESIZE_BILINEAR] = { bilinear_filter, 1.0 },
+	[RESIZE_BICUBIC] = { bicubic_filter, 2.0 },
+};
+
+/* Coefficients of one pass: output pixel i reads source pixels
+ * [bounds[2i], bounds[2i] + bounds[2i+1]) with weights kk[i * ksize ...]. */
+struct resize_pass {
+	int *bounds;
+	size_t bounds_cap;
+	int32_t *kk;
+	size_t kk_cap;
+	int ksize;
+	/* SSE2 horizontal pass: for each output pixel, for taps 2j and 2j+1,
+	 * the low 15 bits of both coefficients as two int16 in one int32,
+	 * then the high parts the same way (see resize_horizontal_sse2). */
+	int32_t *pairs;
+	size_t pairs_cap;
+	int npairs;
+};
+
+struct resizer {
+	struct resize_pass horiz, vert;
+	double *pre;       /* one output pixel's double weights */
+	size_t pre_cap;
+	uint8_t *tmp;      /* horizontal pass output */
+	size_t tmp_cap;
+	int32_t *acc;      /* scalar vertical pass accumulators, one row */
+	size_t acc_cap;
+	bool simd;         /* use the SSE2 paths where built */
+};
+
+/* Grow to at least `need` bytes; contents are not kept. */
+static int grow(void **buf, size_t *cap, size_t need)
+{
+	size_t n;
+	void *p;
+
+	if (need <= *cap)
+		return 0;
+	n = *cap ? *cap : 1024;
+	while (n < need) {
+		if (n > SIZE_MAX / 2) {
+			n = need;
+			break;
+		}
+		n *= 2;
+	}
+	p = malloc(n);
+	if (!p)
+		return -ENOMEM;
+	free(*buf);
+	*buf = p;
+	*cap = n;
+	return 0;
+}
+
+resizer_t *resizer_new(void)
+{
+	resizer_t *r = calloc(1, sizeof(*r));
+
+	if (r)
+		resizer_set_simd(r, true);
+	return r;
+}
+
+bool resizer_set_simd(resizer_t *r, bool on)
+{
+#ifdef RESIZE_SSE2
+	r->simd = on;
+	return on;
+#else
+	(void)on;
+	r->simd = false;
+	return false;
+#endif
+}
+
+void resizer_destroy(resizer_t **rp)
+{
+	resizer_t *r;
+
+	if (!rp || !*rp)
+		return;
+	r = *rp;
+	free(r->horiz.bounds);
+	free(r->horiz.kk);
+	free(r->horiz.pairs);
+	free(r->vert.bounds);
+	free(r->vert.kk);
+	free(r->vert.pairs);
+	free(r->pre);
+	free(r->tmp);
+	free(r->acc);
+	free(r);
+	*rp = NULL;
+}
+
+/* Two int16 halves in one int32: a in the low, b in the high half. */
+static inline int32_t pack16(int32_t a, int32_t b)
+{
+	return (int32_t)(((uint32_t)a & 0xFFFF) | ((uint32_t)b << 16));
+}
+
+/* Pillow's precompute_coeffs + normalize_coeffs_8bpc; with `pairs`, also
+ * the packed form the SSE2 horizontal pass reads. */
+static int resize_coeffs(resizer_t *r, struct resize_pass *p, int in_size,
+			 float in0, float in1, int out_size,
+			 const struct resize_kernel *kern, bool pairs)
+{
+	double support, scale, filterscale, center, ww, ss;
+	int xx, x, ksize, xmin, xmax, rc;
+
+	filterscale = scale = (double)(in1 - in0) / out_size;
+	if (filterscale < 1.0)
+		filterscale = 1.0;
+	support = kern->support * filterscale;
+	/* support <= 2 * in_size <= 2^25: no overflow below. */
+	ksize = (int)ceil(support) * 2 + 1;
+
+	rc = grow((void **)&p->bounds, &p->bounds_cap, (size_t)out_size * 2 * sizeof(int));
+	if (rc == 0)
+		rc = grow((void **)&p->kk, &p->kk_cap,
+			  (size_t)out_size * (size_t)ksize * sizeof(int32_t));
+	if (rc == 0)
+		rc = grow((void **)&r->pre, &r->pre_cap, (size_t)ksize * sizeof(double));
+	p->ksize = ksize;
+	p->npairs = (ksize + 1) / 2;
+	if (rc == 0 && pairs)
+		rc = grow((void **)&p->pairs, &p->pairs_cap,
+			  (size_t)out_size * (size_t)p->npairs * 2 * sizeof(int32_t));
+	if (rc < 0)
+		return rc;
+
+	ss = 1.0 / filterscale;
+	for (xx = 0; xx < out_size; xx++) {
+		double *k = r->pre;
+		int32_t *kk = p->kk + (size_t)xx * (size_t)ksize;
+
+		center = in0 + (xx + 0.5) * scale;
+		ww = 0.0;
+		xmin = (int)(center - support + 0.5);
+		if (xmin < 0)
+			xmin = 0;
+		xmax = (int)(center + support + 0.5);
+		if (xmax > in_size)
+			xmax = in_size;
+		xmax -= xmin;
+		if (xmax > ksize)
+			xmax = ksize; /* cannot happen; keeps the loops bounded */
+		if (xmax < 0)
+			xmax = 0;
+		for (x = 0; x < xmax; x++) {
+			double w = kern->filter((x + xmin - center + 0.5) * ss);
+
+			k[x] = w;
+			ww += w;
+		}
+		for (x = 0; x < xmax; x++)
+			if (ww != 0.0)
+				k[x] /= ww;
+		for (; x < ksize; x++)
+			k[x] = 0;
+		for (x = 0; x < ksize; x++)
+			kk[x] = k[x] < 0 ? (int32_t)(-0.5 + k[x] * (1 << PRECISION_BITS))
+					 : (int32_t)(0.5 + k[x] * (1 << PRECISION_BITS));
+		p->bounds[xx * 2 + 0] = xmin;
+		p->bounds[xx * 2 + 1] = xmax;
+		if (pairs) {
+			int32_t *kp = p->pairs + (size_t)xx * (size_t)p->npairs * 2;
+
+			for (x = 0; x < p->npairs; x++) {
+				int32_t ka = kk[2 * x];
+				int32_t kb = 2 * x + 1 < ksize ? kk[2 * x + 1] : 0;
+
+				kp[2 * x] = pack16(ka & 0x7FFF, kb & 0x7FFF);
+				kp[2 * x + 1] = pack16(ka >> 15, kb >> 15);
+			}
+		}
+	}
+	return 0;
+}
+
+static inline uint8_t clip8(int32_t v)
+{
+	if (v <= 0)
+		return 0;
+	v >>= PRECISION_BITS;
+	return v > 255 ? 255 : (uint8_t)v;
+}
+
+/* Rows [row0, row0 + nrows) of src, resampled horizontally to out_w. */
+static void resize_horizontal_scalar(const struct resize_pass *p,
+				     const uint8_t *src, size_t src_stride, int row0,
+				     int nrows, uint8_t *dst, size_t dst_stride, int out_w)
+{
+	const int ksize = p->ksize;
+
+	for (int y = 0; y < nrows; y++) {
+		const uint8_t *in = src + (size_t)(row0 + y) * src_stride;
+		uint8_t *out = dst + (size_t)y * dst_stride;
+
+		for (int xx = 0; xx < out_w; xx++) {
+			const int32_t *k = p->kk + (size_t)xx * (size_t)ksize;
+			const uint8_t *s = in + (size_t)p->bounds[xx * 2] * 3;
+			const int n = p->bounds[xx * 2 + 1];
+			int32_t ss0 = 1 << (PRECISION_BITS - 1);
+			int32_t ss1 = ss0, ss2 = ss0;
+
+			for (int x = 0; x < n; x++, s += 3) {
+				ss0 += s[0] * k[x];
+				ss1 += s[1] * k[x];
+				ss2 += s[2] * k[x];
+			}
+			out[xx * 3 + 0] = clip8(ss0);
+			out[xx * 3 + 1] = clip8(ss1);
+			out[xx * 3 + 2] = clip8(ss2);
+		}
+	}
+}
+
+#ifdef RESIZE_SSE2
+/*
+ * Horizontal pass with SSE2, exact (the coefficient split is the one of
+ * resize_vertical_sse2 below). Two taps at once: 8 bytes at pixel x are
+ * r0 g0 b0 r1 g1 b1 r2 g2; widened to int16 and interleaved with themselves
+ * shifted by one pixel they become r0 r1 g0 g1 b0 b1 . ., so one pmaddwd
+ * gives r0*k0 + r1*k1, g.., b.. in lanes 0..2. The 8-byte load must stay
+ * inside the row: pairs too close to the right edge, and an odd last tap,
+ * are done in scalar code.
+ */
+static void resize_horizontal_sse2(const struct resize_pass *p, int in_w,
+				   const uint8_t *src, size_t src_stride, int row0,
+				   int nrows, uint8_t *dst, size_t dst_stride, int out_w)
+{
+	const __m128i zero = _mm_setzero_si128();
+	const int32_t half = 1 << (PRECISION_BITS - 1);
+	const int ksize = p->ksize, npairs = p->npairs;
+
+	for (int y = 0; y < nrows; y++) {
+		const uint8_t *in = src + (size_t)(row0 + y) * src_stride;
+		uint8_t *out = dst + (size_t)y * dst_stride;
+
+		for (int xx = 0; xx < out_w; xx++) {
+			const int32_t *k = p->kk + (size_t)xx * (size_t)ksize;
+			const int32_t *kp = p->pairs + (size_t)xx * (size_t)npairs * 2;
+			const int xmin = p->bounds[xx * 2], n = p->bounds[xx * 2 + 1];
+			const uint8_t *s = in + (size_t)xmin * 3;
+			/* The pair at tap x loads pixels xmin+x .. xmin+x+2 (8 of
+			 * their 9 bytes): only while that stays inside the row. */
+			const int lim = in_w - 2 - xmin;
+			__m128i lo = zero, hi = zero, sum;
+			int32_t ss0, ss1, ss2;
+			int x = 0;
+
+			for (; x + 1 < n && x < lim; x += 2) {
+				const __m128i v =
+					_mm_loadl_epi64((const __m128i *)(const void *)(s + x * 3));
+				const __m128i a = _mm_unpacklo_epi8(v, zero);
+				const __m128i ab = _mm_unpacklo_epi16(a, _mm_srli_si128(a, 6));
+
+				/* pair x/2 sits at kp[x], kp[x + 1] */
+				lo = _mm_add_epi32(lo, _mm_madd_epi16(ab, _mm_set1_epi32(kp[x])));
+				hi = _mm_add_epi32(hi, _mm_madd_epi16(ab, _mm_set1_epi32(kp[x + 1])));
+			}
+			sum = _mm_add_epi32(_mm_slli_epi32(hi, 15), lo);
+			ss0 = _mm_cvtsi128_si32(sum) + half;
+			ss1 = _mm_cvtsi128_si32(_mm_srli_si128(sum, 4)) + half;
+			ss2 = _mm_cvtsi128_si32(_mm_srli_si128(sum, 8)) + half;
+			for (; x < n; x++) {
+				ss0 += s[x * 3 + 0] * k[x];
+				ss1 += s[x * 3 + 1] * k[x];
+				ss2 += s[x * 3 + 2] * k[x];
+			}
+			out[xx * 3 + 0] = clip8(ss0);
+			out[xx * 3 + 1] = clip8(ss1);
+			out[xx * 3 + 2] = clip8(ss2);
+		}
+	}
+}
+#endif
+
+static void resize_horizontal(const resizer_t *r, const struct resize_pass *p, int in_w,
+			      const uint8_t *src, size_t src_stride, int row0,
+			      int nrows, uint8_t *dst, size_t dst_stride, int out_w)
+{
+#ifdef RESIZE_SSE2
+	if (r->simd) {
+		resize_horizontal_sse2(p, in_w, src, src_stride, row0, nrows, dst,
+				       dst_stride, out_w);
+		return;
+	}
+#else
+	(void)in_w;
+#endif
+	resize_horizontal_scalar(p, src, src_stride, row0, nrows, dst, dst_stride, out_w);
+}
+
+/* Vertical pass, portable: one tap at a time over a whole row. */
+static void resize_vertical_tap(int32_t *restrict acc, const uint8_t *restrict row,
+				int32_t k, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		acc[i] += row[i] * k;
+}
+
+static void resize_vertical_scalar(const struct resize_pass *p, int32_t *acc,
+				   const uint8_t *src, size_t src_stride,
+				   uint8_t *dst, size_t dst_stride, int out_w, int out_h)
+{
+	const size_t n = (size_t)out_w * 3;
+	const int ksize = p->ksize;
+
+	for (int yy = 0; yy < out_h; yy++) {
+		const int32_t *k = p->kk + (size_t)yy * (size_t)ksize;
+		const int ymin = p->bounds[yy * 2], ny = p->bounds[yy * 2 + 1];
+		uint8_t *out = dst + (size_t)yy * dst_stride;
+
+		for (size_t i = 0; i < n; i++)
+			acc[i] = 1 << (PRECISION_BITS - 1);
+		for (int y = 0; y < ny; y++)
+			resize_vertical_tap(acc, src + (size_t)(ymin + y) * src_stride, k[y], n);
+		for (size_t i = 0; i < n; i++)
+			out[i] = clip8(acc[i]);
+	}
+}
+
+#ifdef RESIZE_SSE2
+/*
+ * Vertical pass with SSE2, exact: a 22-bit coefficient k is split into
+ * k = kh * 2^15 + kl (kl in 0..32767, kh = k >> 15 small and signed), so
+ * each half fits pmaddwd's signed 16-bit operands; pmaddwd multiplies the
+ * pixels of two rows by their two coefficients and adds the pairs. The
+ * int32 lanes wrap, but (hi << 15) + lo is then the exact sum modulo 2^32,
+ * and the exact sum fits in an int32 (Pillow's PRECISION_BITS guarantee),
+ * so the result is the same integer as the scalar sum. Sixteen output
+ * bytes stay in registers over all taps; the last n % 16 bytes are scalar.
+ */
+static inline __m128i sse2_load16(const uint8_t *p)
+{
+	return _mm_loadu_si128((const __m128i *)(const void *)p);
+}
+
+/* (hi << 15) + lo, >> 22: the exact sum of the split products, shifted. */
+static inline __m128i sse2_join(__m128i hi, __m128i lo)
+{
+	return _mm_srai_epi32(_mm_add_epi32(_mm_slli_epi32(hi, 15), lo), PRECISION_BITS);
+}
+
+static void resize_vertical_sse2(const struct resize_pass *p,
+				 const uint8_t *src, size_t src_stride,
+				 uint8_t *dst, size_t dst_stride, int out_w, int out_h)
+{
+	const size_t n = (size_t)out_w * 3;
+	const int ksize = p->ksize;
+	const __m128i zero = _mm_setzero_si128();
+	const __m128i init = _mm_set1_epi32(1 << (PRECISION_BITS - 1));
+
+	for (int yy = 0; yy < out_h; yy++) {
+		const int32_t *k = p->kk + (size_t)yy * (size_t)ksize;
+		const int ymin = p->bounds[yy * 2], ny = p->bounds[yy * 2 + 1];
+		const uint8_t *base = src + (size_t)ymin * src_stride;
+		uint8_t *out = dst + (size_t)yy * dst_stride;
+		size_t x = 0;
+
+		for (; x + 16 <= n; x += 16) {
+			__m128i lo0 = init, lo1 = init, lo2 = init, lo3 = init;
+			__m128i hi0 = zero, hi1 = zero, hi2 = zero, hi3 = zero;
+			const uint8_t *s = base + x;
+
+			for (int y = 0; y < ny; y += 2) {
+				const bool two = y + 1 < ny;
+				const int32_t ka = k[y], kb = two ? k[y + 1] : 0;
+				const __m128i kl = _mm_set1_epi32(pack16(ka & 0x7FFF, kb & 0x7FFF));
+				const __m128i kh = _mm_set1_epi32(pack16(ka >> 15, kb >> 15));
+				const __m128i a = sse2_load16(s + (size_t)y * src_stride);
+				const __m128i b = two ? sse2_load16(s + (size_t)(y + 1) * src_stride)
+						      : zero;
+				const __m128i al = _mm_unpacklo_epi8(a, zero);
+				const __m128i ah = _mm_unpackhi_epi8(a, zero);
+				const __m128i bl = _mm_unpacklo_epi8(b, zero);
+				const __m128i bh = _mm_unpackhi_epi8(b, zero);
+				const __m128i p0 = _mm_unpacklo_epi16(al, bl);
+				const __m128i p1 = _mm_unpackhi_epi16(al, bl);
+				const __m128i p2 = _mm_unpacklo_epi16(ah, bh);
+				const __m128i p3 = _mm_unpackhi_epi16(ah, bh);
+
+				lo0 = _mm_add_epi32(lo0, _mm_madd_epi16(p0, kl));
+				lo1 = _mm_add_epi32(lo1, _mm_madd_epi16(p1, kl));
+				lo2 = _mm_add_epi32(lo2, _mm_madd_epi16(p2, kl));
+				lo3 = _mm_add_epi32(lo3, _mm_madd_epi16(p3, kl));
+				hi0 = _mm_add_epi32(hi0, _mm_madd_epi16(p0, kh));
+				hi1 = _mm_add_epi32(hi1, _mm_madd_epi16(p1, kh));
+				hi2 = _mm_add_epi32(hi2, _mm_madd_epi16(p2, kh));
+				hi3 = _mm_add_epi32(hi3, _mm_madd_epi16(p3, kh));
+			}
+			/* Saturating packs clamp to 0..255 exactly as clip8. */
+			_mm_storeu_si128((__m128i *)(void *)(out + x),
+					 _mm_packus_epi16(
+						 _mm_packs_epi32(sse2_join(hi0, lo0), sse2_join(hi1, lo1)),
+						 _mm_packs_epi32(sse2_join(hi2, lo2), sse2_join(hi3, lo3))));
+		}
+		for (; x < n; x++) {
+			int64_t acc = 1 << (PRECISION_BITS - 1);
+
+			for (int y = 0; y < ny; y++)
+				acc += base[(size_t)y * src_stride + x] * k[y];
+			out[x] = clip8((int32_t)acc);
+		}
+	}
+}
+#endif
+
+static int resize_vertical(resizer_t *r, const struct resize_pass *p,
+			   const uint8_t *src, size_t src_stride,
+			   uint8_t *dst, size_t dst_stride, int out_w, int out_h)
+{
+	int rc;
+
+#ifdef RESIZE_SSE2
+	if (r->simd) {
+		resize_vertical_sse2(p, src, src_stride, dst, dst_stride, out_w, out_h);
+		return 0;
+	}
+#endif
+	rc = grow((void **)&r->acc, &r->acc_cap, (size_t)out_w * 3 * sizeof(int32_t));
+	if (rc < 0)
+		return rc;
+	resize_vertical_scalar(p, r->acc, src, src_stride, dst, dst_stride, out_w, out_h);
+	return 0;
+}
+
+static void copy_rows(const uint8_t *src, size_t src_stride, uint8_t *dst,
+		      size_t dst_stride, int w, int h)
+{
+	for (int y = 0; y < h; y++)
+		memmove(dst + (size_t)y * dst_stride, src + (size_t)y * src_stride,
+			(size_t)w * 3);
+}
+
+int resize_rgb(resizer_t *r, enum resize_filter f,
+	       const uint8_t *src, int src_w, int src_h, size_t src_stride,
+	       double bx0, double by0, double bx1, double by1,
+	       uint8_t *dst, int dst_w, int dst_h, size_t dst_stride)
+{
+	const struct resize_kernel *kern;
+	float box[4];
+	bool need_h, need_v;
+	int ybox_first, ybox_last, rc;
+
+	if (!r || !src || !dst || (f != RESIZE_BILINEAR && f != RESIZE_BICUBIC))
+		return -EINVAL;
+	if (src_w < 1 || src_h < 1 || dst_w < 1 || dst_h < 1 ||
+	    src_w > RESIZE_MAX_DIM || src_h > RESIZE_MAX_DIM ||
+	    dst_w > RESIZE_MAX_DIM || dst_h > RESIZE_MAX_DIM)
+		return -EINVAL;
+	if (src_stride < (size_t)src_w * 3 || dst_stride < (size_t)dst_w * 3)
+		return -EINVAL;
+	/* Written so that NaN fails every test. */
+	if (!(bx0 >= 0 && bx0 < bx1 && bx1 <= src_w && by0 >= 0 && by0 < by1 &&
+	      by1 <= src_h))
+		return -EINVAL;
+	kern = &resize_kernels[f];
+	box[0] = (float)bx0;
+	box[1] = (float)by0;
+	box[2] = (float)bx1;
+	box[3] = (float)by1;
+
+	/* _imaging.c _resize: an integer box of the output's size is a crop. */
+	if (box[0] == (float)(int)box[0] && box[2] - box[0] == (float)dst_w &&
+	    box[1] == (float)(int)box[1] && box[3] - box[1] == (float)dst_h) {
+		copy_rows(src + (size_t)(int)box[1] * src_stride + (size_t)(int)box[0] * 3,
+			  src_stride, dst, dst_stride, dst_w, dst_h);
+		return 0;
+	}
+
+	need_h = dst_w != src_w || box[0] != 0.0f || box[2] != (float)dst_w;
+	need_v = dst_h != src_h || box[1] != 0.0f || box[3] != (float)dst_h;
+
+	rc = resize_coeffs(r, &r->horiz, src_w, box[0], box[2], dst_w, kern,
+			   need_h && r->simd);
+	if (rc == 0)
+		rc = resize_coeffs(r, &r->vert, src_h, box[1], box[3], dst_h, kern, false);
+	if (rc < 0)
+		return rc;
+	/* First and one past the last source row the vertical pass reads. */
+	ybox_first = r->vert.bounds[0];
+	ybox_last = r->vert.bounds[dst_h * 2 - 2] + r->vert.bounds[dst_h * 2 - 1];
+
+	if (need_h && need_v) {
+		size_t tmp_stride = (size_t)dst_w * 3;
+
+		rc = grow((void **)&r->tmp, &r->tmp_cap,
+			  tmp_stride * (size_t)(ybox_last - ybox_first));
+		if (rc < 0)
+			return rc;
+		for (int i = 0; i < dst_h; i++)
+			r->vert.bounds[i * 2] -= ybox_first;
+		resize_horizontal(r, &r->horiz, src_w, src, src_stride, ybox_first,
+				  ybox_last - ybox_first, r->tmp, tmp_stride, dst_w);
+		return resize_vertical(r, &r->vert, r->tmp, tmp_stride, dst, dst_stride,
+				       dst_w, dst_h);
+	}
+	if (need_h) {
+		/* Same height, whole height: Pillow's temp image is the result
+		 * (ybox_first == 0, ybox_last == src_h == dst_h). */
+		resize_horizontal(r, &r->horiz, src_w, src, src_stride, 0, dst_h, dst,
+				  dst_stride, dst_w);
+		return 0;
+	}
+	if (need_v)
+		return resize_vertical(r, &r->vert, src, src_stride, dst, dst_stride,
+				       dst_w, dst_h);
+	copy_rows(src, src_stride, dst, dst_stride, dst_w, dst_h);
+	return 0;
+}
