@@ -112,8 +112,8 @@ deps:
 
 test: deps
 	$(Q)$(MAKE) --no-print-directory all $(UNIT_BIN) $(TESTTOOL_BIN)
-	$(Q)PYTHON=$(PYTHON) CUTMIXD_BIN_DIR=$(abspath $(B)) CUTMIXD_BUILD_DIR=$(abspath $(BUILD)) \
-		scripts/run-tests.sh $(UNIT_BIN)
+	$(Q)PYTHON=$(PYTHON) BUILD=$(BUILD) CUTMIXD_BIN=$(abspath $(B))/cutmixd \
+		CUTMIXD_COUNT_BIN=$(abspath $(B))/cutmixd-count scripts/run-tests.sh $(UNIT_BIN)
 
 unit: all $(UNIT_BIN)
 	$(Q)for t in $(UNIT_BIN); do $$t || exit 1; done
