@@ -155,6 +155,7 @@ install: all
 # The whole suite on sanitizer builds (own folders, same tests).
 SAN_FLAGS_asan := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 SAN_FLAGS_tsan := -fsanitize=thread
+asan tsan: export TSAN_OPTIONS = suppressions=$(CURDIR)/tests/tsan.supp halt_on_error=0
 asan tsan:
 	$(Q)$(MAKE) --no-print-directory test OUT=build-$@ BUILD=build-$@/obj \
 		OPT="-O1 -g $(SAN_FLAGS_$@)" LDFLAGS="-pthread $(SAN_FLAGS_$@)"

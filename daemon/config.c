@@ -43,7 +43,7 @@
 #define CONFIG_FILE_MAX   (1 << 20)  /* a config file is small */
 #define SECTION_TEXT_MAX  48         /* "pipeline." + 31 + NUL fits */
 #define KEYS_MAX          40         /* >= keys of the largest section */
-#define SECTIONS_MAX      (1 + CONFIG_MAX_DATASETS + CONFIG_MAX_PIPELINES)
+#define SECTIONS_MAX      (2 + CONFIG_MAX_DATASETS + CONFIG_MAX_PIPELINES) /* +1: section_open() fills secs[n_secs] before its limit checks */
 #define QUOTE_MAX         80         /* value text quoted in a message */
 #define DEFAULT_ENDPOINT  "tcp://127.0.0.1:5555"
 #define RESIZE_MAX        16384u

@@ -13,10 +13,20 @@
  * After warm-up no buffer of ours is allocated per image; libjpeg's own
  * per-image pool is the only allocation left.
  *
- * Errors: libjpeg reports through our error manager. error_exit and every
- * warning (emit_message with level < 0, as TurboJPEG's stop-on-warning) end
- * up in decoder_fail(): the message goes into d->errbuf and we longjmp back
- * to the API function that armed d->jerr.env. Nothing reaches stderr.
+ * A region that reaches the bottom row is followed by
+ * jpeg_finish_decompress(), which reads on to EOI: corrupt entropy data that
+ * decoded without complaint usually leaves bytes before the next marker,
+ * and that warning then fails the image. A region that stops higher up is
+ * followed by jpeg_abort_decompress(), so rows below it are never
+ * entropy-decoded, and damage below y1 (or damage libjpeg cannot notice)
+ * goes unseen: the price of decoding only the crop.
+ *
+ * Errors: libjpeg reports through our error manager. error_exit, every
+ * warning (emit_message with level < 0, as TurboJPEG's stop-on-warning:
+ * libjpeg would otherwise carry on with gray or zeroed blocks) and the
+ * progress monitor's scan limit format the message into d->errbuf and
+ * longjmp back to the function that armed d->jerr.env (decoder_open,
+ * decoder_read_guarded), which aborts the image. Nothing reaches stderr.
  *
  * Region decode and fancy upsampling. jpeg_crop_scanline() moves the left
  * edge down to an iMCU boundary and libjpeg then upsamples the chroma of the
@@ -34,11 +44,12 @@
  * jpeg_crop_scanline() then re-initialises the upsampler, which falls back
  * to plain replication in both directions (a 1-pixel-wide region of a
  * 4:2:0 image came out different in every row), so the strip is widened to
- * at least 2 * max_h_samp_factor columns. Vertically nothing is needed: jpeg_skip_scanlines()
- * from row 0 decodes the iMCU row above the first row it returns to keep
- * the upsampler's context, and the context controller decodes the iMCU row
- * below the last row returned, so rows [y0,y1) equal a full decode's
- * (checked for every y0 and for 1-row regions by the tests).
+ * at least 2 * max_h_samp_factor columns. Vertically nothing is needed:
+ * jpeg_skip_scanlines() from row 0 rebuilds the upsampler's context rows
+ * (it decodes the iMCU row above the first row it returns) and the context
+ * controller decodes the iMCU row below the last row it returns, so rows
+ * [y0,y1) equal a full decode's (checked for every y0, and for 1-row
+ * regions, by the tests).
  */
 #include "decode.h"
 
@@ -277,8 +288,13 @@ int decode_read_file(decoder_t *d, const char *path,
 
 	*data = NULL;
 	*len = 0;
+	/* The input buffer may move: an image open on it must not outlive it. */
+	decoder_end_image(d);
 	d->errbuf[0] = '\0';
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	/* O_NONBLOCK: a FIFO (or device) must not block the worker in
+	 * open(); it is refused below as not a regular file. For regular
+	 * files the flag changes nothing. */
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0) {
 		rc = -errno;
 		decoder_set_error(d, "decode: open '%s': %s", path, strerror(-rc));
@@ -563,6 +579,12 @@ static int decoder_read_rows(decoder_t *d, int denom, int cx0, int y0,
 			return -EBADMSG;
 		}
 	}
+	/* Down to the last row: read on to EOI, so that entropy data left
+	 * over at the end of the scan ("extraneous bytes before marker", the
+	 * usual sign of scrambled data that decoded without complaint) is a
+	 * warning, hence an error, as with TurboJPEG's full decode. */
+	if (y1 == sh)
+		jpeg_finish_decompress(ci);
 	*xoff_out = (int)xoff;
 	*stride_out = stride;
 	return 0;

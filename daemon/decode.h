@@ -14,7 +14,21 @@
  *
  * Grayscale and CMYK/YCCK come out as RGB (Adobe inverted CMYK handled).
  * Errors are returned as negative errno values with a message from
- * decoder_error(); libjpeg's own messages never reach stderr.
+ * decoder_error(); libjpeg's own messages never reach stderr:
+ *   -EBADMSG  the bytes are not a JPEG libjpeg can decode cleanly: every
+ *             libjpeg warning (truncation, corrupt entropy data, ...) is an
+ *             error, so what libjpeg notices never yields wrong pixels. A
+ *             region reaching the bottom row also reads on to EOI (left
+ *             over entropy data fails it); one that stops higher up never
+ *             looks at the data below it;
+ *   -ENOTSUP  valid but unsupported (12-bit, lossless, odd color space);
+ *   -E2BIG    declared size above decode_limits.max_pixels;
+ *   -EFBIG    file above decode_limits.max_file_bytes;
+ *   -EINVAL   bad arguments (region, scale, no image open);
+ *   -ENOMEM, or -errno of open/fstat/read.
+ * A full decode is byte-identical to libjpeg-turbo's (islow IDCT, fancy
+ * upsampling), i.e. to PIL's Image.open(f).convert('RGB'); a region is
+ * byte-identical to the same region of the full decode.
  */
 #ifndef CUTMIXD_DECODE_H
 #define CUTMIXD_DECODE_H
@@ -24,6 +38,7 @@
 
 typedef struct decoder decoder_t;
 
+/* A zero field, or a NULL pointer to the struct, means no limit. */
 struct decode_limits {
 	uint64_t max_pixels;     /* declared width*height above this: -E2BIG */
 	uint64_t max_file_bytes; /* larger file: -EFBIG (decode_read_file) */
@@ -40,15 +55,20 @@ decoder_t *decoder_new(void);
 void decoder_destroy(decoder_t **d);
 
 /*
- * Read a whole file into the decoder's reusable input buffer.
- * Returns 0, or -errno (-EFBIG above max_file_bytes); the message says
- * which file and why.
+ * Read a whole file into the decoder's reusable input buffer (valid until
+ * the next decode_read_file; any open image is closed first).
+ * Returns 0, or -errno (-EFBIG above max_file_bytes, -ENODATA when empty,
+ * -EINVAL when not a regular file); the message says which file and why.
  */
 int decode_read_file(decoder_t *d, const char *path,
 		     const struct decode_limits *lim,
 		     const uint8_t **data, size_t *len);
 
-/* Parse headers of `data` (must stay valid until the next open). */
+/*
+ * Parse headers of `data` (must stay valid until the next open). Checks
+ * the declared size against lim before anything is allocated for pixels.
+ * Any image still open is closed first.
+ */
 int decoder_open(decoder_t *d, const uint8_t *data, size_t len,
 		 const struct decode_limits *lim, int *width, int *height);
 
@@ -58,7 +78,8 @@ void decoder_scaled_size(const decoder_t *d, int denom, int *w, int *h);
 /*
  * Decode the region [x0,x1) x [y0,y1) of the image scaled by 1/denom
  * (coordinates in the scaled image). Valid until the next call on d.
- * After it (success or failure) the decoder is ready for decoder_open().
+ * After it (success or failure) the decoder is ready for decoder_open():
+ * the image is closed, a second region needs a second open.
  */
 int decoder_read(decoder_t *d, int denom, int x0, int y0, int x1, int y1,
 		 struct decoded *out);

@@ -136,7 +136,7 @@ def test_region_decode_equals_full_decode(imgtool, jpegs, tmp_path, name):
         full = np.asarray(im.convert("RGB"))
     h, w = full.shape[:2]
     bad = []
-    for (x0, y0, x1, y1) in random_regions(rng, w, h, 40):
+    for (x0, y0, x1, y1) in random_regions(rng, w, h, 60):
         out = tmp_path / "r.ppm"
         run(imgtool, "decode", path, out, x0, y0, x1, y1)
         got = read_ppm(out)
@@ -213,7 +213,7 @@ def test_resize_equals_pil(imgtool, tmp_path):
              ((50, 40), (3.0, 2.0, 33.0, 12.0), (30, 10)),     # crop short cut
              ((50, 40), (3.25, 2.5, 33.25, 12.5), (30, 10)),   # not a crop
              ((300, 200), (0.0, 0.0, 300.0, 200.0), (7, 5))]   # big kernels
-    cases += [random_resize_case(rng) for _ in range(240)]
+    cases += [random_resize_case(rng) for _ in range(300)]
     bad = []
     for i, ((sw, sh), box, (w, h)) in enumerate(cases):
         pixels = photo_like(sw, sh, i) if i % 3 else \

@@ -501,8 +501,8 @@ static void test_invalid_region(void **state)
 	decoder_destroy(&d);
 }
 
-/* Truncated copies at every offset: no crash, an error with a message, or
- * (only when the missing tail was never needed) the right pixels. */
+/* Truncated copies at every offset: no crash, an error with a message,
+ * never pixels (a full decode reads on to EOI). */
 static void check_truncations(const struct jpeg_fixture_spec *s, int step)
 {
 	decoder_t *d = decoder_new();
@@ -537,8 +537,8 @@ static void check_truncations(const struct jpeg_fixture_spec *s, int step)
 		}
 		free(cut);
 	}
-	/* Only cutting (part of) the EOI marker may still succeed. */
-	assert_true(ok <= 2);
+	/* A full decode reads on to EOI: every cut is noticed. */
+	assert_int_equal(ok, 0);
 	assert_true(failed > 0);
 	free(full);
 	free(jpg);
@@ -584,6 +584,49 @@ static void test_truncated_message(void **state)
 	assert_int_equal(decoder_open(d, jpg, len * 2 / 3, &test_limits, NULL, NULL), 0);
 	assert_int_equal(decoder_read(d, 1, 0, 0, 64, 8, &out), 0);
 	free(jpg);
+	decoder_destroy(&d);
+}
+
+/* Bytes left over at the end of the scan, as scrambled entropy data
+ * leaves them: a decode down to the last row reads on to EOI and fails;
+ * a region above it never looks there. */
+static void test_leftover_scan_bytes(void **state)
+{
+	enum { EXTRA = 40 };
+	static const enum jpeg_fixture_subsamp subs[] = { JPEG_FIXTURE_444, JPEG_FIXTURE_420 };
+	decoder_t *d = decoder_new();
+
+	(void)state;
+	assert_non_null(d);
+	for (size_t i = 0; i < 2; i++) {
+		struct jpeg_fixture_spec s = { .width = 64, .height = 64, .components = 3,
+					       .subsamp = subs[i] };
+		struct decoded out;
+		uint8_t *jpg, *bad;
+		size_t len;
+
+		make_fixture(&s, &jpg, &len);
+		bad = malloc(len + EXTRA);
+		assert_non_null(bad);
+		/* ... entropy data, EXTRA bytes of junk, FF D9. The Huffman
+		 * decoder's bit buffer swallows the first few of them. */
+		memcpy(bad, jpg, len - 2);
+		for (size_t k = 0; k < EXTRA; k++)
+			bad[len - 2 + k] = (uint8_t)(0x11 * (k % 15));
+		memcpy(bad + len - 2 + EXTRA, jpg + len - 2, 2);
+		assert_int_equal(decoder_open(d, bad, len + EXTRA, &test_limits, NULL, NULL), 0);
+		assert_int_equal(decoder_read(d, 1, 0, 0, 64, 64, &out), -EBADMSG);
+		assert_true(strncmp(decoder_error(d), "jpeg: corrupt JPEG data: ", 25) == 0);
+		assert_non_null(strstr(decoder_error(d), "extraneous bytes before marker 0xd9"));
+		/* Down to the last row, any columns: the same. */
+		assert_int_equal(decoder_open(d, bad, len + EXTRA, &test_limits, NULL, NULL), 0);
+		assert_int_equal(decoder_read(d, 1, 20, 50, 30, 64, &out), -EBADMSG);
+		/* Above the bottom iMCU row: fine. */
+		assert_int_equal(decoder_open(d, bad, len + EXTRA, &test_limits, NULL, NULL), 0);
+		assert_int_equal(decoder_read(d, 1, 0, 0, 64, 32, &out), 0);
+		free(bad);
+		free(jpg);
+	}
 	decoder_destroy(&d);
 }
 
@@ -683,6 +726,8 @@ static int remove_tmpdir(void **state)
 	unlink(path);
 	snprintf(path, sizeof(path), "%s/empty.jpg", tmpdir);
 	unlink(path);
+	snprintf(path, sizeof(path), "%s/pipe.jpg", tmpdir);
+	unlink(path);
 	rmdir(tmpdir);
 	return 0;
 }
@@ -732,8 +777,35 @@ static void test_read_file(void **state)
 
 	assert_true(decode_read_file(d, tmpdir, &test_limits, &data, &got) < 0);
 	assert_non_null(strstr(decoder_error(d), tmpdir));
+
+	/* A named pipe nobody writes to: refused at once, not a hang. */
+	snprintf(path, sizeof(path), "%s/pipe.jpg", tmpdir);
+	assert_int_equal(mkfifo(path, 0600), 0);
+	assert_int_equal(decode_read_file(d, path, &test_limits, &data, &got), -EINVAL);
+	snprintf(want, sizeof(want), "decode: '%s': not a regular file", path);
+	assert_string_equal(decoder_error(d), want);
 	free(jpg);
 	decoder_destroy(&d);
+}
+
+/*
+ * Under valgrind (its preload library is in LD_PRELOAD), run libjpeg-turbo's
+ * C code instead of its SIMD code. The SIMD path for 4:4:0 images makes
+ * memcheck report the green byte of the last one or two pixels of every
+ * row whose width is not a multiple of 4 as uninitialised (it is computed
+ * next to lanes that come from libjpeg's unwritten row padding). The bytes
+ * do not depend on that padding: the output is identical with
+ * --malloc-fill=0x00/0x01/0x55/0x80/0xaa/0xff and with JSIMD_FORCENONE=1,
+ * and libjpeg-turbo's maintainers describe such reports as known false
+ * positives of memory checkers on its SIMD code (libjpeg-turbo issues #238,
+ * #277). Natively the tests run, and check, the SIMD code.
+ */
+static void avoid_simd_under_valgrind(void)
+{
+	const char *preload = getenv("LD_PRELOAD");
+
+	if (preload && strstr(preload, "vgpreload"))
+		setenv("JSIMD_FORCENONE", "1", 0);
 }
 
 int main(void)
@@ -751,9 +823,11 @@ int main(void)
 		cmocka_unit_test(test_invalid_region),
 		cmocka_unit_test(test_truncated_everywhere),
 		cmocka_unit_test(test_truncated_message),
+		cmocka_unit_test(test_leftover_scan_bytes),
 		cmocka_unit_test(test_bit_flips_and_noise),
 		cmocka_unit_test_setup_teardown(test_read_file, make_tmpdir, remove_tmpdir),
 	};
 
+	avoid_simd_under_valgrind();
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
