@@ -138,7 +138,7 @@ char *stats_json(const struct stats *st, const struct server_gauges *g)
 {
 	struct sbuf b = { .ok = true };
 
-	sb_printf(&b, "{\"uptime_s\":%.3f,\"requests\":%llu,\"bad_requests\":%llu,"
+	sb_printf(&b, "{\"uptime_s\":%.3f,\"requests\":%llu,\"bad_requests\":%llu,\"dropped\":%llu,"
 		  "\"batches\":%llu,\"images\":%llu,\"bytes_sent\":%llu,"
 		  "\"img_per_s\":%.1f,\"decode_errors\":%llu,\"replaced\":%llu,"
 		  "\"bad_files\":%llu,\"clients\":%u,\"pending\":%u,\"inflight\":%u,"
@@ -146,6 +146,7 @@ char *stats_json(const struct stats *st, const struct server_gauges *g)
 		  stats_now() - st->started,
 		  (unsigned long long)stats_get(st, requests),
 		  (unsigned long long)stats_get(st, bad_requests),
+		  (unsigned long long)stats_get(st, dropped),
 		  (unsigned long long)stats_get(st, batches),
 		  (unsigned long long)stats_get(st, images),
 		  (unsigned long long)stats_get(st, bytes_sent), g->img_per_s,

@@ -43,13 +43,15 @@
 
 #define CLIENT_BUCKETS 1024
 #define MAX_ID 255
-#define STOP_DEADLINE_S 4.0
+#define STOP_DEADLINE_S 3.0
 #define RATE_WINDOW 10 /* seconds of history for img/s */
 
 struct client {
 	uint8_t id[MAX_ID];
 	uint8_t id_len;
 	uint32_t outstanding;
+	uint32_t unsent;      /* replies ZeroMQ would not take yet */
+	bool warned;          /* logged that its requests are being dropped */
 	double last_seen;
 	struct client *next;
 };
@@ -145,7 +147,7 @@ static void clients_expire(server_t *s, double now, bool all)
 		struct client **pp = &s->clients[h];
 		while (*pp) {
 			struct client *c = *pp;
-			if (c->outstanding == 0 && (all || now - c->last_seen > limit)) {
+			if (c->outstanding == 0 && c->unsent == 0 && (all || now - c->last_seen > limit)) {
 				*pp = c->next;
 				free(c);
 				s->n_clients--;
@@ -215,6 +217,7 @@ static void reply_queue(server_t *s, struct reply *r)
 	if (s->unsent_head == NULL && reply_try_send(s, r))
 		return;
 	r->next = NULL;
+	r->cl->unsent++;
 	if (s->unsent_tail)
 		s->unsent_tail->next = r;
 	else
@@ -228,8 +231,10 @@ static void unsent_flush(server_t *s)
 	while (s->unsent_head) {
 		struct reply *r = s->unsent_head;
 		struct reply *next = r->next;
+		struct client *cl = r->cl;
 		if (!reply_try_send(s, r))
 			return;
+		cl->unsent--;
 		s->unsent_head = next;
 		if (!next)
 			s->unsent_tail = NULL;
@@ -301,6 +306,21 @@ static void reply_error(server_t *s, struct client *cl, bool delim, bool counts,
 	h.status = status;
 	stats_add(s->stats, bad_requests, 1);
 	reply_text(s, cl, delim, counts, &h, text);
+}
+
+/* A pipeline name from the wire, printable: other bytes become \xNN. */
+static const char *printable(const char *in, char out[4 * WIRE_PIPELINE_MAX + 1])
+{
+	char *o = out;
+
+	for (const unsigned char *p = (const unsigned char *)in; *p; p++) {
+		if (*p >= 0x20 && *p < 0x7f && *p != '\\')
+			*o++ = (char)*p;
+		else
+			o += sprintf(o, "\\x%02x", *p);
+	}
+	*o = '\0';
+	return out;
 }
 
 /* ---- batches ---------------------------------------------------------- */
@@ -408,8 +428,9 @@ static void schedule(server_t *s)
 		int pi = engine_find_pipeline(s->eng, pq->rq.pipeline);
 		batch_t *b = NULL;
 		if (pi < 0) { /* the pipeline went away in a reload */
+			char name[4 * WIRE_PIPELINE_MAX + 1];
 			reply_error(s, pq->cl, pq->delim, true, &pq->rq, WIRE_E_NO_PIPELINE,
-				    "unknown pipeline '%s'", pq->rq.pipeline);
+				    "unknown pipeline '%s'", printable(pq->rq.pipeline, name));
 			free(pq);
 			continue;
 		}
@@ -447,6 +468,7 @@ static double current_rate(server_t *s, double now)
 
 /* ---- requests --------------------------------------------------------- */
 
+
 /* Check a batch or info request against the current config. */
 static bool request_valid(server_t *s, struct client *cl, bool delim,
 			  const struct wire_request *rq, bool counts, int *pipeline)
@@ -457,8 +479,9 @@ static bool request_valid(server_t *s, struct client *cl, bool delim,
 	if (rq->type == WIRE_INFO && rq->pipeline[0] == '\0')
 		return true;
 	if (pi < 0) {
+		char name[4 * WIRE_PIPELINE_MAX + 1];
 		reply_error(s, cl, delim, counts, rq, WIRE_E_NO_PIPELINE,
-			    "unknown pipeline '%s'", rq->pipeline);
+			    "unknown pipeline '%s'", printable(rq->pipeline, name));
 		return false;
 	}
 	if (rq->world == 0 || rq->rank >= rq->world) {
@@ -604,6 +627,18 @@ static int recv_one(server_t *s)
 		goto out_close;
 	}
 	cl->last_seen = now;
+	/* A client that does not read its replies gets no more of them: once
+	 * a window's worth is stuck in `unsent`, its requests are dropped
+	 * (counted, logged once) so memory stays bounded. */
+	if (cl->unsent >= s->eng->cfg->server.max_client_window) {
+		stats_add(s->stats, requests, 1);
+		stats_add(s->stats, dropped, 1);
+		if (!cl->warned)
+			log_warning("server: a client does not read its replies; dropping its requests until it does");
+		cl->warned = true;
+		goto out_close;
+	}
+	cl->warned = false;
 
 	/* [identity][request] from a DEALER, [identity][""][request] from a
 	 * REQ socket; anything else is malformed. */
@@ -749,7 +784,7 @@ server_t *server_new(engine_t *eng, pool_t *pool, struct stats *stats,
 	zmq_setsockopt(s->router, ZMQ_MAXMSGSIZE, &maxmsg, sizeof(maxmsg));
 	v = (int)sv->max_client_window;
 	zmq_setsockopt(s->router, ZMQ_SNDHWM, &v, sizeof(v));
-	v = 1000;
+	v = 500; /* at exit, half a second to deliver what is queued */
 	zmq_setsockopt(s->router, ZMQ_LINGER, &v, sizeof(v));
 
 	for (int i = 0; i < sv->n_endpoints; i++) {

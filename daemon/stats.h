@@ -11,6 +11,7 @@
 struct stats {
 	atomic_uint_fast64_t requests;      /* every request frame received */
 	atomic_uint_fast64_t bad_requests;  /* answered with an error */
+	atomic_uint_fast64_t dropped;       /* from clients that do not read */
 	atomic_uint_fast64_t batches;       /* batch replies sent */
 	atomic_uint_fast64_t images;        /* samples in those batches */
 	atomic_uint_fast64_t bytes_sent;    /* body bytes of batch replies */

@@ -1,0 +1,456 @@
+/*
+ * decode_ceiling.c — how fast can this machine fully decode these JPEGs?
+ *
+ *   decode_ceiling [-t THREADS] [-r PASSES] [-w WARMUP] [--root DIR]
+ *                  [-m MANIFEST] [--json] [FILE]...
+ *
+ * The reference point of `make bench`: every listed file is read into memory
+ * first (so the disk is not measured), then THREADS threads decode every
+ * file completely, PASSES times, with libjpeg-turbo's libjpeg API and the
+ * same settings as the daemon's decoder (RGB out, JDCT_ISLOW, fancy
+ * upsampling, scale 1/1), into a per-thread buffer reused for every image.
+ * Nothing else: no crop, no resize, no copy out. The result is images per
+ * second of wall time, plus CPU time (getrusage) and megapixels per second.
+ *
+ * Files come from the command line and/or a manifest ("path<TAB>anything"
+ * lines, or one path per line; paths relative to --root, default the
+ * manifest's folder; blank lines and '#' lines skipped).
+ *
+ * DESIGN
+ * - The files live in one array read-only after loading; the only shared
+ *   mutable state is `next` (atomic work counter over PASSES * files items,
+ *   so threads balance dynamically) and each thread's own struct.
+ * - Threads wait on a barrier, the main thread reads the clock after the
+ *   barrier and again after joining them all.
+ * - WARMUP items (untimed, before the barrier) let every thread's libjpeg
+ *   object and output buffer reach their working size.
+ *
+ * Exit status: 0 ok, 1 a file could not be read or decoded, 64 usage.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jpeglib.h>
+#include <jerror.h>
+
+struct file {
+	char *path;
+	uint8_t *data;
+	size_t len;
+};
+
+struct jerr {
+	struct jpeg_error_mgr pub; /* first: libjpeg casts to it */
+	jmp_buf env;
+	char msg[JMSG_LENGTH_MAX];
+};
+
+struct thread {
+	pthread_t tid;
+	int id;
+	struct jpeg_decompress_struct cinfo;
+	struct jerr jerr;
+	uint8_t *buf;              /* whole decoded image, reused */
+	size_t cap;
+	JSAMPROW *rows;
+	size_t rows_cap;
+	uint64_t images, pixels, checksum;
+	int failed;                /* index of the file that failed + 1 */
+	char why[JMSG_LENGTH_MAX];
+};
+
+static struct file *files;
+static size_t n_files, cap_files;
+static uint64_t total_items;    /* passes * n_files */
+static uint64_t warmup_items;
+static atomic_uint_fast64_t next_item;
+static atomic_uint_fast64_t next_warm;
+static atomic_int stop;
+static pthread_barrier_t start_barrier;
+
+static void jerr_exit(j_common_ptr ci)
+{
+	struct jerr *e = (struct jerr *)ci->err;
+
+	ci->err->format_message(ci, e->msg);
+	longjmp(e->env, 1);
+}
+
+static void jerr_output(j_common_ptr ci)
+{
+	(void)ci; /* warnings stay quiet: a corrupt-data warning still decodes */
+}
+
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static double cpu_seconds(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 +
+	       (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec * 1e-6;
+}
+
+static int grow(void **p, size_t *cap, size_t need)
+{
+	if (*cap >= need)
+		return 0;
+	void *q = realloc(*p, need);
+	if (!q)
+		return -ENOMEM;
+	*p = q;
+	*cap = need;
+	return 0;
+}
+
+/* Decode one whole file into t->buf. Returns 0 or -1 with t->why. */
+static int decode_one(struct thread *t, const struct file *f)
+{
+	struct jpeg_decompress_struct *ci = &t->cinfo;
+
+	if (setjmp(t->jerr.env)) {
+		snprintf(t->why, sizeof(t->why), "%s", t->jerr.msg);
+		jpeg_abort_decompress(ci);
+		return -1;
+	}
+	jpeg_mem_src(ci, f->data, (unsigned long)f->len);
+	jpeg_read_header(ci, TRUE);
+	/* As the daemon: RGB out (grayscale expanded); CMYK stays CMYK. */
+	if (ci->jpeg_color_space == JCS_CMYK || ci->jpeg_color_space == JCS_YCCK)
+		ci->out_color_space = JCS_CMYK;
+	else
+		ci->out_color_space = JCS_RGB;
+	ci->dct_method = JDCT_ISLOW;
+	ci->do_fancy_upsampling = TRUE;
+	ci->scale_num = 1;
+	ci->scale_denom = 1;
+	jpeg_start_decompress(ci);
+
+	size_t stride = (size_t)ci->output_width * ci->output_components;
+	size_t need = stride * ci->output_height;
+	if (grow((void **)&t->buf, &t->cap, need) ||
+	    grow((void **)&t->rows, &t->rows_cap, ci->output_height * sizeof(JSAMPROW))) {
+		snprintf(t->why, sizeof(t->why), "out of memory");
+		jpeg_abort_decompress(ci);
+		return -1;
+	}
+	for (JDIMENSION y = 0; y < ci->output_height; y++)
+		t->rows[y] = t->buf + y * stride;
+	while (ci->output_scanline < ci->output_height) {
+		JDIMENSION y = ci->output_scanline;
+		jpeg_read_scanlines(ci, t->rows + y, ci->output_height - y);
+	}
+	/* A cheap checksum so the work is observable (one byte per row). */
+	for (JDIMENSION y = 0; y < ci->output_height; y++)
+		t->checksum += t->rows[y][(y * 7u) % stride];
+	t->pixels += (uint64_t)ci->output_width * ci->output_height;
+	jpeg_finish_decompress(ci);
+	return 0;
+}
+
+static int run_items(struct thread *t, atomic_uint_fast64_t *counter, uint64_t limit)
+{
+	for (;;) {
+		if (atomic_load_explicit(&stop, memory_order_relaxed))
+			return -1;
+		uint64_t i = atomic_fetch_add_explicit(counter, 1, memory_order_relaxed);
+		if (i >= limit)
+			return 0;
+		const struct file *f = &files[i % n_files];
+		if (decode_one(t, f)) {
+			t->failed = (int)(i % n_files) + 1;
+			atomic_store(&stop, 1);
+			return -1;
+		}
+		t->images++;
+	}
+}
+
+static void *thread_main(void *arg)
+{
+	struct thread *t = arg;
+
+	t->cinfo.err = jpeg_std_error(&t->jerr.pub);
+	t->jerr.pub.error_exit = jerr_exit;
+	t->jerr.pub.output_message = jerr_output;
+	jpeg_create_decompress(&t->cinfo);
+
+	run_items(t, &next_warm, warmup_items);
+	t->images = t->pixels = 0;
+	pthread_barrier_wait(&start_barrier);
+	run_items(t, &next_item, total_items);
+
+	jpeg_destroy_decompress(&t->cinfo);
+	return NULL;
+}
+
+static int add_file(const char *path)
+{
+	if (n_files == cap_files) {
+		size_t nc = cap_files ? cap_files * 2 : 1024;
+		struct file *nf = realloc(files, nc * sizeof(*nf));
+		if (!nf)
+			return -ENOMEM;
+		files = nf;
+		cap_files = nc;
+	}
+	files[n_files].path = strdup(path);
+	if (!files[n_files].path)
+		return -ENOMEM;
+	files[n_files].data = NULL;
+	files[n_files].len = 0;
+	n_files++;
+	return 0;
+}
+
+static int read_manifest(const char *manifest, const char *root)
+{
+	char dir[4096], line[8192], path[8192 + 4096];
+	FILE *fp = fopen(manifest, "r");
+	int lineno = 0;
+
+	if (!fp) {
+		fprintf(stderr, "decode_ceiling: cannot open manifest '%s': %s\n",
+			manifest, strerror(errno));
+		return -1;
+	}
+	if (!root) {
+		snprintf(dir, sizeof(dir), "%s", manifest);
+		char *slash = strrchr(dir, '/');
+		if (slash)
+			*slash = '\0';
+		else
+			snprintf(dir, sizeof(dir), ".");
+		root = dir;
+	}
+	while (fgets(line, sizeof(line), fp)) {
+		lineno++;
+		line[strcspn(line, "\t\r\n")] = '\0';
+		if (!line[0] || line[0] == '#')
+			continue;
+		if (line[0] == '/')
+			snprintf(path, sizeof(path), "%s", line);
+		else
+			snprintf(path, sizeof(path), "%s/%s", root, line);
+		if (add_file(path)) {
+			fclose(fp);
+			fprintf(stderr, "decode_ceiling: out of memory\n");
+			return -1;
+		}
+	}
+	fclose(fp);
+	return 0;
+}
+
+static int load_file(struct file *f)
+{
+	struct stat st;
+	int fd = open(f->path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0 || fstat(fd, &st)) {
+		fprintf(stderr, "decode_ceiling: cannot read '%s': %s\n", f->path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	f->len = (size_t)st.st_size;
+	f->data = malloc(f->len ? f->len : 1);
+	if (!f->data) {
+		close(fd);
+		fprintf(stderr, "decode_ceiling: out of memory for '%s'\n", f->path);
+		return -1;
+	}
+	size_t got = 0;
+	while (got < f->len) {
+		ssize_t n = read(fd, f->data + got, f->len - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			fprintf(stderr, "decode_ceiling: cannot read '%s': %s\n", f->path,
+				n < 0 ? strerror(errno) : "short read");
+			close(fd);
+			return -1;
+		}
+		got += (size_t)n;
+	}
+	close(fd);
+	return 0;
+}
+
+static void usage(FILE *out)
+{
+	fputs("usage: decode_ceiling [-t THREADS] [-r PASSES] [-w WARMUP] [--root DIR]\n"
+	      "                      [-m MANIFEST] [--json] [FILE]...\n"
+	      "\n"
+	      "Fully decode every file with libjpeg-turbo on THREADS threads (default: online\n"
+	      "CPUs), PASSES times (default 3), from memory; print images per second.\n"
+	      "  -t, --threads N    decoding threads\n"
+	      "  -r, --passes N     passes over the file list (timed)\n"
+	      "  -w, --warmup N     images decoded before the clock starts (default: THREADS*8)\n"
+	      "  -m, --manifest F   file of 'path<TAB>class' (or 'path') lines\n"
+	      "      --root DIR     folder manifest paths are relative to (default: its folder)\n"
+	      "      --json         one JSON object on stdout instead of text\n",
+	      out);
+}
+
+static int parse_uint(const char *s, const char *what, long max, long *out)
+{
+	char *end;
+
+	errno = 0;
+	long v = strtol(s ? s : "", &end, 10);
+	if (!s || errno || *end || end == s || v < 0 || v > max) {
+		fprintf(stderr, "decode_ceiling: %s: expected 0..%ld, got '%s'\n", what, max,
+			s ? s : "");
+		return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	long threads = sysconf(_SC_NPROCESSORS_ONLN), passes = 3, warmup = -1;
+	const char *manifest = NULL, *root = NULL;
+	bool json = false;
+	int rc = 0;
+
+	if (threads < 1)
+		threads = 1;
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
+			if (i + 1 >= argc || parse_uint(argv[++i], "threads", 1024, &threads) ||
+			    threads < 1)
+				return 64;
+		} else if (!strcmp(a, "-r") || !strcmp(a, "--passes")) {
+			if (i + 1 >= argc || parse_uint(argv[++i], "passes", 1000000, &passes) ||
+			    passes < 1)
+				return 64;
+		} else if (!strcmp(a, "-w") || !strcmp(a, "--warmup")) {
+			if (i + 1 >= argc || parse_uint(argv[++i], "warmup", 100000000, &warmup))
+				return 64;
+		} else if (!strcmp(a, "-m") || !strcmp(a, "--manifest")) {
+			if (i + 1 >= argc) {
+				usage(stderr);
+				return 64;
+			}
+			manifest = argv[++i];
+		} else if (!strcmp(a, "--root")) {
+			if (i + 1 >= argc) {
+				usage(stderr);
+				return 64;
+			}
+			root = argv[++i];
+		} else if (!strcmp(a, "--json")) {
+			json = true;
+		} else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+			usage(stdout);
+			return 0;
+		} else if (a[0] == '-' && a[1]) {
+			fprintf(stderr, "decode_ceiling: unknown option '%s'\n", a);
+			usage(stderr);
+			return 64;
+		} else if (add_file(a)) {
+			fprintf(stderr, "decode_ceiling: out of memory\n");
+			return 1;
+		}
+	}
+	if (manifest && read_manifest(manifest, root))
+		return 1;
+	if (n_files == 0) {
+		fprintf(stderr, "decode_ceiling: no files given\n");
+		usage(stderr);
+		return 64;
+	}
+
+	uint64_t bytes = 0;
+	for (size_t i = 0; i < n_files; i++) {
+		if (load_file(&files[i]))
+			return 1;
+		bytes += files[i].len;
+	}
+	total_items = (uint64_t)passes * n_files;
+	warmup_items = warmup < 0 ? (uint64_t)threads * 8 : (uint64_t)warmup;
+
+	struct thread *ts = calloc((size_t)threads, sizeof(*ts));
+	if (!ts || pthread_barrier_init(&start_barrier, NULL, (unsigned)threads + 1)) {
+		fprintf(stderr, "decode_ceiling: out of memory\n");
+		return 1;
+	}
+	long started = 0;
+	for (long i = 0; i < threads; i++) {
+		ts[i].id = (int)i;
+		int e = pthread_create(&ts[i].tid, NULL, thread_main, &ts[i]);
+		if (e) {
+			fprintf(stderr, "decode_ceiling: cannot start thread %ld: %s\n", i, strerror(e));
+			return 1; /* the others wait on the barrier forever: just exit */
+		}
+		started++;
+	}
+	pthread_barrier_wait(&start_barrier);
+	double cpu0 = cpu_seconds(), t0 = now();
+	for (long i = 0; i < started; i++)
+		pthread_join(ts[i].tid, NULL);
+	double t1 = now(), cpu1 = cpu_seconds();
+
+	uint64_t images = 0, pixels = 0, checksum = 0;
+	for (long i = 0; i < started; i++) {
+		images += ts[i].images;
+		pixels += ts[i].pixels;
+		checksum += ts[i].checksum;
+		if (ts[i].failed) {
+			fprintf(stderr, "decode_ceiling: '%s': %s\n",
+				files[ts[i].failed - 1].path, ts[i].why);
+			rc = 1;
+		}
+	}
+	double wall = t1 - t0, cpu = cpu1 - cpu0;
+	double ips = wall > 0 ? images / wall : 0;
+	if (json) {
+		printf("{\"threads\": %ld, \"passes\": %ld, \"files\": %zu, \"file_bytes\": %llu, "
+		       "\"images\": %llu, \"seconds\": %.6f, \"img_per_s\": %.3f, "
+		       "\"mpix_per_s\": %.3f, \"cpu_seconds\": %.6f, \"cpu_percent\": %.1f, "
+		       "\"checksum\": %llu, \"ok\": %s}\n",
+		       threads, passes, n_files, (unsigned long long)bytes,
+		       (unsigned long long)images, wall, ips, wall > 0 ? pixels / wall / 1e6 : 0,
+		       cpu, wall > 0 ? 100.0 * cpu / wall : 0, (unsigned long long)checksum,
+		       rc ? "false" : "true");
+	} else {
+		printf("decode_ceiling: %llu images (%zu files x %ld passes, %.1f MB) on %ld threads "
+		       "in %.3f s: %.1f img/s, %.1f MP/s, CPU %.0f%%\n",
+		       (unsigned long long)images, n_files, passes, bytes / 1e6, threads, wall, ips,
+		       wall > 0 ? pixels / wall / 1e6 : 0, wall > 0 ? 100.0 * cpu / wall : 0);
+	}
+	for (size_t i = 0; i < n_files; i++) {
+		free(files[i].path);
+		free(files[i].data);
+	}
+	for (long i = 0; i < started; i++) {
+		free(ts[i].buf);
+		free(ts[i].rows);
+	}
+	free(ts);
+	free(files);
+	pthread_barrier_destroy(&start_barrier);
+	return rc;
+}
