@@ -782,7 +782,9 @@ server_t *server_new(engine_t *eng, pool_t *pool, struct stats *stats,
 	zmq_setsockopt(s->router, ZMQ_ROUTER_MANDATORY, &v, sizeof(v));
 	int64_t maxmsg = 4096; /* a request is 80 bytes: bigger peers are cut off */
 	zmq_setsockopt(s->router, ZMQ_MAXMSGSIZE, &maxmsg, sizeof(maxmsg));
-	v = (int)sv->max_client_window;
+	/* Room for bursts of small replies (errors, info) per peer; what a
+	 * peer leaves unread beyond it waits in `unsent`, bounded above. */
+	v = 1000;
 	zmq_setsockopt(s->router, ZMQ_SNDHWM, &v, sizeof(v));
 	v = 500; /* at exit, half a second to deliver what is queued */
 	zmq_setsockopt(s->router, ZMQ_LINGER, &v, sizeof(v));
