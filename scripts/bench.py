@@ -766,13 +766,15 @@ def main_bench(a):
             log("  %-34s %6.0f img/s  CPU %4.0f%%  other load %3.0f%%"
                 % (label, r["img_per_s"], r["total_cpu_percent"], r["other_load_percent"]))
 
+        # Round 1 runs everything; later rounds, and then reruns of whatever
+        # has no undisturbed sample yet (other load above the threshold in
+        # all of them), only while the time budget lasts.
+        deadline = t_start + a.time_budget
         for rnd in range(a.rounds):
             log("round %d/%d" % (rnd + 1, a.rounds))
             for c in contestants:
-                run_one(*c)
-        # Then, while the time budget lasts, run again whatever has no
-        # undisturbed sample yet (other load above the threshold in all).
-        deadline = t_start + a.time_budget
+                if rnd == 0 or time.monotonic() + cost[c[0]] < deadline:
+                    run_one(*c)
         while True:
             todo = [c for c in contestants
                     if min(r["other_load_percent"] for r in samples[c[0]]) > a.max_other_load]
@@ -835,11 +837,15 @@ def main_bench(a):
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump(R, f, indent=2, sort_keys=True)
         f.write("\n")
-    head = ("# cutmixd benchmark\n\n%s; %d x %s (nproc %d); dataset %s; batch %d, "
-            "output %dx%d uint8; %d worker(s); %d images timed per contestant, best of %d "
-            "round(s); %s.\n\n" % (R["date"], os.cpu_count(), R["machine"]["cpu_model"],
-                                   os.cpu_count(), ds_desc, BATCH, SIZE, SIZE, N,
-                                   epochs * n, a.rounds, R["command"]))
+    head = ("# cutmixd benchmark\n\n%s; %s, nproc %d; dataset %s; batch %d, output "
+            "%dx%d uint8; %d worker(s); %d images timed per contestant (after a warm-up "
+            "window); best undisturbed sample of up to %d rounds; `%s`.\n\n"
+            "CPU %% = all processes of the contestant (daemon + client, DataLoader main + "
+            "workers), 100 = one core; CPU ms/img = that CPU time per image; client CPU %% = "
+            "the consuming Python process alone; peak RSS = daemon VmHWM; other load = CPU "
+            "used meanwhile by processes outside the contestant.\n\n"
+            % (R["date"], R["machine"]["cpu_model"], os.cpu_count(), ds_desc, BATCH, SIZE,
+               SIZE, N, epochs * n, a.rounds, R["command"]))
     with open(os.path.join(out_dir, "results.md"), "w") as f:
         f.write(head + table + "\n")
     print()
@@ -927,8 +933,9 @@ def main(argv=None):
     ap.add_argument("--images", type=int, default=2000,
                     help="at least this many images timed per contestant (whole epochs)")
     ap.add_argument("--epochs", type=int, default=0, help="timed epochs (overrides --images)")
-    ap.add_argument("--rounds", type=int, default=2,
-                    help="run every contestant this many times, keep the best (default 2)")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="run every contestant this many times (time budget permitting), "
+                         "keep the best undisturbed sample (default 3)")
     ap.add_argument("--time-budget", type=float, default=210.0,
                     help="seconds for all measurements: within it, contestants disturbed "
                          "by other load are run again (default 210)")

@@ -6,14 +6,17 @@
  *   byte 0   flags: bits 0-1 scale 1/1, 1/2, 1/4, 1/8 (DCT scaling);
  *            bit 2  also decode the whole image at the same scale and
  *                   compare the region with it byte for byte (the
- *                   "region == full decode" promise of decode.c), only
+ *                   "region == full decode" promise of decode.h), only
  *                   when FUZZ_DECODE_DIFF=1 is set in the environment
  *                   (see docs/FUZZING.md);
  *            bit 3  raw region: coordinates may lie outside the image
  *                   (argument checks of decoder_read);
  *            bit 4  tiny pixel limit (4096) instead of 4,000,000;
- *            bit 5  read twice: a second decoder_open + decoder_read of
- *                   the same bytes must give the same pixels;
+ *            bit 5  decode twice: a second decoder_open + decoder_read of
+ *                   the same bytes must give the same result and pixels
+ *                   (with FUZZ_DECODE_DIFF=1 on a brand-new decoder, so
+ *                   state the reused one carries over from earlier
+ *                   inputs shows up);
  *            bit 6  through a file, as the daemon does: the JPEG is
  *                   written under /dev/shm and loaded with
  *                   decode_read_file() into the decoder's reusable input
@@ -145,9 +148,9 @@ static bool read_rc_ok(int rc)
 }
 
 /* Message state after a call: set on failure, empty on success. */
-static void check_message(int rc)
+static void check_message_of(decoder_t *d, int rc)
 {
-	const char *msg = decoder_error(dec);
+	const char *msg = decoder_error(d);
 
 	CHECK(msg != NULL);
 	CHECK(strlen(msg) < 256);
@@ -155,6 +158,11 @@ static void check_message(int rc)
 		CHECK(msg[0] == '\0');
 	else
 		CHECK(msg[0] != '\0');
+}
+
+static void check_message(int rc)
+{
+	check_message_of(dec, rc);
 }
 
 /* A coordinate inside [0, s]: b/256 of the way, for the start. */
@@ -194,14 +202,14 @@ static uint8_t *copy_region(const struct decoded *out)
 	return copy;
 }
 
-/* Open `jpg` and check what the open promises; returns its rc. */
-static int do_open(const uint8_t *jpg, size_t len,
-		   const struct decode_limits *lim, int *w, int *h)
+/* Open `jpg` on d and check what the open promises; returns its rc. */
+static int do_open_on(decoder_t *d, const uint8_t *jpg, size_t len,
+		      const struct decode_limits *lim, int *w, int *h)
 {
-	int rc = decoder_open(dec, jpg, len, lim, w, h);
+	int rc = decoder_open(d, jpg, len, lim, w, h);
 
 	CHECK(open_rc_ok(rc));
-	check_message(rc);
+	check_message_of(d, rc);
 	if (rc != 0) {
 		CHECK(*w == 0 && *h == 0);
 		return rc;
@@ -209,6 +217,54 @@ static int do_open(const uint8_t *jpg, size_t len,
 	CHECK(*w > 0 && *h > 0);
 	CHECK((uint64_t)*w * (uint64_t)*h <= lim->max_pixels);
 	return 0;
+}
+
+static int do_open(const uint8_t *jpg, size_t len,
+		   const struct decode_limits *lim, int *w, int *h)
+{
+	return do_open_on(dec, jpg, len, lim, w, h);
+}
+
+/*
+ * Decode the same bytes and region again and compare with the first
+ * decode (rc1, and its pixels when rc1 == 0). In diff mode on a brand-new
+ * decoder: a decoder reused across files must not carry anything from
+ * one image to the next (tables, state), or a file's pixels, or whether
+ * it decodes at all, would depend on what that worker decoded before.
+ */
+static void decode_again(const uint8_t *jpg, size_t len,
+			 const struct decode_limits *lim, int denom, int x0,
+			 int y0, int x1, int y1, int rc1, const uint8_t *region)
+{
+	decoder_t *d = diff_mode ? decoder_new() : dec;
+	struct decoded out;
+	int rc, w, h;
+
+	CHECK(d != NULL);
+	rc = do_open_on(d, jpg, len, lim, &w, &h);
+	if (rc == 0)
+		rc = decoder_read(d, denom, x0, y0, x1, y1, &out);
+	if (rc != rc1) {
+		fprintf(stderr, "fuzz_decode: decoded again on a %s decoder: "
+			"rc %d (%s), first decode on the reused decoder: rc %d "
+			"(%s)\n", d == dec ? "reused" : "fresh", rc,
+			decoder_error(d), rc1, rc1 ? decoder_error(dec) : "");
+		abort();
+	}
+	if (rc == 0) {
+		for (int y = 0; y < out.height; y++) {
+			if (memcmp(out.rgb + (size_t)y * out.stride,
+				   region + (size_t)y * (size_t)out.width * 3,
+				   (size_t)out.width * 3)) {
+				fprintf(stderr, "fuzz_decode: decoded again on a "
+					"%s decoder: row %d differs\n",
+					d == dec ? "reused" : "fresh", y0 + y);
+				abort();
+			}
+		}
+	}
+	if (d != dec)
+		decoder_destroy(&d);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -282,6 +338,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		/* Nothing open: a read must refuse. */
 		CHECK(decoder_read(dec, denom, 0, 0, 1, 1, &out) == -EINVAL);
 		CHECK(out.rgb == NULL && out.width == 0 && out.height == 0);
+		if ((flags & 0x20) && diff_mode) {
+			decoder_t *fresh = decoder_new();
+
+			CHECK(fresh != NULL);
+			CHECK(do_open_on(fresh, jpg, len, &lim, &w2, &h2) == rc);
+			decoder_destroy(&fresh);
+		}
 		return 0;
 	}
 
@@ -327,17 +390,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	decoder_scaled_size(dec, denom, &w2, &h2);
 	CHECK(w2 == 0 && h2 == 0);
 
-	if (rc == 0 && (flags & 0x20)) {
-		/* The same decode again on the reused decoder: same bytes. */
-		CHECK(do_open(jpg, len, &lim, &w2, &h2) == 0);
-		CHECK(w2 == w && h2 == h);
-		rc = decoder_read(dec, denom, x0, y0, x1, y1, &out);
-		CHECK(rc == 0);
-		for (int y = 0; y < out.height; y++)
-			CHECK(!memcmp(out.rgb + (size_t)y * out.stride,
-				      region + (size_t)y * (size_t)out.width * 3,
-				      (size_t)out.width * 3));
-	}
+	if ((flags & 0x20) && valid)
+		decode_again(jpg, len, &lim, denom, x0, y0, x1, y1, rc, region);
 
 	if (rc == 0 && diff_mode && (flags & 0x04) &&
 	    (x0 != 0 || y0 != 0 || x1 != sw || y1 != sh)) {
