@@ -214,7 +214,8 @@ out_done:
 
 static void reply_queue(server_t *s, struct reply *r)
 {
-	if (s->unsent_head == NULL && reply_try_send(s, r))
+	/* Keep each client's replies in order; other clients never wait. */
+	if (r->cl->unsent == 0 && reply_try_send(s, r))
 		return;
 	r->next = NULL;
 	r->cl->unsent++;
@@ -228,17 +229,29 @@ static void reply_queue(server_t *s, struct reply *r)
 
 static void unsent_flush(server_t *s)
 {
-	while (s->unsent_head) {
-		struct reply *r = s->unsent_head;
-		struct reply *next = r->next;
+	struct reply **pp = &s->unsent_head, *prev = NULL;
+
+	/* A peer whose queue is full (EAGAIN) keeps its replies, in order;
+	 * the replies of every other peer still go out. */
+	while (*pp) {
+		struct reply *r = *pp;
 		struct client *cl = r->cl;
-		if (!reply_try_send(s, r))
-			return;
+		bool blocked = false;
+		for (struct reply *q = s->unsent_head; q != r; q = q->next)
+			if (q->cl == cl) {
+				blocked = true;
+				break;
+			}
+		if (blocked || !reply_try_send(s, r)) {
+			prev = r;
+			pp = &r->next;
+			continue;
+		}
 		cl->unsent--;
-		s->unsent_head = next;
-		if (!next)
-			s->unsent_tail = NULL;
+		*pp = r->next;
 		s->n_unsent--;
+		if (s->unsent_tail == r)
+			s->unsent_tail = prev;
 	}
 }
 
