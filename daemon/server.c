@@ -104,6 +104,7 @@ struct server {
 	uint64_t rate_n[RATE_WINDOW];
 	unsigned rate_i;
 	double last_tick;
+	double last_full_log;
 };
 
 /* ---- clients ---------------------------------------------------------- */
@@ -309,10 +310,11 @@ static void reply_error(server_t *s, struct client *cl, bool delim, bool counts,
 	char *text = malloc(600);
 	va_list ap;
 
+	/* The text says what happened; the code (header.status) names the
+	 * kind, so the text does not repeat it. */
 	if (text) {
-		int n = snprintf(text, 600, "%s: ", wire_status_name(status));
 		va_start(ap, fmt);
-		vsnprintf(text + n, 600 - (size_t)n, fmt, ap);
+		vsnprintf(text, 600, fmt, ap);
 		va_end(ap);
 	}
 	header_init(s, &h, WIRE_ERROR, rq);
@@ -600,6 +602,31 @@ static void handle_request(server_t *s, struct client *cl, bool delim,
 	s->n_pending++;
 }
 
+/* BUSY to a peer the client table has no room for. */
+static void reply_untracked_busy(server_t *s, zmq_msg_t *id, zmq_msg_t *body, bool delim)
+{
+	struct wire_request rq;
+	static const char text[] = "too many clients connected (max_clients); retry later";
+	struct wire_reply h;
+	uint8_t hdr[WIRE_REPLY_SIZE];
+	int more = ZMQ_SNDMORE | ZMQ_DONTWAIT;
+
+	memset(&rq, 0, sizeof(rq));
+	if (body)
+		wire_decode_request(zmq_msg_data(body), zmq_msg_size(body), &rq);
+	header_init(s, &h, WIRE_ERROR, &rq); /* echoes request_id when readable */
+	h.status = WIRE_E_BUSY;
+	h.body_bytes[0] = sizeof(text) - 1;
+	wire_encode_reply(&h, hdr);
+	stats_add(s->stats, bad_requests, 1);
+	if (zmq_send(s->router, zmq_msg_data(id), zmq_msg_size(id), more) < 0)
+		return; /* gone or full: the reply is dropped, the peer retries */
+	if (delim)
+		zmq_send(s->router, "", 0, more);
+	zmq_send(s->router, hdr, sizeof(hdr), more);
+	zmq_send(s->router, text, sizeof(text) - 1, ZMQ_DONTWAIT);
+}
+
 /* Read one whole multipart message from the ROUTER. 0 = none waiting. */
 static int recv_one(server_t *s)
 {
@@ -635,8 +662,20 @@ static int recv_one(server_t *s)
 		}
 	}
 	if (!cl) {
-		log_warning("server: ignoring a request: %s",
-			    idlen ? "too many clients (max_clients)" : "no peer identity");
+		/* Every tracked client has work outstanding: answer BUSY without
+		 * tracking this one (nothing is queued for it if it cannot take
+		 * the reply at once), and log at most every 10 s. */
+		stats_add(s->stats, requests, 1);
+		if (idlen > 0)
+			{
+			bool d = n == 3 && zmq_msg_size(&parts[1]) == 0;
+			reply_untracked_busy(s, &parts[0], n >= 2 ? &parts[d ? 2 : 1] : NULL, d);
+		}
+		if (now - s->last_full_log > 10.0) {
+			log_warning("server: refusing requests: %s",
+				    idlen ? "too many clients (max_clients)" : "no peer identity");
+			s->last_full_log = now;
+		}
 		goto out_close;
 	}
 	cl->last_seen = now;

@@ -17,7 +17,7 @@ struct stats {
 	atomic_uint_fast64_t bytes_sent;    /* body bytes of batch replies */
 	atomic_uint_fast64_t decode_errors; /* failed decode attempts */
 	atomic_uint_fast64_t replaced;      /* samples filled by a replacement */
-	atomic_uint_fast64_t bad_files;     /* distinct files that failed */
+	atomic_uint_fast64_t bad_files;     /* distinct files that failed, per config generation */
 	double started;                     /* monotonic seconds at start */
 };
 
