@@ -338,40 +338,63 @@ void augment_mixup_pixels(uint8_t *dst, const uint8_t *a, const uint8_t *b,
 	}
 }
 
+/* Bytes of partner pixels sample i needs: its box, or the whole image. */
+static size_t mix_bytes(const struct mix_item *it, int W, int H)
+{
+	if (it->op == WIRE_OP_MIXUP)
+		return (size_t)W * H * 3;
+	if (it->op == WIRE_OP_CUTMIX)
+		return (size_t)(it->box[2] - it->box[0]) * (size_t)(it->box[3] - it->box[1]) * 3;
+	return 0;
+}
+
+size_t augment_mix_scratch_bytes(const struct mix_item *items, uint32_t B,
+				 int W, int H)
+{
+	size_t n = 0;
+
+	for (uint32_t i = 0; i < B; i++)
+		n += mix_bytes(&items[i], W, H);
+	return n;
+}
+
 void augment_apply_mix(uint8_t *images, uint32_t B, int W, int H,
 		       const struct mix_item *items, uint8_t *scratch)
 {
 	size_t row = (size_t)W * 3, img = row * (size_t)H;
+	uint8_t *at = scratch;
 
-	/* Phase 1: copy what each mixed sample needs from its partner,
-	 * while every image is still unmixed. */
+	/* Phase 1: copy what each mixed sample needs from its partner, packed
+	 * one after the other, while every image is still unmixed. */
 	for (uint32_t i = 0; i < B; i++) {
 		const struct mix_item *it = &items[i];
 		const uint8_t *src = images + (size_t)it->partner * img;
-		uint8_t *dst = scratch + (size_t)i * img;
 
 		if (it->op == WIRE_OP_MIXUP) {
-			memcpy(dst, src, img);
+			memcpy(at, src, img);
 		} else if (it->op == WIRE_OP_CUTMIX) {
 			size_t off = (size_t)it->box[0] * 3;
 			size_t len = (size_t)(it->box[2] - it->box[0]) * 3;
-			for (int y = it->box[1]; y < it->box[3]; y++)
-				memcpy(dst + (size_t)y * row + off, src + (size_t)y * row + off, len);
+			for (int y = it->box[1]; y < it->box[3]; y++, at += len)
+				memcpy(at, src + (size_t)y * row + off, len);
+			continue;
 		}
+		at += mix_bytes(it, W, H);
 	}
-	/* Phase 2: write them. */
+	/* Phase 2: write them, walking the packed copies in the same order. */
+	at = scratch;
 	for (uint32_t i = 0; i < B; i++) {
 		const struct mix_item *it = &items[i];
 		uint8_t *own = images + (size_t)i * img;
-		const uint8_t *other = scratch + (size_t)i * img;
 
 		if (it->op == WIRE_OP_MIXUP) {
-			augment_mixup_pixels(own, own, other, img, (float)it->lam);
+			augment_mixup_pixels(own, own, at, img, (float)it->lam);
+			at += img;
 		} else if (it->op == WIRE_OP_CUTMIX) {
 			size_t off = (size_t)it->box[0] * 3;
 			size_t len = (size_t)(it->box[2] - it->box[0]) * 3;
-			for (int y = it->box[1]; y < it->box[3]; y++)
-				memcpy(own + (size_t)y * row + off, other + (size_t)y * row + off, len);
+			for (int y = it->box[1]; y < it->box[3]; y++, at += len)
+				memcpy(own + (size_t)y * row + off, at, len);
 		}
 	}
 }

@@ -35,7 +35,7 @@
 struct worker_ctx {
 	decoder_t *dec;
 	resizer_t *rz;
-	uint8_t *scratch;          /* batch-sized, for mixing */
+	uint8_t *scratch;          /* partner pixels while mixing */
 	size_t scratch_cap;
 	struct mix_item *items;
 	uint32_t *perm;
@@ -449,11 +449,9 @@ static void batch_finish(struct pool_task *t, void *ctx)
 	}
 	augment_mix_plan(p, b->key, b->epoch, b->index, b->n, out, out, w->items, w->perm);
 
-	bool mixed = false;
-	for (uint32_t i = 0; i < b->n; i++)
-		mixed |= w->items[i].op != WIRE_OP_NONE;
-	if (mixed) {
-		if (grow((void **)&w->scratch, &w->scratch_cap, b->n * b->pl->pixel_bytes)) {
+	size_t need = augment_mix_scratch_bytes(w->items, b->n, out, out);
+	if (need > 0) {
+		if (grow((void **)&w->scratch, &w->scratch_cap, need)) {
 			batch_fail(b, WIRE_E_INTERNAL, "out of memory mixing a batch");
 			goto out_complete;
 		}

@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -207,6 +208,12 @@ int main(int argc, char **argv)
 	sigaddset(&mask, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &mask, NULL);
 	signal(SIGPIPE, SIG_IGN);
+
+	/* Batch buffers are megabytes and short-lived: serve them from mmap
+	 * so a freed batch goes back to the kernel at once, instead of
+	 * lingering in per-thread heaps (glibc's dynamic threshold would move
+	 * them there after the first free). Costs page faults, not copies. */
+	mallopt(M_MMAP_THRESHOLD, 1 << 20);
 
 	uint32_t workers = eng->cfg->server.workers;
 	if (workers == 0) {
