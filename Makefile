@@ -164,3 +164,6 @@ clean:
 	rm -rf $(BUILD) bin lib build-asan build-tsan
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+
+# libFuzzer targets: make fuzz, fuzz-smoke, fuzz-regress (see docs/FUZZING.md).
+include tests/fuzz/Makefile.fuzz

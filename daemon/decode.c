@@ -385,6 +385,18 @@ int decoder_open(decoder_t *d, const uint8_t *data, size_t len,
 		return -EFBIG;
 	}
 
+	/* A fresh decompressor per image: libjpeg keeps DQT/DHT tables from
+	 * the previous image in the object, so a file that lacks a table
+	 * would otherwise decode with whatever this worker saw last (found
+	 * by fuzzing: the bytes then depend on the worker). Creating one
+	 * costs microseconds. */
+	jpeg_destroy_decompress(ci);
+	if (decoder_create(d) < 0) {
+		decoder_set_error(d, "jpeg: out of memory");
+		return -ENOMEM;
+	}
+	ci->progress = &d->progress;
+
 	if (setjmp(d->jerr.env)) {
 		rc = d->jerr.rc;
 		goto out_abort;
@@ -530,10 +542,23 @@ static int decoder_read_rows(decoder_t *d, int denom, int cx0, int y0,
 				  ci->output_width, ci->output_height, sw, sh);
 		return -EBADMSG;
 	}
-	if (cw != ci->output_width)
+	/* libjpeg-turbo before 3.0 computes wrong component widths in
+	 * jpeg_crop_scanline() when DCT scaling gives the components
+	 * different scaled block sizes (unusual sampling factors), and then
+	 * returns uninitialised memory (found by fuzzing; fixed upstream in
+	 * 3.0.0). Decode the whole width in that case. */
+	bool croppable = true;
+	for (int c = 0; c < ci->num_components; c++)
+		if (ci->comp_info[c].DCT_scaled_size != ci->min_DCT_scaled_size)
+			croppable = false;
+	if (!croppable) {
+		xoff = 0;
+		cw = ci->output_width;
+	} else if (cw != ci->output_width) {
 		jpeg_crop_scanline(ci, &xoff, &cw);
+	}
 	/* jpeg_crop_scanline only ever widens to the left. */
-	if ((int)xoff > cx0 || (int)(xoff + cw) != cx1) {
+	if ((int)xoff > cx0 || (int)(xoff + cw) < cx1) {
 		decoder_set_error(d, "jpeg: crop to columns %d..%d gave %u..%u",
 				  cx0, cx1, xoff, xoff + cw);
 		return -EBADMSG;
@@ -632,6 +657,13 @@ int decoder_read(decoder_t *d, int denom, int x0, int y0, int x1, int y1,
 	 * strip wide enough for two chroma samples; rows need no margin (see
 	 * DESIGN). */
 	cx0 = x0 > 0 ? x0 - 1 : 0;
+	if (d->cinfo.progressive_mode) {
+		/* Block smoothing of progressive files with incomplete AC data
+		 * reads neighbouring blocks, and takes the strip's first block
+		 * for the image's left edge: keep two blocks of margin. */
+		int m = 1 + 2 * d->cinfo.max_h_samp_factor * (8 / denom);
+		cx0 = x0 > m ? x0 - m : 0;
+	}
 	cx1 = x1 < sw ? x1 + 1 : sw;
 	min_w = 2 * d->cinfo.max_h_samp_factor;
 	if (cx1 - cx0 < min_w) {

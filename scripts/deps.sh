@@ -2,14 +2,16 @@
 # Install the Debian packages cutmixd needs, only those that are missing.
 #   scripts/deps.sh          build, test and demo packages
 #   scripts/deps.sh bench    also the benchmark's python3-torch/torchvision
+#   scripts/deps.sh fuzz     also clang and libFuzzer's runtime
 set -eu
 
 pkgs="build-essential pkgconf libjpeg62-turbo-dev libturbojpeg0-dev libzmq3-dev
 libinih-dev libsystemd-dev libcmocka-dev python3-zmq python3-numpy
 python3-pytest python3-pil iproute2"
-if [ "${1:-}" = bench ]; then
-	pkgs="$pkgs python3-torch python3-torchvision"
-fi
+case "${1:-}" in
+bench) pkgs="$pkgs python3-torch python3-torchvision" ;;
+fuzz)  pkgs="$pkgs clang libclang-rt-14-dev" ;;
+esac
 
 missing=""
 for p in $pkgs; do

@@ -2,9 +2,9 @@
  * fuzz_config.c — libFuzzer target for the config loader (daemon/config.c
  * over inih).
  *
- * config_load() reads a path, so the input is written to a file in a
- * private folder under /dev/shm (or $TMPDIR when /dev/shm is missing) and
- * loaded from there, the way the daemon loads its config. --set overrides
+ * config_load() reads a path, so the input is written to
+ * /dev/shm/fuzz_config.PID.ini (or under $TMPDIR when /dev/shm is missing),
+ * loaded from there the way the daemon loads its config, and removed. --set overrides
  * come from the input as well:
  *
  *   - every line that starts with "#set " (a comment to the INI parser)
@@ -55,25 +55,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static char *ini_path;
 
-static void cleanup(void)
+static void free_path(void)
 {
-	if (ini_path) {
-		char *slash;
-
-		unlink(ini_path);
-		slash = strrchr(ini_path, '/');
-		if (slash) {
-			*slash = '\0';
-			rmdir(ini_path);
-		}
-		free(ini_path);
-		ini_path = NULL;
-	}
+	free(ini_path);
+	ini_path = NULL;
 }
 
+/* A per-process file name; the file exists only while config_load() runs,
+ * so nothing is left behind (a crash leaves that one input). */
 static const char *make_ini_path(void)
 {
-	char tmpl[256];
 	const char *base = "/dev/shm";
 	struct stat st;
 
@@ -84,10 +75,8 @@ static const char *make_ini_path(void)
 		if (!base || !*base)
 			base = "/tmp";
 	}
-	snprintf(tmpl, sizeof(tmpl), "%s/fuzz_config.XXXXXX", base);
-	CHECK(mkdtemp(tmpl) != NULL);
-	CHECK(asprintf(&ini_path, "%s/cutmixd.ini", tmpl) > 0);
-	atexit(cleanup);
+	CHECK(asprintf(&ini_path, "%s/fuzz_config.%d.ini", base, (int)getpid()) > 0);
+	atexit(free_path);
 	return ini_path;
 }
 
@@ -242,6 +231,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memset(err, 'X', errlen);
 
 	rc = config_load(path, sets, n_sets, &cfg, err, errlen);
+	unlink(path);
 	CHECK(rc <= 0);
 	CHECK(memchr(err, 0, errlen) != NULL);
 	if (rc == 0) {

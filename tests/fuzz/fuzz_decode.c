@@ -18,7 +18,7 @@
  *                   state the reused one carries over from earlier
  *                   inputs shows up);
  *            bit 6  through a file, as the daemon does: the JPEG is
- *                   written under /dev/shm and loaded with
+ *                   written to /dev/shm/fuzz_decode.PID.jpg and loaded with
  *                   decode_read_file() into the decoder's reusable input
  *                   buffer (bit 4 also sets max_file_bytes = 1024);
  *            bit 7  with bit 6: after decoder_open(), load a larger file
@@ -73,24 +73,20 @@ int LLVMFuzzerInitialize(int *argc, char ***argv);
 static decoder_t *dec;
 static bool diff_mode;
 static volatile uint32_t sink;
-static char *tmp_dir, *img_path, *big_path;
+static char *img_path, *big_path;
 
 static void cleanup(void)
 {
 	decoder_destroy(&dec);
-	if (tmp_dir) {
-		unlink(img_path);
-		unlink(big_path);
-		rmdir(tmp_dir);
-	}
 	free(img_path);
 	free(big_path);
-	free(tmp_dir);
 }
 
+/* Per-process file names under /dev/shm (or $TMPDIR); each file is
+ * removed as soon as decode_read_file() has read it, so nothing is left
+ * behind, not even by a crash. */
 static void make_paths(void)
 {
-	char tmpl[256];
 	const char *base = "/dev/shm";
 	struct stat st;
 
@@ -99,12 +95,8 @@ static void make_paths(void)
 		if (!base || !*base)
 			base = "/tmp";
 	}
-	snprintf(tmpl, sizeof(tmpl), "%s/fuzz_decode.XXXXXX", base);
-	CHECK(mkdtemp(tmpl) != NULL);
-	tmp_dir = strdup(tmpl);
-	CHECK(tmp_dir != NULL);
-	CHECK(asprintf(&img_path, "%s/img.jpg", tmp_dir) > 0);
-	CHECK(asprintf(&big_path, "%s/big.jpg", tmp_dir) > 0);
+	CHECK(asprintf(&img_path, "%s/fuzz_decode.%d.jpg", base, (int)getpid()) > 0);
+	CHECK(asprintf(&big_path, "%s/fuzz_decode.%d.big", base, (int)getpid()) > 0);
 }
 
 static void write_file(const char *path, const uint8_t *data, size_t size)
@@ -299,6 +291,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			lim.max_file_bytes = TINY_FILE;
 		write_file(img_path, jpg, len);
 		rc = decode_read_file(dec, img_path, &lim, &buf, &got);
+		unlink(img_path);
 		CHECK(rc == 0 || rc == -ENODATA || rc == -EFBIG);
 		check_message(rc);
 		CHECK(rc != -ENODATA || len == 0);
@@ -329,7 +322,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		write_file(big_path, big, big_len);
 		free(big);
 		lim.max_file_bytes = 0;
-		CHECK(decode_read_file(dec, big_path, &lim, &buf, &got) == 0);
+		rc = decode_read_file(dec, big_path, &lim, &buf, &got);
+		unlink(big_path);
+		CHECK(rc == 0);
 		CHECK(got == big_len);
 		CHECK(decoder_read(dec, denom, 0, 0, 1, 1, &out) == -EINVAL);
 		return 0;

@@ -16,10 +16,13 @@
  *   - wire_decode_meta on any 224 bytes, then encode, gives the same
  *     bytes except reserved 89..95 (float/double bit patterns, NaN
  *     payloads included, survive);
+ *   - wire_encode_request() refuses a name without NUL in its 32 bytes
+ *     (-EINVAL, empty name in the frame) and accepts any other;
  *   - wire_status_name() never returns NULL.
  *
  * A violated property calls abort(), which libFuzzer reports as a crash.
  */
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -110,6 +113,20 @@ static void fuzz_request(const uint8_t *data, size_t size)
 		}
 		CHECK(wire_decode_request(enc, sizeof(enc), &back) == 0);
 		CHECK(!memcmp(&back, &rq, sizeof(rq)));
+	}
+	/* Encoding a name of 32 bytes from the input: refused (with an empty
+	 * name in the frame) exactly when it has no NUL. */
+	if (size >= 72) {
+		struct wire_request any = full;
+		bool has_nul = memchr(data + 40, 0, WIRE_PIPELINE_MAX) != NULL;
+		int erc;
+
+		memcpy(any.pipeline, data + 40, WIRE_PIPELINE_MAX);
+		erc = wire_encode_request(&any, enc);
+		CHECK(erc == (has_nul ? 0 : -EINVAL));
+		if (!has_nul)
+			for (int i = 0; i < WIRE_PIPELINE_MAX; i++)
+				CHECK(enc[40 + i] == 0);
 	}
 	/* Undecodable bytes: NULL with any length is an empty frame. */
 	CHECK(wire_decode_request(NULL, size, &back) == -WIRE_E_MALFORMED);
