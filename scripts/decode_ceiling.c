@@ -98,7 +98,7 @@ static double now(void)
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 static double cpu_seconds(void)
@@ -106,8 +106,8 @@ static double cpu_seconds(void)
 	struct rusage ru;
 
 	getrusage(RUSAGE_SELF, &ru);
-	return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 +
-	       (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec * 1e-6;
+	return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6 +
+	       (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
 }
 
 static int grow(void **p, size_t *cap, size_t need)
@@ -213,12 +213,10 @@ static int add_file(const char *path)
 		files = nf;
 		cap_files = nc;
 	}
-	files[n_files].path = strdup(path);
-	if (!files[n_files].path)
+	char *dup = strdup(path);
+	if (!dup)
 		return -ENOMEM;
-	files[n_files].data = NULL;
-	files[n_files].len = 0;
-	n_files++;
+	files[n_files++] = (struct file){ .path = dup, .data = NULL, .len = 0 };
 	return 0;
 }
 
@@ -327,83 +325,133 @@ static int parse_uint(const char *s, const char *what, long max, long *out)
 	return 0;
 }
 
+static void free_files(void)
+{
+	for (size_t i = 0; i < n_files; i++) {
+		free(files[i].path);
+		free(files[i].data);
+	}
+	free(files);
+	files = NULL;
+	n_files = cap_files = 0;
+}
+
+static void print_result(bool json, long threads, long passes, uint64_t bytes,
+			 uint64_t images, uint64_t pixels, uint64_t checksum,
+			 double wall, double cpu, bool ok)
+{
+	double ips = wall > 0 ? (double)images / wall : 0;
+	double mps = wall > 0 ? (double)pixels / wall / 1e6 : 0;
+	double pct = wall > 0 ? 100.0 * cpu / wall : 0;
+
+	if (json)
+		printf("{\"threads\": %ld, \"passes\": %ld, \"files\": %zu, \"file_bytes\": %llu, "
+		       "\"images\": %llu, \"seconds\": %.6f, \"img_per_s\": %.3f, "
+		       "\"mpix_per_s\": %.3f, \"cpu_seconds\": %.6f, \"cpu_percent\": %.1f, "
+		       "\"checksum\": %llu, \"ok\": %s}\n",
+		       threads, passes, n_files, (unsigned long long)bytes,
+		       (unsigned long long)images, wall, ips, mps, cpu, pct,
+		       (unsigned long long)checksum, ok ? "true" : "false");
+	else
+		printf("decode_ceiling: %llu images (%zu files x %ld passes, %.1f MB) on %ld threads "
+		       "in %.3f s: %.1f img/s, %.1f MP/s, CPU %.0f%%\n",
+		       (unsigned long long)images, n_files, passes, (double)bytes / 1e6, threads,
+		       wall, ips, mps, pct);
+}
+
 int main(int argc, char **argv)
 {
 	long threads = sysconf(_SC_NPROCESSORS_ONLN), passes = 3, warmup = -1;
 	const char *manifest = NULL, *root = NULL;
-	bool json = false;
-	int rc = 0;
+	struct thread *ts = NULL;
+	bool json = false, barrier = false;
+	long started = 0;
+	int rc = 64;
 
 	if (threads < 1)
 		threads = 1;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
+		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+
 		if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
-			if (i + 1 >= argc || parse_uint(argv[++i], "threads", 1024, &threads) ||
-			    threads < 1)
-				return 64;
+			if (parse_uint(v, "threads", 1024, &threads))
+				goto out;
+			if (threads < 1) {
+				fprintf(stderr, "decode_ceiling: threads: must be >= 1\n");
+				goto out;
+			}
+			i++;
 		} else if (!strcmp(a, "-r") || !strcmp(a, "--passes")) {
-			if (i + 1 >= argc || parse_uint(argv[++i], "passes", 1000000, &passes) ||
-			    passes < 1)
-				return 64;
+			if (parse_uint(v, "passes", 1000000, &passes))
+				goto out;
+			if (passes < 1) {
+				fprintf(stderr, "decode_ceiling: passes: must be >= 1\n");
+				goto out;
+			}
+			i++;
 		} else if (!strcmp(a, "-w") || !strcmp(a, "--warmup")) {
-			if (i + 1 >= argc || parse_uint(argv[++i], "warmup", 100000000, &warmup))
-				return 64;
-		} else if (!strcmp(a, "-m") || !strcmp(a, "--manifest")) {
-			if (i + 1 >= argc) {
+			if (parse_uint(v, "warmup", 100000000, &warmup))
+				goto out;
+			i++;
+		} else if (!strcmp(a, "-m") || !strcmp(a, "--manifest") || !strcmp(a, "--root")) {
+			if (!v) {
 				usage(stderr);
-				return 64;
+				goto out;
 			}
-			manifest = argv[++i];
-		} else if (!strcmp(a, "--root")) {
-			if (i + 1 >= argc) {
-				usage(stderr);
-				return 64;
-			}
-			root = argv[++i];
+			if (a[2] == 'r')
+				root = v;
+			else
+				manifest = v;
+			i++;
 		} else if (!strcmp(a, "--json")) {
 			json = true;
 		} else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
 			usage(stdout);
-			return 0;
+			rc = 0;
+			goto out;
 		} else if (a[0] == '-' && a[1]) {
 			fprintf(stderr, "decode_ceiling: unknown option '%s'\n", a);
 			usage(stderr);
-			return 64;
+			goto out;
 		} else if (add_file(a)) {
 			fprintf(stderr, "decode_ceiling: out of memory\n");
-			return 1;
+			rc = 1;
+			goto out;
 		}
 	}
+	rc = 1;
 	if (manifest && read_manifest(manifest, root))
-		return 1;
+		goto out;
 	if (n_files == 0) {
 		fprintf(stderr, "decode_ceiling: no files given\n");
 		usage(stderr);
-		return 64;
+		rc = 64;
+		goto out;
 	}
 
 	uint64_t bytes = 0;
 	for (size_t i = 0; i < n_files; i++) {
 		if (load_file(&files[i]))
-			return 1;
+			goto out;
 		bytes += files[i].len;
 	}
 	total_items = (uint64_t)passes * n_files;
 	warmup_items = warmup < 0 ? (uint64_t)threads * 8 : (uint64_t)warmup;
 
-	struct thread *ts = calloc((size_t)threads, sizeof(*ts));
+	ts = calloc((size_t)threads, sizeof(*ts));
 	if (!ts || pthread_barrier_init(&start_barrier, NULL, (unsigned)threads + 1)) {
 		fprintf(stderr, "decode_ceiling: out of memory\n");
-		return 1;
+		goto out;
 	}
-	long started = 0;
+	barrier = true;
 	for (long i = 0; i < threads; i++) {
 		ts[i].id = (int)i;
 		int e = pthread_create(&ts[i].tid, NULL, thread_main, &ts[i]);
 		if (e) {
+			/* The started threads wait on the barrier for ever: exit. */
 			fprintf(stderr, "decode_ceiling: cannot start thread %ld: %s\n", i, strerror(e));
-			return 1; /* the others wait on the barrier forever: just exit */
+			exit(1);
 		}
 		started++;
 	}
@@ -414,6 +462,7 @@ int main(int argc, char **argv)
 	double t1 = now(), cpu1 = cpu_seconds();
 
 	uint64_t images = 0, pixels = 0, checksum = 0;
+	rc = 0;
 	for (long i = 0; i < started; i++) {
 		images += ts[i].images;
 		pixels += ts[i].pixels;
@@ -424,33 +473,16 @@ int main(int argc, char **argv)
 			rc = 1;
 		}
 	}
-	double wall = t1 - t0, cpu = cpu1 - cpu0;
-	double ips = wall > 0 ? images / wall : 0;
-	if (json) {
-		printf("{\"threads\": %ld, \"passes\": %ld, \"files\": %zu, \"file_bytes\": %llu, "
-		       "\"images\": %llu, \"seconds\": %.6f, \"img_per_s\": %.3f, "
-		       "\"mpix_per_s\": %.3f, \"cpu_seconds\": %.6f, \"cpu_percent\": %.1f, "
-		       "\"checksum\": %llu, \"ok\": %s}\n",
-		       threads, passes, n_files, (unsigned long long)bytes,
-		       (unsigned long long)images, wall, ips, wall > 0 ? pixels / wall / 1e6 : 0,
-		       cpu, wall > 0 ? 100.0 * cpu / wall : 0, (unsigned long long)checksum,
-		       rc ? "false" : "true");
-	} else {
-		printf("decode_ceiling: %llu images (%zu files x %ld passes, %.1f MB) on %ld threads "
-		       "in %.3f s: %.1f img/s, %.1f MP/s, CPU %.0f%%\n",
-		       (unsigned long long)images, n_files, passes, bytes / 1e6, threads, wall, ips,
-		       wall > 0 ? pixels / wall / 1e6 : 0, wall > 0 ? 100.0 * cpu / wall : 0);
-	}
-	for (size_t i = 0; i < n_files; i++) {
-		free(files[i].path);
-		free(files[i].data);
-	}
-	for (long i = 0; i < started; i++) {
+	print_result(json, threads, passes, bytes, images, pixels, checksum, t1 - t0,
+		     cpu1 - cpu0, rc == 0);
+out:
+	for (long i = 0; ts && i < started; i++) {
 		free(ts[i].buf);
 		free(ts[i].rows);
 	}
 	free(ts);
-	free(files);
-	pthread_barrier_destroy(&start_barrier);
+	free_files();
+	if (barrier)
+		pthread_barrier_destroy(&start_barrier);
 	return rc;
 }
