@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "augment.h"
+#include "bufpool.h"
 #include "decode.h"
 #include "log.h"
 #include "resize.h"
@@ -136,7 +137,7 @@ batch_t *batch_new(engine_t *eng, int pipeline, uint32_t epoch, uint32_t rank,
 	b->index = index;
 	b->batches_per_epoch = nb;
 	b->key = rng_key(eng->cfg->server.seed, p->name, rank, world);
-	b->pixels = malloc(b->n * pl->pixel_bytes);
+	b->pixels = bufpool_get(b->n * pl->pixel_bytes);
 	b->labels_bytes = (size_t)b->n * K * sizeof(float);
 	b->labels = malloc(b->labels_bytes);
 	b->meta = calloc(b->n, sizeof(*b->meta));
@@ -148,7 +149,7 @@ batch_t *batch_new(engine_t *eng, int pipeline, uint32_t epoch, uint32_t rank,
 	b->images_bytes = b->n * pl->pixel_bytes;
 	if (p->dtype != DTYPE_UINT8 || p->layout != LAYOUT_NHWC) {
 		b->images_bytes = b->n * pl->out_bytes;
-		b->images = malloc(b->images_bytes);
+		b->images = bufpool_get(b->images_bytes);
 		if (!b->images)
 			goto out_nomem;
 	}
@@ -170,8 +171,8 @@ void batch_destroy(batch_t **bp)
 	if (!b)
 		return;
 	if (b->images != b->pixels)
-		free(b->images);
-	free(b->pixels);
+		bufpool_put(b->images);
+	bufpool_put(b->pixels);
 	free(b->labels);
 	free(b->meta);
 	free(b->meta_wire);

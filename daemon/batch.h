@@ -11,7 +11,8 @@
  *   complete()       [server]  called on that worker; the server takes the
  *                              batch back through its own queue
  *   batch_take_*     [zmq]     the server hands the frame buffers to
- *                              zmq_msg_init_data (freed with free())
+ *                              zmq_msg_init_data (images back to the
+ *                              bufpool, the rest freed with free())
  *   batch_destroy    [server]
  * A failing sample with on_decode_error=fail, or an allocation failure,
  * marks the batch failed (status + message); the remaining samples skip
@@ -67,7 +68,8 @@ void batch_submit(batch_t *b, pool_t *pool,
 		  void (*complete)(batch_t *b, void *arg), void *arg);
 void batch_destroy(batch_t **b);
 
-/* Hand a frame buffer over (the batch forgets it); free it with free(). */
+/* Hand a frame buffer over (the batch forgets it): images go back with
+ * bufpool_put(), labels and metadata with free(). */
 void *batch_take_images(batch_t *b);
 void *batch_take_labels(batch_t *b);
 void *batch_take_meta(batch_t *b);

@@ -43,13 +43,13 @@
 #define CONFIG_FILE_MAX   (1 << 20)  /* a config file is small */
 #define SECTION_TEXT_MAX  48         /* "pipeline." + 31 + NUL fits */
 #define KEYS_MAX          40         /* >= keys of the largest section */
-#define SECTIONS_MAX      (2 + CONFIG_MAX_DATASETS + CONFIG_MAX_PIPELINES) /* +1: section_open() fills secs[n_secs] before its limit checks */
+#define SECTIONS_MAX      (3 + CONFIG_MAX_DATASETS + CONFIG_MAX_PIPELINES) /* [server], [security], +1: section_open() fills secs[n_secs] before its limit checks */
 #define QUOTE_MAX         80         /* value text quoted in a message */
 #define DEFAULT_ENDPOINT  "tcp://127.0.0.1:5555"
 #define RESIZE_MAX        16384u
 #define AUTO_CROP_PCT     0.875      /* resize = round(size / 0.875) */
 
-enum sec_kind { SEC_SERVER, SEC_DATASET, SEC_PIPELINE };
+enum sec_kind { SEC_SERVER, SEC_SECURITY, SEC_DATASET, SEC_PIPELINE };
 
 enum opt_type {
 	OT_BOOL,      /* bool */
@@ -126,6 +126,7 @@ _Static_assert(sizeof(enum fill_mode) == sizeof(int), "enums land as int");
 #define S_(f) offsetof(struct server_cfg, f)
 #define D_(f) offsetof(struct dataset_cfg, f)
 #define P_(f) offsetof(struct pipeline_cfg, f)
+#define K_(f) offsetof(struct security_cfg, f)
 #define INF HUGE_VAL
 
 /* One row per key. Columns after the type: integer range, floating range,
@@ -162,6 +163,12 @@ static const struct option options[] = {
 	     S_(idle_timeout_s), 0),
 	WORD(SEC_SERVER, "log_level", kw_log_level, "info", NULL,
 	     S_(log_level), 0),
+
+	/* [security]: both or neither (check_all); not F_DIGEST */
+	TEXT(SEC_SECURITY, "curve_secret_key_file", OT_PATH, NULL,
+	     K_(curve_secret_key_file), 0, 0),
+	TEXT(SEC_SECURITY, "authorized_keys", OT_PATH, NULL,
+	     K_(authorized_keys), 0, 0),
 
 	/* [dataset] and [dataset.NAME] */
 	TEXT(SEC_DATASET, "root", OT_PATH, NULL, D_(root), 0,
@@ -810,6 +817,9 @@ static int section_open(struct loader *ld, const char *text, size_t len,
 	if (len == 6 && !memcmp(text, "server", 6)) {
 		kind = SEC_SERVER;
 		id = "";
+	} else if (len == 8 && !memcmp(text, "security", 8)) {
+		kind = SEC_SECURITY;
+		id = "";
 	} else if (len == 7 && !memcmp(text, "dataset", 7)) {
 		kind = SEC_DATASET;
 		id = "default";
@@ -825,7 +835,7 @@ static int section_open(struct loader *ld, const char *text, size_t len,
 	} else {
 		return fail(ld, at, "unknown section [%s]", shown);
 	}
-	if (kind != SEC_SERVER && !is_name(id, id_len))
+	if ((kind == SEC_DATASET || kind == SEC_PIPELINE) && !is_name(id, id_len))
 		return fail(ld, at, "bad section name [%s]: NAME must be 1..%d "
 			    "characters A-Z a-z 0-9 _ -", shown,
 			    CONFIG_NAME_MAX - 1);
@@ -855,6 +865,11 @@ static int section_open(struct loader *ld, const char *text, size_t len,
 	case SEC_SERVER:
 		s->base = &cfg->server;
 		s->id = "";
+		break;
+	case SEC_SECURITY:
+		s->base = &cfg->security;
+		s->id = "";
+		cfg->security.line = at.line;
 		break;
 	case SEC_DATASET: {
 		struct dataset_cfg *d;
@@ -1259,6 +1274,22 @@ static int check_pipeline(struct loader *ld, struct section *s)
 	return 0;
 }
 
+/* CURVE needs the daemon's key pair and the clients' public keys. */
+static int check_security(struct loader *ld, struct section *s)
+{
+	struct security_cfg *k = s->base;
+
+	if (k->curve_secret_key_file && !k->authorized_keys)
+		return fail(ld, entry_at(s, "curve_secret_key_file"), "[%s] "
+			    "curve_secret_key_file: needs authorized_keys too "
+			    "(set both or neither)", s->text);
+	if (k->authorized_keys && !k->curve_secret_key_file)
+		return fail(ld, entry_at(s, "authorized_keys"), "[%s] "
+			    "authorized_keys: needs curve_secret_key_file too "
+			    "(set both or neither)", s->text);
+	return 0;
+}
+
 static int check_all(struct loader *ld)
 {
 	config_t *cfg = ld->cfg;
@@ -1287,6 +1318,13 @@ static int check_all(struct loader *ld)
 		if (ld->secs[i].kind != SEC_PIPELINE)
 			continue;
 		rc = check_pipeline(ld, &ld->secs[i]);
+		if (rc)
+			return rc;
+	}
+	for (int i = 0; i < ld->n_secs; i++) {
+		if (ld->secs[i].kind != SEC_SECURITY)
+			continue;
+		rc = check_security(ld, &ld->secs[i]);
 		if (rc)
 			return rc;
 	}
@@ -1384,6 +1422,8 @@ void config_destroy(config_t **cfgp)
 		return;
 	cfg = *cfgp;
 	free_endpoints(cfg->server.endpoints, cfg->server.n_endpoints);
+	free(cfg->security.curve_secret_key_file);
+	free(cfg->security.authorized_keys);
 	for (int i = 0; i < cfg->n_datasets; i++) {
 		free(cfg->datasets[i].root);
 		free(cfg->datasets[i].manifest);
@@ -1401,6 +1441,12 @@ int config_find_pipeline(const config_t *cfg, const char *name)
 		if (!strcmp(cfg->pipelines[i].name, name))
 			return i;
 	return -1;
+}
+
+bool config_has_curve(const config_t *cfg)
+{
+	return cfg && cfg->security.curve_secret_key_file &&
+	       cfg->security.authorized_keys;
 }
 
 bool config_pipeline_augments(const struct pipeline_cfg *p)

@@ -93,9 +93,18 @@ struct pipeline_cfg {
 	double std[3];
 };
 
+/* [security]: CURVE encryption and client authentication (both keys or
+ * neither; not in the digest: they do not change a batch). */
+struct security_cfg {
+	char *curve_secret_key_file; /* NULL: no CURVE, clients in the clear */
+	char *authorized_keys;    /* a file of public keys, or a folder of *.pub */
+	int line;                 /* line of the section header; 0: none */
+};
+
 typedef struct config {
 	char *path;               /* the file as given */
 	struct server_cfg server;
+	struct security_cfg security;
 	struct dataset_cfg datasets[CONFIG_MAX_DATASETS];
 	int n_datasets;
 	struct pipeline_cfg pipelines[CONFIG_MAX_PIPELINES];
@@ -109,7 +118,8 @@ typedef struct config {
  * -EACCES (file), -ENOMEM with a one-line message in err:
  *   "train.ini:12: [pipeline.train] size: must be 1..8192, got '0'"
  * Overrides report "--set pipeline.train.size=0: ..." instead of a line.
- * Relative dataset paths are resolved against the config file's folder.
+ * Relative paths (dataset root and manifest, key files) are resolved
+ * against the config file's folder. Key files are not read here (keys.h).
  * Not thread safe: it sets inih's process-wide options for the parse
  * (and restores them), so call it from one thread at a time.
  */
@@ -127,6 +137,9 @@ int config_find_pipeline(const config_t *cfg, const char *name);
  * Returns a malloc'd string or NULL.
  */
 char *config_canonical(const config_t *cfg);
+
+/* True when [security] turns CURVE on (both of its keys are set). */
+bool config_has_curve(const config_t *cfg);
 
 /* True when the pipeline may flip, cut out or mix (used for eval checks). */
 bool config_pipeline_augments(const struct pipeline_cfg *p);

@@ -2,6 +2,7 @@
  * main.c — command line, start-up order and exit status.
  *
  *   config (exit 78 on any error, before anything is bound)
+ *   → [security] key files (exit 78 on a bad one)
  *   → datasets, samplers, digest (engine; exit 78 on a bad dataset)
  *   → signals blocked in every thread, worker pool, ROUTER bound
  *   → serve until SIGTERM, then stop the pool and exit 0.
@@ -20,6 +21,7 @@
 #include "batch.h"
 #include "config.h"
 #include "engine.h"
+#include "keys.h"
 #include "log.h"
 #include "pool.h"
 #include "server.h"
@@ -38,7 +40,10 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: cutmixd -c FILE [--set SECTION.KEY=VALUE]... [--check]\n"
-		"       cutmixd stats ENDPOINT     print a running daemon's counters (JSON)\n"
+		"       cutmixd stats [--key NAME.key --server-key SERVER.pub] ENDPOINT\n"
+		"                                  print a running daemon's counters (JSON)\n"
+		"       cutmixd keygen NAME        write a CURVE key pair: NAME.key (secret,\n"
+		"                                  mode 0600) and NAME.pub (public)\n"
 		"       cutmixd --version | --help\n"
 		"\n"
 		"Serve augmented JPEG batches (Cutout, CutMix, MixUp, soft labels) over ZeroMQ.\n"
@@ -49,16 +54,22 @@ static void usage(FILE *f)
 		"  -V, --version       print the version\n"
 		"  -h, --help          this text\n"
 		"\n"
-		"Exit status: 0 ok, 64 usage, 78 bad config or dataset, 70 internal error.\n"
+		"Exit status: 0 ok, 64 usage, 78 bad config, key file or dataset, 70 internal\n"
+		"error; stats and keygen: 1 when they fail.\n"
 		"Signals: SIGTERM/SIGINT stop gracefully, SIGHUP reloads the config.\n");
 }
 
-static void print_summary(const engine_t *e)
+static void print_summary(const engine_t *e, const struct server_keys *k)
 {
 	const config_t *cfg = e->cfg;
 
 	printf("config ok: %s\n", cfg->path);
 	printf("  digest %s\n", e->digest_hex);
+	if (k->curve)
+		printf("  security CURVE, server public key %s, %zu authorized client keys\n",
+		       k->public_key, keys_count(k->authorized));
+	else
+		printf("  security none (no [security]: clients are not authenticated)\n");
 	for (int d = 0; d < cfg->n_datasets; d++)
 		printf("  dataset %-10s %u files, %u classes, root %s\n",
 		       cfg->datasets[d].name, dataset_size(e->datasets[d]),
@@ -71,8 +82,53 @@ static void print_summary(const engine_t *e)
 	}
 }
 
+/* `cutmixd keygen NAME`: NAME.key and NAME.pub, never overwritten. */
+static int cmd_keygen(int argc, char **argv)
+{
+	char pub[KEYS_Z85_LEN + 1], err[1024];
+
+	if (argc != 3 || argv[2][0] == '-') {
+		fprintf(stderr, "usage: cutmixd keygen NAME   (writes NAME.key and NAME.pub)\n");
+		return EX_USAGE_;
+	}
+	if (keys_write_pair(argv[2], pub, err, sizeof(err))) {
+		fprintf(stderr, "cutmixd keygen: %s\n", err);
+		return 1;
+	}
+	printf("wrote %s.key (key pair: keep it secret) and %s.pub (public key)\n"
+	       "public key %s\n", argv[2], argv[2], pub);
+	return 0;
+}
+
+/* The CURVE keys `cutmixd stats` connects with: the client's key pair
+ * file, and the server's public key (a .pub file or the key itself). */
+struct stats_keys {
+	char secret[KEYS_Z85_LEN + 1], public_key[KEYS_Z85_LEN + 1];
+	char server[KEYS_Z85_LEN + 1];
+};
+
+static int stats_load_keys(const char *key_file, const char *server_key,
+			   struct stats_keys *k)
+{
+	char err[1024];
+
+	if (keys_load_secret(key_file, k->secret, k->public_key, err, sizeof(err))) {
+		fprintf(stderr, "cutmixd stats: %s\n", err);
+		return -1;
+	}
+	if (keys_parse_z85(server_key, strlen(server_key), NULL) && access(server_key, F_OK) != 0) {
+		memcpy(k->server, server_key, sizeof(k->server));
+		return 0;
+	}
+	if (keys_load_public(server_key, k->server, err, sizeof(err))) {
+		fprintf(stderr, "cutmixd stats: %s\n", err);
+		return -1;
+	}
+	return 0;
+}
+
 /* `cutmixd stats ENDPOINT`: one STATS request, the JSON on stdout. */
-static int cmd_stats(const char *endpoint)
+static int cmd_stats(const char *endpoint, const struct stats_keys *keys)
 {
 	struct wire_request rq = { .version = WIRE_VERSION, .type = WIRE_STATS, .world = 1 };
 	uint8_t buf[WIRE_REQUEST_SIZE];
@@ -82,6 +138,12 @@ static int cmd_stats(const char *endpoint)
 
 	if (!sock) {
 		fprintf(stderr, "cutmixd stats: %s\n", zmq_strerror(errno));
+		goto out;
+	}
+	if (keys && (zmq_setsockopt(sock, ZMQ_CURVE_SERVERKEY, keys->server, KEYS_Z85_LEN + 1) ||
+		     zmq_setsockopt(sock, ZMQ_CURVE_PUBLICKEY, keys->public_key, KEYS_Z85_LEN + 1) ||
+		     zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, keys->secret, KEYS_Z85_LEN + 1))) {
+		fprintf(stderr, "cutmixd stats: cannot use CURVE: %s\n", zmq_strerror(errno));
 		goto out;
 	}
 	zmq_setsockopt(sock, ZMQ_RCVTIMEO, &timeout, sizeof(timeout));
@@ -99,7 +161,9 @@ static int cmd_stats(const char *endpoint)
 	zmq_msg_init(&body);
 	if (zmq_msg_recv(&hdr, sock, 0) < 0 || !zmq_msg_more(&hdr) ||
 	    zmq_msg_recv(&body, sock, 0) < 0) {
-		fprintf(stderr, "cutmixd stats: no reply from '%s' within %d s\n", endpoint, timeout / 1000);
+		fprintf(stderr, "cutmixd stats: no reply from '%s' within %d s%s\n", endpoint, timeout / 1000,
+			keys ? " (a daemon that does not know this client key answers nothing)"
+			     : " (a daemon with [security] answers only CURVE clients: --key, --server-key)");
 	} else if (wire_decode_reply(zmq_msg_data(&hdr), zmq_msg_size(&hdr), &rp)) {
 		fprintf(stderr, "cutmixd stats: '%s' did not answer in the cutmixd protocol\n", endpoint);
 	} else if (rp.type == WIRE_ERROR) {
@@ -137,16 +201,41 @@ int main(int argc, char **argv)
 	pool_t *pool = NULL;
 	server_t *srv = NULL;
 	struct stats stats;
+	struct server_keys keys;
 
+	memset(&keys, 0, sizeof(keys));
 	if (!sets)
 		return EX_SOFTWARE_;
 	if (argc >= 2 && strcmp(argv[1], "stats") == 0) {
+		const char *key_file = NULL, *server_key = NULL, *endpoint = NULL;
+		struct stats_keys sk;
+		int i, rc;
+
 		free(sets);
-		if (argc != 3) {
-			fprintf(stderr, "usage: cutmixd stats ENDPOINT\n");
+		for (i = 2; i + 1 < argc && argv[i][0] == '-'; i += 2) {
+			if (!strcmp(argv[i], "--key"))
+				key_file = argv[i + 1];
+			else if (!strcmp(argv[i], "--server-key"))
+				server_key = argv[i + 1];
+			else
+				break;
+		}
+		if (i + 1 == argc && argv[i][0] != '-')
+			endpoint = argv[i];
+		if (!endpoint || !key_file != !server_key) {
+			fprintf(stderr, "usage: cutmixd stats [--key NAME.key --server-key SERVER.pub] ENDPOINT\n");
 			return EX_USAGE_;
 		}
-		return cmd_stats(argv[2]);
+		if (!key_file)
+			return cmd_stats(endpoint, NULL);
+		memset(&sk, 0, sizeof(sk));
+		rc = stats_load_keys(key_file, server_key, &sk) ? 1 : cmd_stats(endpoint, &sk);
+		explicit_bzero(&sk, sizeof(sk));
+		return rc;
+	}
+	if (argc >= 2 && strcmp(argv[1], "keygen") == 0) {
+		free(sets);
+		return cmd_keygen(argc, argv);
 	}
 	while ((opt = getopt_long(argc, argv, "c:s:Vh", longopts, NULL)) != -1) {
 		switch (opt) {
@@ -186,6 +275,11 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	log_set_level((enum log_level)cfg->server.log_level);
+	if (server_keys_load(cfg, &keys, err, sizeof(err))) {
+		log_err("config: %s", err);
+		status = EX_CONFIG_;
+		goto out;
+	}
 
 	memset(&stats, 0, sizeof(stats));
 	stats.started = stats_now();
@@ -195,7 +289,7 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	if (check) {
-		print_summary(eng);
+		print_summary(eng, &keys);
 		goto out;
 	}
 
@@ -226,8 +320,10 @@ int main(int argc, char **argv)
 		status = EX_SOFTWARE_;
 		goto out;
 	}
-	struct server_opts so = { .config_path = path, .sets = sets, .n_sets = n_sets };
+	struct server_opts so = { .config_path = path, .sets = sets, .n_sets = n_sets,
+				  .keys = &keys };
 	srv = server_new(eng, pool, &stats, &so, err, sizeof(err));
+	server_keys_clear(&keys); /* the secret is in ZeroMQ now */
 	if (!srv) {
 		log_err("server: %s", err);
 		status = EX_SOFTWARE_;
@@ -243,6 +339,7 @@ out:
 	server_destroy(&srv);
 	engine_unref(&eng);
 	config_destroy(&cfg);
+	server_keys_clear(&keys);
 	free(sets);
 	return status;
 }

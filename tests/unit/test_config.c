@@ -650,8 +650,10 @@ static void test_sections_and_keys(void **state)
 	(void)state;
 	expect_error("[dataset]\nroot = d\n[pipleine.train]\nsize = 3\n", NULL, 0,
 		     "train.ini:3: unknown section [pipleine.train]");
-	expect_error(MINIMAL "[security]\n", NULL, 0,
-		     "train.ini:4: unknown section [security]");
+	expect_error(MINIMAL "[secure]\n", NULL, 0,
+		     "train.ini:4: unknown section [secure]");
+	expect_error(MINIMAL "[security.x]\n", NULL, 0,
+		     "train.ini:4: unknown section [security.x]");
 	expect_error(MINIMAL "[pipeline]\n", NULL, 0,
 		     "train.ini:4: unknown section [pipeline]");
 	expect_error(MINIMAL "[server.x]\n", NULL, 0,
@@ -745,6 +747,22 @@ static void test_too_many_sections(void **state)
 				      "[pipeline.p%d]\n", i);
 	expect_error(text, NULL, 0,
 		     "train.ini:19: too many pipeline sections (max 16)");
+
+	/* every kind of section at its limit, then one more */
+	n = (size_t)snprintf(text, sizeof(text), "[server]\n[security]\n");
+	for (int i = 0; i < CONFIG_MAX_DATASETS; i++)
+		n += (size_t)snprintf(text + n, sizeof(text) - n,
+				      "[dataset.d%d]\nroot = d\n", i);
+	for (int i = 0; i < CONFIG_MAX_PIPELINES; i++)
+		n += (size_t)snprintf(text + n, sizeof(text) - n,
+				      "[pipeline.p%d]\ndataset = d0\n", i);
+	config_t *cfg = load_ok(text, NULL, 0);
+	assert_int_equal(cfg->n_datasets, CONFIG_MAX_DATASETS);
+	assert_int_equal(cfg->n_pipelines, CONFIG_MAX_PIPELINES);
+	config_destroy(&cfg);
+	snprintf(text + n, sizeof(text) - n, "[dataset.more]\nroot = d\n");
+	expect_error(text, NULL, 0,
+		     "train.ini:67: too many dataset sections (max 16)");
 }
 
 /* --------------------------------------------------------- cross-field */
@@ -1062,6 +1080,92 @@ static void test_paths(void **state)
 	free(dir);
 }
 
+/* ------------------------------------------------------------ security */
+
+static void test_security(void **state)
+{
+	config_t *cfg;
+	char *dir = real_tmpdir(), want[PATH_MAX + 64], err[512];
+
+	(void)state;
+	/* neither: no CURVE, with or without an empty section */
+	cfg = load_ok(MINIMAL, NULL, 0);
+	assert_null(cfg->security.curve_secret_key_file);
+	assert_null(cfg->security.authorized_keys);
+	assert_int_equal(cfg->security.line, 0);
+	assert_false(config_has_curve(cfg));
+	config_destroy(&cfg);
+	cfg = load_ok(MINIMAL "[security]\n", NULL, 0);
+	assert_int_equal(cfg->security.line, 4);
+	assert_false(config_has_curve(cfg));
+	config_destroy(&cfg);
+	assert_false(config_has_curve(NULL));
+
+	/* both: paths resolved against the config's folder */
+	cfg = load_ok("[security]\ncurve_secret_key_file = keys/server.key\n"
+		      "authorized_keys = /etc/cutmixd/clients\n" MINIMAL, NULL, 0);
+	snprintf(want, sizeof(want), "%s/keys/server.key", dir);
+	assert_string_equal(cfg->security.curve_secret_key_file, want);
+	assert_string_equal(cfg->security.authorized_keys, "/etc/cutmixd/clients");
+	assert_int_equal(cfg->security.line, 1);
+	assert_true(config_has_curve(cfg));
+	config_destroy(&cfg);
+	assert_int_equal(mkdir("conf", 0700), 0);
+	write_file("conf/c.ini", MINIMAL "[security]\ncurve_secret_key_file = "
+		   "s.key\nauthorized_keys = ../clients\n");
+	assert_int_equal(config_load("conf/c.ini", NULL, 0, &cfg, err,
+				     sizeof(err)), 0);
+	snprintf(want, sizeof(want), "%s/conf/s.key", dir);
+	assert_string_equal(cfg->security.curve_secret_key_file, want);
+	snprintf(want, sizeof(want), "%s/conf/../clients", dir);
+	assert_string_equal(cfg->security.authorized_keys, want);
+	config_destroy(&cfg);
+
+	/* from --set, alone or on top of the file */
+	{
+		char *sets[] = { "security.curve_secret_key_file=/k/s.key",
+				 "security.authorized_keys = /k/clients" };
+
+		cfg = load_ok(MINIMAL, sets, 2);
+		assert_string_equal(cfg->security.curve_secret_key_file,
+				    "/k/s.key");
+		assert_string_equal(cfg->security.authorized_keys, "/k/clients");
+		config_destroy(&cfg);
+		cfg = load_ok(MINIMAL "[security]\nauthorized_keys = a\n"
+			      "curve_secret_key_file = b\n", sets + 1, 1);
+		assert_string_equal(cfg->security.authorized_keys, "/k/clients");
+		config_destroy(&cfg);
+		expect_error(MINIMAL, sets + 1, 1,
+			     "--set security.authorized_keys = /k/clients: "
+			     "[security] authorized_keys: needs "
+			     "curve_secret_key_file too (set both or neither)");
+	}
+
+	/* one without the other: at the key's line */
+	expect_error(MINIMAL "[security]\n\ncurve_secret_key_file = s.key\n",
+		     NULL, 0, "train.ini:6: [security] curve_secret_key_file: "
+		     "needs authorized_keys too (set both or neither)");
+	expect_error("[security]\nauthorized_keys = clients\n" MINIMAL, NULL, 0,
+		     "train.ini:2: [security] authorized_keys: needs "
+		     "curve_secret_key_file too (set both or neither)");
+	/* keys of the table's usual rules */
+	expect_error(MINIMAL "[security]\nauthorized_keys =\n", NULL, 0,
+		     "train.ini:5: [security] authorized_keys: must be a path, "
+		     "got ''");
+	expect_error(MINIMAL "[security]\nallow_public = true\n", NULL, 0,
+		     "train.ini:5: [security] allow_public: unknown key");
+	expect_error(MINIMAL "[security]\nauthorized_keys = a\n"
+		     "authorized_keys = b\n", NULL, 0,
+		     "train.ini:6: [security] authorized_keys: duplicate key "
+		     "(first set on line 5)");
+	expect_error("[security]\n" MINIMAL "[security]\n", NULL, 0,
+		     "train.ini:5: duplicate section [security] (first on "
+		     "line 1)");
+	expect_error(MINIMAL "[server]\nauthorized_keys = a\n", NULL, 0,
+		     "train.ini:5: [server] authorized_keys: unknown key");
+	free(dir);
+}
+
 /* ----------------------------------------------------------- canonical */
 
 static char *canon_of(const char *text, char *const *sets, int n_sets)
@@ -1186,6 +1290,16 @@ static void test_canonical(void **state)
 				       "0.10000000000000001,0.5\n"));
 		free(c);
 	}
+	/* [security] does not change a batch */
+	{
+		char *s1[] = { "security.curve_secret_key_file=/k/s.key",
+			       "security.authorized_keys=/k/clients" };
+		b = canon_of(base, s1, 2);
+		assert_string_equal(a, b);
+		assert_null(strstr(b, "security"));
+		assert_null(strstr(b, "/k/"));
+		free(b);
+	}
 	assert_null(config_canonical(NULL));
 	free(a);
 }
@@ -1207,7 +1321,7 @@ static void test_shipped_configs(void **state)
 		"cutout_size", "cutout_fill", "mixup_alpha", "cutmix_alpha",
 		"cutmix_minmax", "prob", "switch_prob", "mode", "partner",
 		"correct_lam", "label_smoothing", "off_epoch", "layout", "dtype",
-		"mean", "std",
+		"mean", "std", "curve_secret_key_file", "authorized_keys",
 	};
 	char path[PATH_MAX + 32], err[512], *text;
 	config_t *cfg;
@@ -1288,6 +1402,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_line_numbers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_long_lines, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_paths, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_security, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_canonical, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_shipped_configs, setup,
 						teardown),
