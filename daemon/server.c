@@ -63,6 +63,7 @@ struct client {
 	uint8_t id_len;
 	uint32_t outstanding;
 	uint32_t unsent;      /* replies ZeroMQ would not take yet */
+	uint64_t blocked_pass; /* unsent_flush pass that found its queue full */
 	bool warned;          /* logged that its requests are being dropped */
 	double last_seen;
 	struct client *next;
@@ -119,6 +120,7 @@ struct server {
 	unsigned rate_i;
 	double last_tick;
 	double last_full_log;
+	uint64_t flush_pass;  /* counts unsent_flush passes (from 1) */
 
 	/* CURVE (only with zap) */
 	keyset_t *authorized;
@@ -258,18 +260,18 @@ static void unsent_flush(server_t *s)
 {
 	struct reply **pp = &s->unsent_head, *prev = NULL;
 
+	s->flush_pass++;
+
 	/* A peer whose queue is full (EAGAIN) keeps its replies, in order;
 	 * the replies of every other peer still go out. */
 	while (*pp) {
 		struct reply *r = *pp;
 		struct client *cl = r->cl;
-		bool blocked = false;
-		for (struct reply *q = s->unsent_head; q != r; q = q->next)
-			if (q->cl == cl) {
-				blocked = true;
-				break;
-			}
+		/* Once one of a peer's replies is refused in this pass, its
+		 * later ones wait too (order per peer); O(replies) per pass. */
+		bool blocked = cl->blocked_pass == s->flush_pass;
 		if (blocked || !reply_try_send(s, r)) {
+			cl->blocked_pass = s->flush_pass;
 			prev = r;
 			pp = &r->next;
 			continue;
