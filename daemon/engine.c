@@ -25,6 +25,7 @@ int engine_new(config_t **cfgp, struct stats *stats, engine_t **out,
 		return -ENOMEM;
 	}
 	atomic_init(&e->refs, 1);
+	pthread_mutex_init(&e->bad_lock, NULL);
 	e->cfg = cfg;
 	e->stats = stats;
 
@@ -110,6 +111,7 @@ void engine_unref(engine_t **ep)
 		free(e->bad[d]);
 	}
 	config_destroy(&e->cfg);
+	pthread_mutex_destroy(&e->bad_lock);
 	free(e);
 }
 
@@ -121,6 +123,20 @@ int engine_find_pipeline(const engine_t *e, const char *name)
 void engine_note_bad(engine_t *e, int ds, uint32_t index, const char *why)
 {
 	stats_add(e->stats, decode_errors, 1);
+	pthread_mutex_lock(&e->bad_lock);
+	uint32_t k = 0;
+	while (k < e->n_bad_list && (e->bad_list[k].ds != ds || e->bad_list[k].index != index))
+		k++;
+	if (k == e->n_bad_list && k < ENGINE_BAD_LIST) {
+		e->bad_list[k].ds = ds;
+		e->bad_list[k].index = index;
+		e->bad_list[k].failures = 0;
+		snprintf(e->bad_list[k].why, sizeof(e->bad_list[k].why), "%s", why);
+		e->n_bad_list++;
+	}
+	if (k < e->n_bad_list)
+		e->bad_list[k].failures++;
+	pthread_mutex_unlock(&e->bad_lock);
 	if (atomic_exchange_explicit(&e->bad[ds][index], 1, memory_order_relaxed))
 		return;
 	stats_add(e->stats, bad_files, 1);

@@ -10,6 +10,7 @@
 #ifndef CUTMIXD_ENGINE_H
 #define CUTMIXD_ENGINE_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -30,6 +31,16 @@ struct pipeline_rt {
 	size_t out_bytes;     /* one image in the output dtype */
 };
 
+/* The files that failed, each with its count and first error; at most
+ * ENGINE_BAD_LIST of them are listed (all are counted). */
+#define ENGINE_BAD_LIST 256
+struct bad_entry {
+	int ds;
+	uint32_t index;
+	uint32_t failures;
+	char why[120];
+};
+
 typedef struct engine {
 	atomic_int refs;
 	config_t *cfg;
@@ -37,6 +48,9 @@ typedef struct engine {
 	dataset_t *datasets[CONFIG_MAX_DATASETS];
 	atomic_uchar *bad[CONFIG_MAX_DATASETS]; /* 1 per file known bad */
 	struct pipeline_rt pipelines[CONFIG_MAX_PIPELINES];
+	pthread_mutex_t bad_lock;             /* guards bad_list, n_bad_list */
+	struct bad_entry bad_list[ENGINE_BAD_LIST];
+	uint32_t n_bad_list;
 	uint8_t digest[DIGEST_SIZE];
 	char digest_hex[2 * DIGEST_SIZE + 1];
 } engine_t;

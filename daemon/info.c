@@ -134,7 +134,8 @@ char *info_json(const engine_t *e, int pipeline, uint32_t rank, uint32_t world,
 	return sb_finish(&b);
 }
 
-char *stats_json(const struct stats *st, const struct server_gauges *g)
+char *stats_json(const struct stats *st, const struct server_gauges *g,
+		 engine_t *e)
 {
 	struct sbuf b = { .ok = true };
 
@@ -142,7 +143,7 @@ char *stats_json(const struct stats *st, const struct server_gauges *g)
 		  "\"batches\":%llu,\"images\":%llu,\"bytes_sent\":%llu,"
 		  "\"img_per_s\":%.1f,\"decode_errors\":%llu,\"replaced\":%llu,"
 		  "\"bad_files\":%llu,\"clients\":%u,\"pending\":%u,\"inflight\":%u,"
-		  "\"unsent\":%u,\"queue_depth\":%u,\"rss_bytes\":%llu}",
+		  "\"unsent\":%u,\"queue_depth\":%u,\"rss_bytes\":%llu,",
 		  stats_now() - st->started,
 		  (unsigned long long)stats_get(st, requests),
 		  (unsigned long long)stats_get(st, bad_requests),
@@ -155,5 +156,20 @@ char *stats_json(const struct stats *st, const struct server_gauges *g)
 		  (unsigned long long)stats_get(st, bad_files), g->clients,
 		  g->pending, g->inflight, g->unsent, g->queue_depth,
 		  (unsigned long long)stats_rss_bytes());
+	/* Per file: which failed, how often, and the first error. */
+	sb_printf(&b, "\"bad_file_list\":[");
+	pthread_mutex_lock(&e->bad_lock);
+	for (uint32_t k = 0; k < e->n_bad_list; k++) {
+		const struct bad_entry *be = &e->bad_list[k];
+		sb_printf(&b, "%s{\"dataset\":", k ? "," : "");
+		sb_json_str(&b, e->cfg->datasets[be->ds].name);
+		sb_printf(&b, ",\"path\":");
+		sb_json_str(&b, dataset_path(e->datasets[be->ds], be->index));
+		sb_printf(&b, ",\"failures\":%u,\"error\":", be->failures);
+		sb_json_str(&b, be->why);
+		sb_printf(&b, "}");
+	}
+	pthread_mutex_unlock(&e->bad_lock);
+	sb_printf(&b, "]}");
 	return sb_finish(&b);
 }

@@ -18,6 +18,8 @@ struct server_gauges {
 	uint32_t clients, pending, inflight, unsent, queue_depth;
 	double img_per_s;
 };
-char *stats_json(const struct stats *st, const struct server_gauges *g);
+/* Counters, gauges, and the engine's list of bad files (per file). */
+char *stats_json(const struct stats *st, const struct server_gauges *g,
+		 engine_t *e);
 
 #endif

@@ -594,7 +594,7 @@ static void handle_request(server_t *s, struct client *cl, bool delim,
 		};
 		g.img_per_s = current_rate(s, stats_now());
 		header_init(s, &h, WIRE_STATS, &rq);
-		reply_text(s, cl, delim, false, &h, stats_json(s->stats, &g));
+		reply_text(s, cl, delim, false, &h, stats_json(s->stats, &g, s->eng));
 		return;
 	}
 	case WIRE_BATCH:

@@ -104,6 +104,23 @@ def test_bad_files_replaced(d, ds_bad):
     assert st["replaced"] - before["replaced"] >= len(ds_bad.bad)
 
 
+def test_stats_list_each_bad_file(d, ds_bad):
+    """STATS names every bad file once, with how often it failed and why;
+    good files never appear."""
+    check_epoch(d, ds_bad, "plain", 7)
+    with d.client("plain") as c:
+        st = c.stats()
+    listed = {e["path"]: e for e in st["bad_file_list"]}
+    want = {ds_bad.samples[i].path for i in ds_bad.bad}
+    assert set(listed) == want
+    assert st["bad_files"] == len(want)
+    for path, e in listed.items():
+        assert e["dataset"] == "default"
+        assert e["failures"] >= 1, path
+        assert e["error"].startswith(("jpeg:", "decode:")), (path, e["error"])
+    assert "not a JPEG file" in listed[[p for p in want if p.endswith("bad_text.jpg")][0]]["error"]
+
+
 def test_replacement_deterministic(d, ds_bad):
     a = check_epoch(d, ds_bad, "shuffled", 3)
     b = check_epoch(d, ds_bad, "shuffled", 3)
