@@ -6,7 +6,8 @@
  * pure function of (config, pipeline, epoch, rank, world, batch index), so
  * any daemon can serve any batch and asking twice gives the same bytes.
  *
- *   cutmixd_client_t *c = cutmixd_client_new("tcp://host:5555", "train", rank, world, 8);
+ *   cutmixd_client_t *c = cutmixd_client_new("tcp://cpu1:5555,tcp://cpu2:5555",
+ *                                            "train", rank, world, 0);
  *   if (!c) ... errno says why ...
  *   cutmixd_client_epoch_begin(c, epoch, 0);
  *   cutmixd_batch_t *b;
@@ -42,8 +43,27 @@
  * Errors found on this side have cutmixd_client_error_status() == 0:
  * -ETIMEDOUT (no reply within the timeout), -EPROTO (a reply that breaks
  * the protocol), -ESTALE (a daemon whose config digest differs from the
- * one this client saw first), -EINVAL (bad argument or call order),
- * -ENOMEM, or the errno of a failed ZeroMQ call.
+ * one this client saw first; the message names it), -EINVAL (bad argument
+ * or call order), -ENOMEM, or the errno of a failed ZeroMQ call.
+ *
+ * Several daemons. The client keeps one DEALER per endpoint and spreads
+ * the window of batch requests over the daemons that are connected, the
+ * least loaded first; batches still come out in order. A request without
+ * reply for the resend timeout (default 3 s, see
+ * cutmixd_client_set_resend_timeout) is sent again, to another daemon when
+ * there is one; the first reply wins and later duplicates are dropped.
+ * Requests on a connection that drops (daemon killed or restarted) are
+ * re-sent at once. A daemon that stays silent is marked down and probed
+ * with an INFO after a back-off (100 ms doubling to 2 s); it is used again
+ * as soon as it answers. BUSY replies are retried after a back-off, a
+ * SHUTTING_DOWN daemon is treated as down. No call waits longer than the
+ * timeout for what it needs; the timeout message names every endpoint and
+ * its state. The first reply pins the config digest; a daemon that
+ * answers with another one is refused from then on (-ESTALE).
+ *
+ * CURVE. cutmixd_client_set_curve() (before the first request) encrypts
+ * and authenticates every connection; cutmixd_load_keypair() reads the
+ * key files that `cutmixd keygen NAME` writes.
  *
  * Threads. A client belongs to one thread at a time: no two calls on the
  * same client may run concurrently. Batches are independent of their client
@@ -72,7 +92,9 @@ extern "C" {
 #define CUTMIXD_PIPELINE_MAX     31  /* longest pipeline name, bytes */
 #define CUTMIXD_MAX_HOLES        8   /* Cutout holes recorded per sample */
 #define CUTMIXD_DEFAULT_TIMEOUT_MS 60000
-#define CUTMIXD_DEFAULT_WINDOW   4   /* used when window == 0 */
+#define CUTMIXD_DEFAULT_RESEND_TIMEOUT_MS 3000
+#define CUTMIXD_DEFAULT_WINDOW   4   /* per endpoint, when window == 0 */
+#define CUTMIXD_KEY_Z85_SIZE     41  /* a Z85 CURVE key: 40 characters + NUL */
 
 /* Status codes a daemon sends in an error reply (same numbers on the wire). */
 enum cutmixd_status {
@@ -122,6 +144,27 @@ struct cutmixd_meta {
 typedef struct cutmixd_client cutmixd_client_t;
 typedef struct cutmixd_batch cutmixd_batch_t;
 
+/* What a client knows of one of its daemons (cutmixd_client_peer_stats). */
+enum cutmixd_peer_state {
+	CUTMIXD_PEER_UP            = 0, /* connected, in use */
+	CUTMIXD_PEER_NOT_CONNECTED = 1, /* no connection (yet, or any more) */
+	CUTMIXD_PEER_DOWN          = 2, /* silent: probed, unused until it answers */
+	CUTMIXD_PEER_REFUSED       = 3, /* another config digest: never used again */
+};
+
+struct cutmixd_peer_stats {
+	const char *endpoint;           /* valid while the client lives */
+	enum cutmixd_peer_state state;
+	uint32_t outstanding;           /* requests waiting for a reply */
+	uint64_t requests;              /* sent to it (probes included) */
+	uint64_t replies;               /* received from it */
+	uint64_t batches;               /* batches it served this client */
+	uint64_t resent;                /* its requests re-sent after no reply */
+	uint64_t downs;                 /* times marked down */
+	uint64_t disconnects;           /* connections lost with requests on them */
+	double latency_ms;              /* usual request -> reply time, < 0 unknown */
+};
+
 /* ---- client ------------------------------------------------------------- */
 
 /*
@@ -130,13 +173,14 @@ typedef struct cutmixd_batch cutmixd_batch_t;
  * of them; requests are spread over all daemons of the list, which must run
  * the same configuration (checked through the config digest). `pipeline`
  * may be NULL or "" for a client that only asks global INFO and STATS.
- * `window` is how many batch requests epoch iteration keeps in flight
- * (0 = CUTMIXD_DEFAULT_WINDOW); it is lowered to the daemon's max_window.
- * The client connects on its first request, not here, so settings that
- * concern the connection (such as a future CURVE key setter) have their
- * place between new and the first request. NULL with errno EINVAL (bad
- * argument: also an endpoint without "transport://"), ENAMETOOLONG
- * (pipeline longer than CUTMIXD_PIPELINE_MAX) or ENOMEM / a ZeroMQ errno.
+ * `window` is how many batch requests epoch iteration keeps in flight over
+ * all daemons (0 = CUTMIXD_DEFAULT_WINDOW per endpoint); at most the
+ * daemons' max_window go to one daemon. The client connects on its first
+ * request, not here, so settings that concern the connection
+ * (cutmixd_client_set_curve) have their place between new and the first
+ * request. NULL with errno EINVAL (bad argument: also an endpoint without
+ * "transport://", or one listed twice), ENAMETOOLONG (pipeline longer than
+ * CUTMIXD_PIPELINE_MAX) or ENOMEM / a ZeroMQ errno.
  */
 cutmixd_client_t *cutmixd_client_new(const char *endpoint, const char *pipeline,
 				     uint32_t rank, uint32_t world, uint32_t window);
@@ -145,8 +189,39 @@ void cutmixd_client_destroy(cutmixd_client_t **c);
 /* How long to wait for a reply, in milliseconds (> 0; default 60000).
  * A reply that does not come in time fails the call with -ETIMEDOUT. */
 int cutmixd_client_set_timeout(cutmixd_client_t *c, int ms);
+/* A request without reply for this long, in milliseconds (> 0; default
+ * 3000), is sent again, to another daemon when there is one; a daemon that
+ * sent nothing at all for that long is marked down. For a daemon whose
+ * replies usually take longer, 3 x its usual reply time is used instead
+ * (at most 4 x this), so a loaded daemon is not flooded with duplicates. */
+int cutmixd_client_set_resend_timeout(cutmixd_client_t *c, int ms);
 /* Request flags sent with every request (CUTMIXD_EXPECT_EVAL). */
 int cutmixd_client_set_flags(cutmixd_client_t *c, uint32_t flags);
+
+/*
+ * ZeroMQ CURVE on every connection: `server_public` is the daemons' public
+ * key, `client_public`/`client_secret` this client's keypair (the daemons
+ * must list the public key in their authorized keys), all Z85 strings of
+ * 40 characters. Both client keys NULL: a new keypair is made (enough for
+ * daemons that do not check client keys). Only before the first request.
+ * 0, -EINVAL (bad key, a secret key that does not belong to the public
+ * key, or called too late) or -ENOTSUP (libzmq without CURVE). A wrong
+ * server key shows as -ETIMEDOUT: the handshake never completes.
+ */
+int cutmixd_client_set_curve(cutmixd_client_t *c, const char *server_public,
+			     const char *client_public, const char *client_secret);
+
+/*
+ * Read a key file of `cutmixd keygen NAME`: lines "public-key = <Z85>" and
+ * "secret-key = <Z85>" (value optionally in double quotes), '#' comment
+ * lines and blank lines; ZeroMQ zcert files also work. NAME.key holds both
+ * (pass `secret_key` to get it, the pair is checked), NAME.pub only the
+ * public key (pass secret_key NULL). Buffers of CUTMIXD_KEY_Z85_SIZE. 0, or
+ * -errno of opening the file, -EINVAL (syntax, bad key, mismatched pair),
+ * -ENODATA (a key is missing); `err` (may be NULL) gets "file:line: why".
+ */
+int cutmixd_load_keypair(const char *path, char public_key[CUTMIXD_KEY_Z85_SIZE],
+			 char secret_key[CUTMIXD_KEY_Z85_SIZE], char *err, size_t err_size);
 
 /* The daemon's INFO JSON for this client's pipeline and shard (global keys
  * only if the pipeline is ""), NUL-terminated, in *json; free() it. Also
@@ -188,6 +263,12 @@ int cutmixd_client_epoch_next(cutmixd_client_t *c, cutmixd_batch_t **out);
  * iteration was begun. */
 int64_t cutmixd_client_epoch_position(const cutmixd_client_t *c);
 
+/* The endpoints of the client, in the order given: how many, and what the
+ * client knows of endpoint i (0, -ERANGE past the end). */
+int cutmixd_client_peer_count(const cutmixd_client_t *c);
+int cutmixd_client_peer_stats(const cutmixd_client_t *c, unsigned i,
+			      struct cutmixd_peer_stats *out);
+
 /* The last error as one line ("" if none yet); valid until the next call
  * on this client. */
 const char *cutmixd_client_error(const cutmixd_client_t *c);
@@ -223,6 +304,9 @@ const uint8_t *cutmixd_batch_meta_raw(const cutmixd_batch_t *b, size_t *bytes);
 uint32_t cutmixd_batch_meta_size(const cutmixd_batch_t *b);
 /* Decode record i: 0, or -ERANGE if i >= B. */
 int cutmixd_batch_meta(const cutmixd_batch_t *b, uint32_t i, struct cutmixd_meta *out);
+/* Index (in the client's endpoint list) of the daemon that served the
+ * batch, -1 if unknown. */
+int cutmixd_batch_peer(const cutmixd_batch_t *b);
 /* The config digest of the daemon that made the batch (32 bytes). */
 const uint8_t *cutmixd_batch_digest(const cutmixd_batch_t *b);
 /* The frames exactly as received, before any alignment copy: i = 0 header,

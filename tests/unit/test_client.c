@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -60,6 +61,7 @@ struct fake_cfg {
 	bool delimiter;       /* REQ-style empty frame before the header */
 	enum corrupt corrupt;
 	const char *info_json; /* overrides the generated INFO */
+	const char *curve_secret; /* Z85: a CURVE server with this secret key */
 };
 
 struct fake {
@@ -69,6 +71,7 @@ struct fake {
 	char dir[64];
 	char endpoint[256];
 	atomic_bool stop;
+	atomic_bool mute;     /* set by the main thread: drop every request */
 
 	/* Written by the server thread, read after the join. */
 	int requests, info_requests, stats_requests, batch_requests;
@@ -319,6 +322,11 @@ static void handle(struct fake *f, zmq_msg_t *id, const struct wire_request *rq,
 	char json[1024];
 
 	f->requests++;
+	if (atomic_load(&f->mute)) {
+		if (rq->type == WIRE_BATCH)
+			f->batch_requests++;
+		return;
+	}
 	f->last_flags = rq->flags;
 	f->last_rank = rq->rank;
 	f->last_world = rq->world;
@@ -427,10 +435,12 @@ static void *fake_main(void *arg)
 	return NULL;
 }
 
-/* Start a fake on ipc:// (tcp == false) or tcp://127.0.0.1:<any>. */
-static void fake_start(struct fake *f, const struct fake_cfg *cfg, bool tcp)
+/* Start a fake on ipc:// (tcp == false) or tcp://127.0.0.1:<any>, or at
+ * `at` (an ipc:// endpoint in the existing folder `dir`) when given. */
+static void fake_start_at(struct fake *f, const struct fake_cfg *cfg, bool tcp,
+			  const char *dir, const char *at)
 {
-	int linger = 0;
+	int linger = 0, one = 1;
 	size_t len;
 
 	memset(f, 0, sizeof(*f));
@@ -440,7 +450,16 @@ static void fake_start(struct fake *f, const struct fake_cfg *cfg, bool tcp)
 	f->router = zmq_socket(f->ctx, ZMQ_ROUTER);
 	assert_non_null(f->router);
 	zmq_setsockopt(f->router, ZMQ_LINGER, &linger, sizeof(linger));
-	if (tcp) {
+	if (cfg->curve_secret) {
+		assert_int_equal(zmq_setsockopt(f->router, ZMQ_CURVE_SERVER, &one, sizeof(one)), 0);
+		assert_int_equal(zmq_setsockopt(f->router, ZMQ_CURVE_SECRETKEY, cfg->curve_secret,
+						40), 0);
+	}
+	if (at) {
+		snprintf(f->dir, sizeof(f->dir), "%s", dir);
+		snprintf(f->endpoint, sizeof(f->endpoint), "%s", at);
+		assert_int_equal(zmq_bind(f->router, f->endpoint), 0);
+	} else if (tcp) {
 		assert_int_equal(zmq_bind(f->router, "tcp://127.0.0.1:*"), 0);
 		len = sizeof(f->endpoint);
 		assert_int_equal(zmq_getsockopt(f->router, ZMQ_LAST_ENDPOINT, f->endpoint, &len), 0);
@@ -451,9 +470,15 @@ static void fake_start(struct fake *f, const struct fake_cfg *cfg, bool tcp)
 		assert_int_equal(zmq_bind(f->router, f->endpoint), 0);
 	}
 	atomic_store(&f->stop, false);
+	atomic_store(&f->mute, false);
 	/* The socket moves to the server thread; pthread_create is the
 	 * memory barrier zmq(7) asks for. */
 	assert_int_equal(pthread_create(&f->thread, NULL, fake_main, f), 0);
+}
+
+static void fake_start(struct fake *f, const struct fake_cfg *cfg, bool tcp)
+{
+	fake_start_at(f, cfg, tcp, NULL, NULL);
 }
 
 static void fake_stop(struct fake *f)
@@ -470,6 +495,21 @@ static void fake_stop(struct fake *f)
 		rmdir(f->dir);
 	}
 	assert_int_equal(f->bad_requests, 0);
+}
+
+/* Stop an ipc:// fake (its connections drop) and start a new one at the
+ * same endpoint: a daemon restart. The counters start from zero. */
+static void fake_restart(struct fake *f)
+{
+	char dir[64], ep[256];
+	struct fake_cfg cfg = f->cfg;
+
+	snprintf(dir, sizeof(dir), "%s", f->dir);
+	snprintf(ep, sizeof(ep), "%s", f->endpoint);
+	assert_true(dir[0] != 0);
+	fake_stop(f);
+	assert_int_equal(mkdir(dir, 0700), 0);
+	fake_start_at(f, &cfg, false, dir, ep);
 }
 
 /* ---- helpers ------------------------------------------------------------ */
@@ -1241,6 +1281,10 @@ static void test_two_daemons(void **state)
 		while ((rc = cutmixd_client_epoch_next(c, &b)) == 1)
 			cutmixd_batch_free(&b);
 		assert_int_equal(rc, -ESTALE);
+		/* The message names the daemon that differs from the first. */
+		assert_non_null(strstr(cutmixd_client_error(c), "config digest mismatch"));
+		assert_true(strstr(cutmixd_client_error(c), f.endpoint) ||
+			    strstr(cutmixd_client_error(c), g.endpoint));
 	}
 	cutmixd_client_destroy(&c);
 	fake_stop(&f);
@@ -1272,6 +1316,342 @@ static void test_tcp(void **state)
 	fake_stop(&f);
 }
 
+static struct cutmixd_peer_stats peer_of(cutmixd_client_t *c, unsigned i)
+{
+	struct cutmixd_peer_stats st;
+
+	assert_int_equal(cutmixd_client_peer_stats(c, i, &st), 0);
+	return st;
+}
+
+/* A client of the fakes f and g ("f, g"), both connected. */
+static cutmixd_client_t *client_of_two(const struct fake *f, const struct fake *g,
+				       uint32_t window, int resend_ms)
+{
+	char ep[600];
+	cutmixd_client_t *c;
+	int64_t deadline = ms_now() + 3000;
+
+	snprintf(ep, sizeof(ep), "%s, %s", f->endpoint, g->endpoint);
+	c = cutmixd_client_new(ep, "train", 1, 2, window);
+	assert_non_null(c);
+	assert_int_equal(cutmixd_client_set_timeout(c, 5000), 0);
+	assert_int_equal(cutmixd_client_set_resend_timeout(c, resend_ms), 0);
+	assert_int_equal(cutmixd_client_peer_count(c), 2);
+	assert_int_equal(cutmixd_client_batches_per_epoch(c), 10);
+	while (peer_of(c, 0).state != CUTMIXD_PEER_UP || peer_of(c, 1).state != CUTMIXD_PEER_UP) {
+		assert_true(ms_now() < deadline);
+		usleep(10 * 1000);
+	}
+	return c;
+}
+
+static void test_peer_api_and_setters(void **state)
+{
+	cutmixd_client_t *c = cutmixd_client_new("ipc:///nonexistent/a, tcp://127.0.0.1:1",
+						 "train", 0, 1, 0);
+	struct cutmixd_peer_stats st;
+
+	assert_non_null(c);
+	assert_int_equal(cutmixd_client_peer_count(c), 2);
+	assert_int_equal(cutmixd_client_peer_stats(c, 0, &st), 0);
+	assert_string_equal(st.endpoint, "ipc:///nonexistent/a");
+	assert_int_equal(st.state, CUTMIXD_PEER_NOT_CONNECTED);
+	assert_true(st.latency_ms < 0);
+	assert_int_equal(cutmixd_client_peer_stats(c, 1, &st), 0);
+	assert_string_equal(st.endpoint, "tcp://127.0.0.1:1");
+	assert_int_equal(cutmixd_client_peer_stats(c, 2, &st), -ERANGE);
+	assert_int_equal(cutmixd_client_set_resend_timeout(c, 0), -EINVAL);
+	assert_int_equal(cutmixd_client_set_resend_timeout(c, 250), 0);
+	assert_int_equal(cutmixd_client_peer_count(NULL), -EINVAL);
+	cutmixd_client_destroy(&c);
+	/* The same endpoint twice is a mistake. */
+	errno = 0;
+	assert_null(cutmixd_client_new("ipc:///x/a,ipc:///x/a", "train", 0, 1, 0));
+	assert_int_equal(errno, EINVAL);
+	assert_int_equal(cutmixd_batch_peer(NULL), -1);
+}
+
+static void test_resend_to_other_daemon(void **state)
+{
+	struct fake_cfg cfg = default_cfg(), silent = default_cfg();
+	struct fake f, g;
+	cutmixd_client_t *c;
+	cutmixd_batch_t *b = NULL;
+	int64_t t0;
+	uint32_t n = 0;
+	int rc;
+
+	/* g answers INFO (and its probes) but never a batch. */
+	silent.silent_batches = true;
+	fake_start(&f, &cfg, false);
+	fake_start(&g, &silent, false);
+	c = client_of_two(&f, &g, 4, 200);
+	t0 = ms_now();
+	assert_int_equal(cutmixd_client_epoch_begin(c, 0, 0), 0);
+	while ((rc = cutmixd_client_epoch_next(c, &b)) == 1) {
+		check_batch(b, &cfg, 0, n);
+		assert_int_equal(cutmixd_batch_peer(b), 0);
+		cutmixd_batch_free(&b);
+		n++;
+	}
+	assert_int_equal(rc, 0);
+	assert_int_equal(n, 10);
+	assert_true(ms_now() - t0 < 4000);
+	assert_true(peer_of(c, 1).resent >= 1);
+	assert_true(peer_of(c, 1).downs >= 1);
+	assert_int_equal(peer_of(c, 1).batches, 0);
+	assert_int_equal(peer_of(c, 0).batches, 10);
+	cutmixd_client_destroy(&c);
+	fake_stop(&f);
+	fake_stop(&g);
+	assert_true(g.batch_requests >= 1);
+	/* Every batch was computed once, by f: nothing re-sent needlessly. */
+	for (int k = 0; k < 10; k++)
+		assert_int_equal(f.per_batch[k], 1);
+}
+
+static void test_silent_daemon_used_again(void **state)
+{
+	struct fake_cfg cfg = default_cfg();
+	struct fake f, g;
+	cutmixd_client_t *c;
+	int64_t deadline;
+	uint64_t before;
+	uint32_t e = 1;
+
+	fake_start(&f, &cfg, false);
+	fake_start(&g, &cfg, false);
+	c = client_of_two(&f, &g, 4, 200);
+	atomic_store(&g.mute, true);    /* a hung daemon, or a dead link */
+	assert_int_equal(cutmixd_client_epoch_begin(c, 0, 0), 0);
+	assert_int_equal(drain_epoch(c, &cfg, 0, 0, NULL), 0);
+	assert_true(peer_of(c, 1).downs >= 1);
+	assert_int_equal(peer_of(c, 1).state, CUTMIXD_PEER_DOWN);
+	before = peer_of(c, 1).batches;
+	atomic_store(&g.mute, false);   /* back: a probe finds it */
+	deadline = ms_now() + 6000;
+	while (peer_of(c, 1).batches == before) {
+		assert_true(ms_now() < deadline);
+		assert_int_equal(cutmixd_client_epoch_begin(c, e, 0), 0);
+		assert_int_equal(drain_epoch(c, &cfg, e, 0, NULL), 0);
+		e++;
+		usleep(20 * 1000);
+	}
+	assert_int_equal(peer_of(c, 1).state, CUTMIXD_PEER_UP);
+	cutmixd_client_destroy(&c);
+	fake_stop(&f);
+	fake_stop(&g);
+}
+
+static void test_restarted_daemon(void **state)
+{
+	struct fake_cfg cfg = default_cfg();
+	struct fake f, g;
+	cutmixd_client_t *c;
+	cutmixd_batch_t *b = NULL;
+	uint32_t k = 0, e = 1;
+	int64_t t0 = ms_now(), deadline;
+	uint64_t before;
+	int rc;
+
+	cfg.reorder = 2; /* g holds requests: some are out when it stops */
+	fake_start(&f, &cfg, false);
+	fake_start(&g, &cfg, false);
+	c = client_of_two(&f, &g, 4, 5000);
+	assert_int_equal(cutmixd_client_epoch_begin(c, 0, 0), 0);
+	while ((rc = cutmixd_client_epoch_next(c, &b)) == 1) {
+		check_batch(b, &cfg, 0, k);
+		cutmixd_batch_free(&b);
+		if (++k == 3)
+			fake_restart(&g);  /* its requests are lost with the connection */
+	}
+	assert_int_equal(rc, 0);
+	assert_int_equal(k, 10);
+	/* Lost requests were re-sent at once, not after the 5 s resend
+	 * timeout (the whole epoch took far less). */
+	assert_true(ms_now() - t0 < 4000);
+	/* Once reconnected, the new g is used again. */
+	before = peer_of(c, 1).batches;
+	deadline = ms_now() + 3000;
+	while (peer_of(c, 1).batches == before) {
+		assert_true(ms_now() < deadline);
+		usleep(20 * 1000);
+		assert_int_equal(cutmixd_client_epoch_begin(c, e, 0), 0);
+		assert_int_equal(drain_epoch(c, &cfg, e, 0, NULL), 0);
+		e++;
+	}
+	cutmixd_client_destroy(&c);
+	fake_stop(&f);
+	fake_stop(&g);
+	assert_true(g.batch_requests > 0); /* the new g served */
+}
+
+static void test_no_daemon_answers(void **state)
+{
+	struct fake_cfg cfg = default_cfg();
+	struct fake f, g;
+	char ep[600];
+	cutmixd_client_t *c;
+	cutmixd_batch_t *b;
+	int64_t t0, dt;
+
+	cfg.silent = true;
+	fake_start(&f, &cfg, false);
+	fake_start(&g, &cfg, true);
+	snprintf(ep, sizeof(ep), "%s,%s", f.endpoint, g.endpoint);
+	c = cutmixd_client_new(ep, "train", 0, 1, 0);
+	assert_non_null(c);
+	assert_int_equal(cutmixd_client_set_timeout(c, 600), 0);
+	assert_int_equal(cutmixd_client_set_resend_timeout(c, 100), 0);
+	t0 = ms_now();
+	assert_int_equal(cutmixd_client_get_batch(c, 0, 0, &b), -ETIMEDOUT);
+	dt = ms_now() - t0;
+	assert_true(dt >= 590 && dt < 2500);
+	assert_non_null(strstr(cutmixd_client_error(c), f.endpoint));
+	assert_non_null(strstr(cutmixd_client_error(c), g.endpoint));
+	assert_non_null(strstr(cutmixd_client_error(c), "down"));
+	cutmixd_client_destroy(&c);
+	fake_stop(&f);
+	fake_stop(&g);
+	/* Bounded: a few re-sends and probes, not a flood. */
+	assert_true(f.requests + g.requests <= 12);
+}
+
+static void test_curve(void **state)
+{
+	struct fake_cfg cfg = default_cfg();
+	char spub[41], ssec[41], cpub[41], csec[41], other[41], junk[41];
+	struct fake f;
+	cutmixd_client_t *c;
+	cutmixd_batch_t *b = NULL;
+
+	if (!zmq_has("curve")) {
+		skip();
+		return;
+	}
+	assert_int_equal(zmq_curve_keypair(spub, ssec), 0);
+	assert_int_equal(zmq_curve_keypair(cpub, csec), 0);
+	assert_int_equal(zmq_curve_keypair(other, junk), 0);
+	cfg.curve_secret = ssec;
+	fake_start(&f, &cfg, true);
+
+	/* Bad arguments. */
+	c = client_for(&f, "train", 4);
+	assert_int_equal(cutmixd_client_set_curve(c, "short", NULL, NULL), -EINVAL);
+	assert_int_equal(cutmixd_client_set_curve(c, spub, cpub, NULL), -EINVAL);
+	assert_int_equal(cutmixd_client_set_curve(c, spub, cpub, junk), -EINVAL);
+	assert_non_null(strstr(cutmixd_client_error(c), "does not belong"));
+	/* The right keys. */
+	assert_int_equal(cutmixd_client_set_curve(c, spub, cpub, csec), 0);
+	assert_int_equal(cutmixd_client_get_batch(c, 0, 3, &b), 0);
+	check_batch(b, &cfg, 0, 3);
+	cutmixd_batch_free(&b);
+	assert_int_equal(cutmixd_client_set_curve(c, spub, cpub, csec), -EINVAL); /* too late */
+	cutmixd_client_destroy(&c);
+
+	/* A new client keypair made on the spot. */
+	c = client_for(&f, "train", 4);
+	assert_int_equal(cutmixd_client_set_curve(c, spub, NULL, NULL), 0);
+	assert_int_equal(cutmixd_client_epoch_begin(c, 1, 0), 0);
+	assert_int_equal(drain_epoch(c, &cfg, 1, 0, NULL), 0);
+	cutmixd_client_destroy(&c);
+
+	/* A wrong server key, or none: no handshake, a bounded timeout. */
+	c = client_for(&f, "train", 4);
+	assert_int_equal(cutmixd_client_set_timeout(c, 400), 0);
+	assert_int_equal(cutmixd_client_set_curve(c, other, cpub, csec), 0);
+	assert_int_equal(cutmixd_client_get_batch(c, 0, 0, &b), -ETIMEDOUT);
+	cutmixd_client_destroy(&c);
+	c = client_for(&f, "train", 4);
+	assert_int_equal(cutmixd_client_set_timeout(c, 400), 0);
+	assert_int_equal(cutmixd_client_get_batch(c, 0, 0, &b), -ETIMEDOUT);
+	cutmixd_client_destroy(&c);
+	fake_stop(&f);
+}
+
+static void write_file(const char *path, const char *text)
+{
+	FILE *fp = fopen(path, "w");
+
+	assert_non_null(fp);
+	fputs(text, fp);
+	fclose(fp);
+}
+
+static void test_load_keypair(void **state)
+{
+	char dir[] = "/tmp/cutmixd-keys-XXXXXX", path[128], text[512], err[256];
+	char pub[41], sec[41], gpub[41], gsec[41], opub[41], osec[41];
+	int tries = 0;
+
+	assert_non_null(mkdtemp(dir));
+	/* A key with '=' and '#' in it: both are Z85 characters. */
+	do {
+		assert_int_equal(zmq_curve_keypair(gpub, gsec), 0);
+		assert_true(++tries < 100000);
+	} while (!strchr(gpub, '=') || !strchr(gpub, '#'));
+	assert_int_equal(zmq_curve_keypair(opub, osec), 0);
+
+	snprintf(path, sizeof(path), "%s/a.key", dir);
+	snprintf(text, sizeof(text),
+		 "# cutmixd CURVE keypair: keep secret\n\npublic-key = %s\nsecret-key = %s\n",
+		 gpub, gsec);
+	write_file(path, text);
+	assert_int_equal(cutmixd_load_keypair(path, pub, sec, err, sizeof(err)), 0);
+	assert_string_equal(pub, gpub);
+	assert_string_equal(sec, gsec);
+	assert_string_equal(err, "");
+	assert_int_equal(cutmixd_load_keypair(path, pub, NULL, NULL, 0), 0);
+
+	/* ZeroMQ's zcert layout: section words, indentation, quotes. */
+	snprintf(path, sizeof(path), "%s/z.key", dir);
+	snprintf(text, sizeof(text),
+		 "#   ZeroMQ CURVE **Secret** Certificate\nmetadata\ncurve\n"
+		 "    public-key = \"%s\"\n    secret-key = \"%s\"\n", gpub, gsec);
+	write_file(path, text);
+	assert_int_equal(cutmixd_load_keypair(path, pub, sec, err, sizeof(err)), 0);
+	assert_string_equal(pub, gpub);
+	assert_string_equal(sec, gsec);
+
+	/* A .pub file: the public key only. */
+	snprintf(path, sizeof(path), "%s/a.pub", dir);
+	snprintf(text, sizeof(text), "public-key = %s\n", gpub);
+	write_file(path, text);
+	assert_int_equal(cutmixd_load_keypair(path, pub, NULL, err, sizeof(err)), 0);
+	assert_string_equal(pub, gpub);
+	assert_int_equal(cutmixd_load_keypair(path, pub, sec, err, sizeof(err)), -ENODATA);
+	assert_non_null(strstr(err, "no 'secret-key"));
+
+	/* Mismatched pair, bad key, garbage, missing file. */
+	snprintf(path, sizeof(path), "%s/bad.key", dir);
+	snprintf(text, sizeof(text), "public-key = %s\nsecret-key = %s\n", gpub, osec);
+	write_file(path, text);
+	assert_int_equal(cutmixd_load_keypair(path, pub, sec, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "does not belong"));
+	snprintf(text, sizeof(text), "# x\npublic-key = %.39s\n", gpub);
+	write_file(path, text);
+	assert_int_equal(cutmixd_load_keypair(path, pub, NULL, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "bad.key:2: public-key is not a Z85"));
+	write_file(path, "hello world\n");
+	assert_int_equal(cutmixd_load_keypair(path, pub, NULL, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "bad.key:1:"));
+	snprintf(text, sizeof(text), "public-key = %s\npublic-key = %s\n", gpub, opub);
+	write_file(path, text);
+	assert_int_equal(cutmixd_load_keypair(path, pub, NULL, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "given twice"));
+	unlink(path);
+	assert_int_equal(cutmixd_load_keypair(path, pub, NULL, err, sizeof(err)), -ENOENT);
+
+	snprintf(path, sizeof(path), "%s/a.key", dir);
+	unlink(path);
+	snprintf(path, sizeof(path), "%s/z.key", dir);
+	unlink(path);
+	snprintf(path, sizeof(path), "%s/a.pub", dir);
+	unlink(path);
+	assert_int_equal(rmdir(dir), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1296,6 +1676,13 @@ int main(void)
 		cmocka_unit_test(test_digest_change_refused),
 		cmocka_unit_test(test_two_daemons),
 		cmocka_unit_test(test_tcp),
+		cmocka_unit_test(test_peer_api_and_setters),
+		cmocka_unit_test(test_resend_to_other_daemon),
+		cmocka_unit_test(test_silent_daemon_used_again),
+		cmocka_unit_test(test_restarted_daemon),
+		cmocka_unit_test(test_no_daemon_answers),
+		cmocka_unit_test(test_curve),
+		cmocka_unit_test(test_load_keypair),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

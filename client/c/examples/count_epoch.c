@@ -2,18 +2,24 @@
  * count_epoch.c — cutmixd-count: stream one epoch from a cutmixd daemon and
  * summarise it, or dump one batch's frames exactly as received.
  *
- *   cutmixd-count -e ENDPOINT -p PIPELINE [-E epoch] [-r rank] [-w world]
- *                 [-W window] [-t timeout_ms] [-v]
+ *   cutmixd-count -e ENDPOINT[,ENDPOINT...] -p PIPELINE [-E epoch] [-r rank]
+ *                 [-w world] [-W window] [-t timeout_ms] [-R resend_ms] [-v]
+ *                 [--server-key KEY|FILE [--client-key FILE]] [--no-checksum]
  *   cutmixd-count -e ENDPOINT -p PIPELINE [-E epoch] [-r rank] [-w world]
  *                 --dump-batch K --out FILE
  *
  * The summary is one "key: value" line each: batches, images, seconds,
  * img_per_s, mixed (cutmix + mixup samples), cutmix, mixup, replaced,
  * padded, and checksum, the FNV-1a 64 hash of every image byte of the epoch
- * in batch order (the same on any daemon with the same config). -v adds a
- * line per batch. --dump-batch writes the header, images, labels and
- * metadata frames of batch K, concatenated. Exit status: 0 ok, 1 error,
- * 2 bad usage.
+ * in batch order (the same on any daemon with the same config). With
+ * several endpoints, one "served ENDPOINT: N batches, R resent" line per
+ * daemon follows. -v adds a line per batch. --dump-batch writes the header,
+ * images, labels and metadata frames of batch K, concatenated. CURVE:
+ * --server-key is the daemons' public key (Z85, or a NAME.pub / NAME.key
+ * file), --client-key this client's keypair file (NAME.key of `cutmixd
+ * keygen`; without it a new keypair is made). --no-checksum skips the
+ * checksum (and its line): the loop then only receives, for measuring the
+ * transport. Exit status: 0 ok, 1 error, 2 bad usage.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -22,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cutmixd.h"
 
@@ -32,8 +39,10 @@ struct opts {
 	const char *endpoint;
 	const char *pipeline;
 	uint32_t epoch, rank, world, window;
-	int timeout_ms;
+	int timeout_ms, resend_ms;
+	const char *server_key, *client_key;
 	bool verbose;
+	bool no_checksum;
 	bool dump;
 	uint32_t dump_batch;
 	const char *out;
@@ -42,13 +51,16 @@ struct opts {
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: cutmixd-count -e ENDPOINT -p PIPELINE [-E epoch] [-r rank] [-w world]\n"
-		"                     [-W window] [-t timeout_ms] [-v]\n"
+		"usage: cutmixd-count -e ENDPOINT[,ENDPOINT...] -p PIPELINE [-E epoch] [-r rank]\n"
+		"                     [-w world] [-W window] [-t timeout_ms] [-R resend_ms] [-v]\n"
+		"                     [--server-key KEY|FILE [--client-key FILE]] [--no-checksum]\n"
 		"       cutmixd-count -e ENDPOINT -p PIPELINE [-E epoch] [-r rank] [-w world]\n"
 		"                     --dump-batch K --out FILE\n"
-		"Streams one epoch and prints batches, images, img/s, mixed and replaced\n"
-		"samples and an FNV-1a 64 checksum of the image bytes; --dump-batch writes\n"
-		"batch K's header, images, labels and metadata frames as received to FILE.\n");
+		"Streams one epoch (from one daemon or several) and prints batches, images,\n"
+		"img/s, mixed and replaced samples and an FNV-1a 64 checksum of the image\n"
+		"bytes; --dump-batch writes batch K's header, images, labels and metadata\n"
+		"frames as received to FILE. --server-key (Z85 or key file) and --client-key\n"
+		"(keypair file of `cutmixd keygen`) switch to CURVE.\n");
 }
 
 static int parse_u32(const char *opt, const char *s, uint32_t *out)
@@ -77,6 +89,10 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		{ "world", required_argument, NULL, 'w' },
 		{ "window", required_argument, NULL, 'W' },
 		{ "timeout", required_argument, NULL, 't' },
+		{ "resend-timeout", required_argument, NULL, 'R' },
+		{ "server-key", required_argument, NULL, 'S' },
+		{ "client-key", required_argument, NULL, 'K' },
+		{ "no-checksum", no_argument, NULL, 'N' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "dump-batch", required_argument, NULL, 'D' },
 		{ "out", required_argument, NULL, 'o' },
@@ -89,7 +105,8 @@ static int parse_args(int argc, char **argv, struct opts *o)
 	memset(o, 0, sizeof(*o));
 	o->world = 1;
 	o->timeout_ms = CUTMIXD_DEFAULT_TIMEOUT_MS;
-	while ((ch = getopt_long(argc, argv, "e:p:E:r:w:W:t:vh", longs, NULL)) != -1) {
+	o->resend_ms = CUTMIXD_DEFAULT_RESEND_TIMEOUT_MS;
+	while ((ch = getopt_long(argc, argv, "e:p:E:r:w:W:t:R:vh", longs, NULL)) != -1) {
 		switch (ch) {
 		case 'e': o->endpoint = optarg; break;
 		case 'p': o->pipeline = optarg; break;
@@ -106,6 +123,18 @@ static int parse_args(int argc, char **argv, struct opts *o)
 			}
 			o->timeout_ms = (int)t;
 			break;
+		case 'R':
+			if (parse_u32("-R", optarg, &t))
+				return -EINVAL;
+			if (t == 0 || t > INT32_MAX) {
+				fprintf(stderr, "cutmixd-count: -R: must be 1..%d ms\n", INT32_MAX);
+				return -EINVAL;
+			}
+			o->resend_ms = (int)t;
+			break;
+		case 'S': o->server_key = optarg; break;
+		case 'K': o->client_key = optarg; break;
+		case 'N': o->no_checksum = true; break;
 		case 'v': o->verbose = true; break;
 		case 'D':
 			if (parse_u32("--dump-batch", optarg, &o->dump_batch))
@@ -127,6 +156,10 @@ static int parse_args(int argc, char **argv, struct opts *o)
 	}
 	if (o->dump != (o->out != NULL)) {
 		fprintf(stderr, "cutmixd-count: --dump-batch and --out go together\n");
+		return -EINVAL;
+	}
+	if (o->client_key && !o->server_key) {
+		fprintf(stderr, "cutmixd-count: --client-key needs --server-key\n");
 		return -EINVAL;
 	}
 	if (o->world == 0 || o->rank >= o->world) {
@@ -214,7 +247,8 @@ static int count_epoch(cutmixd_client_t *c, const struct opts *o)
 		size_t bytes;
 		const uint8_t *px = cutmixd_batch_images(b, &bytes);
 
-		hash = fnv1a(hash, px, bytes);
+		if (!o->no_checksum)
+			hash = fnv1a(hash, px, bytes);
 		for (uint32_t i = 0; i < n; i++) {
 			struct cutmixd_meta m;
 
@@ -243,12 +277,55 @@ static int count_epoch(cutmixd_client_t *c, const struct opts *o)
 	printf("mixup: %" PRIu64 "\n", mixup);
 	printf("replaced: %" PRIu64 "\n", replaced);
 	printf("padded: %" PRIu64 "\n", padded);
-	printf("checksum: %016" PRIx64 "\n", hash);
+	if (!o->no_checksum)
+		printf("checksum: %016" PRIx64 "\n", hash);
+	if (cutmixd_client_peer_count(c) > 1) {
+		for (int i = 0; i < cutmixd_client_peer_count(c); i++) {
+			struct cutmixd_peer_stats st;
+
+			if (cutmixd_client_peer_stats(c, (unsigned)i, &st) == 0)
+				printf("served %s: %" PRIu64 " batches, %" PRIu64 " resent\n",
+				       st.endpoint, st.batches, st.resent);
+		}
+	}
 	return 0;
 
 out_err:
 	fprintf(stderr, "cutmixd-count: epoch %u of '%s' at '%s': %s\n", o->epoch,
 		o->pipeline, o->endpoint, cutmixd_client_error(c));
+	return rc;
+}
+
+/* --server-key / --client-key: CURVE on every connection. 0 or -errno. */
+static int setup_curve(cutmixd_client_t *c, const struct opts *o)
+{
+	char server[CUTMIXD_KEY_Z85_SIZE], pub[CUTMIXD_KEY_Z85_SIZE], sec[CUTMIXD_KEY_Z85_SIZE];
+	char err[512];
+	int rc;
+
+	if (!o->server_key)
+		return 0;
+	if (strlen(o->server_key) == 40 && access(o->server_key, F_OK) != 0) {
+		strcpy(server, o->server_key); /* a Z85 key given as such */
+	} else {
+		rc = cutmixd_load_keypair(o->server_key, server, NULL, err, sizeof(err));
+		if (rc < 0) {
+			fprintf(stderr, "cutmixd-count: --server-key: %s\n", err);
+			return rc;
+		}
+	}
+	if (o->client_key) {
+		rc = cutmixd_load_keypair(o->client_key, pub, sec, err, sizeof(err));
+		if (rc < 0) {
+			fprintf(stderr, "cutmixd-count: --client-key: %s\n", err);
+			return rc;
+		}
+	}
+	rc = cutmixd_client_set_curve(c, server, o->client_key ? pub : NULL,
+				      o->client_key ? sec : NULL);
+	memset(sec, 0, sizeof(sec));
+	if (rc < 0)
+		fprintf(stderr, "cutmixd-count: %s\n", cutmixd_client_error(c));
 	return rc;
 }
 
@@ -269,7 +346,10 @@ int main(int argc, char **argv)
 		return errno == EINVAL || errno == ENAMETOOLONG ? 2 : 1;
 	}
 	cutmixd_client_set_timeout(c, o.timeout_ms);
-	rc = o.dump ? dump_batch(c, &o) : count_epoch(c, &o);
+	cutmixd_client_set_resend_timeout(c, o.resend_ms);
+	rc = setup_curve(c, &o);
+	if (rc == 0)
+		rc = o.dump ? dump_batch(c, &o) : count_epoch(c, &o);
 	cutmixd_client_destroy(&c);
 	if (fflush(stdout) != 0)
 		rc = -EIO;
