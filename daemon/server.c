@@ -1026,9 +1026,10 @@ server_t *server_new(engine_t *eng, pool_t *pool, struct stats *stats,
 	s->opts.keys = NULL; /* taken below; not kept */
 	pthread_mutex_init(&s->done_lock, NULL);
 	s->max_inflight = sv->max_inflight ? sv->max_inflight : 2 + pool_workers(pool) / 2;
-	/* Idle batch buffers kept for reuse: two cover the steady state (one
-	 * being filled while one is on its way out); more only raises RSS. */
-	bufpool_set_limit(2);
+	/* Idle batch buffers kept for reuse: one covers the steady state (a
+	 * finished batch's buffer is taken by the next one); more only
+	 * raises RSS. */
+	bufpool_set_limit(1);
 
 	s->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	sigemptyset(&mask);

@@ -731,7 +731,10 @@ def evaluate_targets(R):
         add("2 workers >= 1.85x 1 worker (train)", x, text, x >= 1.85,
             (k2, "cutmixd_train_w1"), goal=1.85)
     b = R["batch_bytes"]
-    inflight = R["max_inflight"]
+    # Batches in flight: the client's window. The daemon holds at most one
+    # batch buffer per outstanding request (max_inflight of them being
+    # computed, the rest finished and on their way to the client).
+    inflight = max(R["max_inflight"], CLIENT_WINDOW)
     budget = 64 * MIB + inflight * b
     rss = tr["daemon_peak_rss_kib"] * 1024
     add("daemon peak RSS <= 64 MiB + %d in flight x %.1f MiB = %.1f MiB"
