@@ -265,8 +265,9 @@ static void unsent_flush(server_t *s)
 	/* A peer whose queue is full (EAGAIN) keeps its replies, in order;
 	 * the replies of every other peer still go out. */
 	while (*pp) {
-		struct reply *r = *pp;
+		struct reply *r = *pp, *next = r->next;
 		struct client *cl = r->cl;
+		bool was_tail = s->unsent_tail == r;
 		/* Once one of a peer's replies is refused in this pass, its
 		 * later ones wait too (order per peer); O(replies) per pass. */
 		bool blocked = cl->blocked_pass == s->flush_pass;
@@ -276,10 +277,11 @@ static void unsent_flush(server_t *s)
 			pp = &r->next;
 			continue;
 		}
+		/* sent: reply_try_send has freed r */
 		cl->unsent--;
-		*pp = r->next;
+		*pp = next;
 		s->n_unsent--;
-		if (s->unsent_tail == r)
+		if (was_tail)
 			s->unsent_tail = prev;
 	}
 }
