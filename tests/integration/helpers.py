@@ -29,6 +29,23 @@ BIN = Path(os.environ.get("CUTMIXD_BIN", REPO / "bin" / "cutmixd"))
 COUNT_BIN = Path(os.environ.get("CUTMIXD_COUNT_BIN", REPO / "bin" / "cutmixd-count"))
 EX_CONFIG = 78  # sysexits.h
 
+
+def sanitizer_of(path):
+    """"asan" or "tsan" for a sanitizer build of the daemon (make asan/tsan
+    run this suite on one), else None."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return None
+    for name in ("asan", "tsan"):
+        if ("__%s_init" % name).encode() in data:
+            return name
+    return None
+
+
+SANITIZER = sanitizer_of(BIN)
+
+
 READY_TIMEOUT = float(os.environ.get("CUTMIXD_TEST_READY_TIMEOUT", "20"))
 STOP_TIMEOUT = 15.0
 

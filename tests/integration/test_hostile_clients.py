@@ -10,7 +10,6 @@ count and time; only ipc:// endpoints.
 
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +18,7 @@ import zmq
 import cutmixd
 from cutmixd import _wire
 from cutmixd._wire import Status
-from helpers import BIN, module_daemon
+from helpers import SANITIZER, module_daemon
 
 WINDOW = 4
 PIPELINES = {
@@ -33,20 +32,6 @@ U32 = 2**32 - 1
 KNOWN_TYPES = {_wire.INFO, _wire.BATCH, _wire.STATS, _wire.ERROR}
 
 
-def sanitizer_of(path):
-    """"asan" or "tsan" for a sanitizer build of the daemon (make asan/tsan
-    run this suite on one), else None."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError:
-        return None
-    for name in ("asan", "tsan"):
-        if ("__%s_init" % name).encode() in data:
-            return name
-    return None
-
-
-SANITIZER = sanitizer_of(BIN)
 # Time to drain a flood of 20000 requests: TSan makes the daemon ~10x slower.
 SLOW = {None: 1, "asan": 3, "tsan": 10}.get(SANITIZER, 10)
 

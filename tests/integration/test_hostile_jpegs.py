@@ -27,7 +27,6 @@ import signal
 import struct
 import subprocess
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -35,7 +34,7 @@ from PIL import Image
 
 import cutmixd
 import gen_dataset
-from helpers import BIN, Daemon, Dataset, module_daemon
+from helpers import SANITIZER, Daemon, Dataset, module_daemon
 
 SIZE = 64
 N_CLASSES, PER_CLASS = 3, 6
@@ -53,22 +52,6 @@ PIPELINES = {
 }
 
 JPEGTRAN = shutil.which("jpegtran")
-
-
-def sanitizer_of(path):
-    """"asan" or "tsan" for a sanitizer build of the daemon (make asan/tsan
-    run this suite on one), else None."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError:
-        return None
-    for name in ("asan", "tsan"):
-        if ("__%s_init" % name).encode() in data:
-            return name
-    return None
-
-
-SANITIZER = sanitizer_of(BIN)
 
 
 def assert_rss_below(value, limit, msg):

@@ -15,7 +15,6 @@ import signal
 import socket
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 import zmq
@@ -24,24 +23,9 @@ import cutmixd
 import gen_dataset
 from cutmixd import _wire
 from cutmixd._wire import Status
-from helpers import BIN, EX_CONFIG, config_text, require_binary, short_socket_dir
+from helpers import BIN, EX_CONFIG, config_text, require_binary, short_socket_dir, SANITIZER
 
 
-
-def sanitizer_of(path):
-    """"asan" or "tsan" for a sanitizer build of the daemon (make asan/tsan
-    run this suite on one), else None."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError:
-        return None
-    for name in ("asan", "tsan"):
-        if ("__%s_init" % name).encode() in data:
-            return name
-    return None
-
-
-SANITIZER = sanitizer_of(BIN)
 # SIGTERM: the daemon's own deadline is 4 s. A sanitizer build may take
 # longer to finish the batch it is computing (the pool is joined).
 STOP_LIMIT = 5.0 if SANITIZER is None else 15.0
