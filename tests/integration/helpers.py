@@ -72,7 +72,7 @@ def ini_value(v):
     return str(v)
 
 
-def config_text(server=None, dataset=None, pipelines=None):
+def config_text(server=None, dataset=None, pipelines=None, security=None):
     """INI text. Returns (text, {(section, key): line number})."""
     lines, where = [], {}
 
@@ -91,6 +91,8 @@ def config_text(server=None, dataset=None, pipelines=None):
         section("dataset", dataset)
     for name, p in (pipelines or {}).items():
         section("pipeline.%s" % name, p)
+    if security:
+        section("security", security)
     return "\n".join(lines) + "\n", where
 
 
@@ -112,7 +114,7 @@ class Daemon:
     """
 
     def __init__(self, workdir, dataset, pipelines, server=None, name="cutmixd",
-                 sets=(), args=()):
+                 sets=(), args=(), security=None):
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.name = name
@@ -124,6 +126,7 @@ class Daemon:
         self.server = srv
         self.dataset = dataset
         self.pipelines = pipelines
+        self.security = dict(security or {})  # the [security] section, if any
         self.config_path = self.dir / ("%s.ini" % name)
         self.log_path = self.dir / ("%s.log" % name)
         self.sets = list(sets)
@@ -134,7 +137,8 @@ class Daemon:
     # -- life cycle ----------------------------------------------------------
 
     def write_config(self):
-        text, self.lines = config_text(self.server, self.dataset, self.pipelines)
+        text, self.lines = config_text(self.server, self.dataset, self.pipelines,
+                                       self.security)
         self.config_path.write_text(text)
         return self.config_path
 

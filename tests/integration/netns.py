@@ -314,27 +314,6 @@ class TinyFake(threading.Thread):
         return [hdr] + body
 
 
-def keyed_daemon_class():
-    """helpers.Daemon with a [security] section (``security`` dict)."""
-    import helpers
-
-    class KeyedDaemon(helpers.Daemon):
-        def __init__(self, *a, security=None, **kw):
-            super().__init__(*a, **kw)
-            self.security = dict(security or {})
-
-        def write_config(self):
-            path = super().write_config()
-            if self.security:
-                with open(path, "a") as f:
-                    f.write("\n[security]\n")
-                    for k, v in self.security.items():
-                        f.write("%s = %s\n" % (k, v))
-            return path
-
-    return KeyedDaemon
-
-
 # -- network namespaces -------------------------------------------------------------
 
 def run(*cmd, check=True):

@@ -19,7 +19,7 @@ import pytest
 
 import cutmixd
 from helpers import BIN, COUNT_BIN, Daemon, require_binary, short_socket_dir
-from netns import Trainer, TinyFake, batch_key, check_epoch, keyed_daemon_class
+from netns import Trainer, TinyFake, batch_key, check_epoch
 
 PIPELINES = {
     "train": dict(batch_size=2, size=32, crop="random_resized", flip=0.5, cutout_size=8,
@@ -466,13 +466,12 @@ def test_curve_fan_in_over_real_daemons(tmp_path, ds_mixed, ref):
     if not (keygen(keys, "server") and keygen(keys / "clients", "alice")):
         pytest.skip("this bin/cutmixd has no `cutmixd keygen` ([security] not built in)")
     keygen(keys, "mallory")
-    KeyedDaemon = keyed_daemon_class()
     security = {"curve_secret_key_file": keys / "server.key",
                 "authorized_keys": keys / "clients"}
     ds = []
     try:
         for name in ("s0", "s1"):
-            ds.append(KeyedDaemon(tmp_path / name, ds_mixed.config(), PIPELINES,
+            ds.append(Daemon(tmp_path / name, ds_mixed.config(), PIPELINES,
                                   server=dict(SERVER), name=name, security=security).start())
         eps = [d.endpoint for d in ds]
         pub, sec = cutmixd.load_keypair(keys / "clients" / "alice.key")

@@ -66,17 +66,7 @@ class SecureDaemon(Daemon):
     def __init__(self, workdir, dataset, security, server=None, **kw):
         srv = dict(SERVER)
         srv.update(server or {})
-        super().__init__(workdir, dataset, PIPELINES, server=srv, **kw)
-        self.security = security
-
-    def write_config(self):
-        path = super().write_config()
-        if self.security:
-            with open(path, "a") as f:
-                f.write("\n[security]\n")
-                for k, v in self.security.items():
-                    f.write("%s = %s\n" % (k, v))
-        return path
+        super().__init__(workdir, dataset, PIPELINES, server=srv, security=security, **kw)
 
 
 def free_tcp_port():
