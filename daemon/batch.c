@@ -29,6 +29,7 @@
 #include "log.h"
 #include "resize.h"
 #include "rng.h"
+#include "scratch.h"
 
 /* How many different files a sample tries before its batch fails. */
 #define MAX_REPLACE_TRIES 16
@@ -379,18 +380,6 @@ static void sample_run(struct pool_task *t, uint32_t pos, void *ctx)
 	m->n_holes = (uint8_t)nh;
 }
 
-static int grow(void **buf, size_t *cap, size_t need)
-{
-	if (*cap >= need)
-		return 0;
-	void *p = realloc(*buf, need);
-	if (!p)
-		return -ENOMEM;
-	*buf = p;
-	*cap = need;
-	return 0;
-}
-
 /* uint8 NHWC pixels -> the pipeline's layout and dtype. */
 static void convert_output(batch_t *b)
 {
@@ -452,7 +441,7 @@ static void batch_finish(struct pool_task *t, void *ctx)
 
 	size_t need = augment_mix_scratch_bytes(w->items, b->n, out, out);
 	if (need > 0) {
-		if (grow((void **)&w->scratch, &w->scratch_cap, need)) {
+		if (scratch_grow((void **)&w->scratch, &w->scratch_cap, need)) {
 			batch_fail(b, WIRE_E_INTERNAL, "out of memory mixing a batch");
 			goto out_complete;
 		}

@@ -69,6 +69,8 @@
 #include <jpeglib.h>
 #include <jerror.h>
 
+#include "scratch.h"
+
 /* TurboJPEG's TJFLAG_LIMITSCANS limit: a progressive file with more scans
  * is a decompression bomb, not a photo. */
 #define DECODE_MAX_SCANS 500
@@ -114,31 +116,6 @@ static void decoder_set_error(decoder_t *d, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(d->errbuf, sizeof(d->errbuf), fmt, ap);
 	va_end(ap);
-}
-
-/* Grow a buffer to at least `need` bytes; contents are not kept. */
-static int grow(void **buf, size_t *cap, size_t need)
-{
-	size_t n;
-	void *p;
-
-	if (need <= *cap)
-		return 0;
-	n = *cap ? *cap : 4096;
-	while (n < need) {
-		if (n > SIZE_MAX / 2) {
-			n = need;
-			break;
-		}
-		n *= 2;
-	}
-	p = malloc(n);
-	if (!p)
-		return -ENOMEM;
-	free(*buf);
-	*buf = p;
-	*cap = n;
-	return 0;
 }
 
 static int jpeg_code_to_errno(int code)
@@ -328,7 +305,7 @@ int decode_read_file(decoder_t *d, const char *path,
 		goto out_close;
 	}
 	size = (size_t)st.st_size;
-	rc = grow((void **)&d->in, &d->in_cap, size);
+	rc = scratch_grow((void **)&d->in, &d->in_cap, size);
 	if (rc < 0) {
 		decoder_set_error(d, "decode: '%s': out of memory for %zu bytes",
 				  path, size);
@@ -565,11 +542,11 @@ static int decoder_read_rows(decoder_t *d, int denom, int cx0, int y0,
 	}
 
 	stride = (size_t)cw * 3;
-	rc = grow((void **)&d->rgb, &d->rgb_cap, stride * nrows);
+	rc = scratch_grow((void **)&d->rgb, &d->rgb_cap, stride * nrows);
 	if (rc == 0 && d->cmyk)
-		rc = grow((void **)&d->scan, &d->scan_cap, (size_t)cw * 4);
+		rc = scratch_grow((void **)&d->scan, &d->scan_cap, (size_t)cw * 4);
 	if (rc == 0)
-		rc = grow((void **)&d->rows, &d->rows_cap, nrows * sizeof(JSAMPROW));
+		rc = scratch_grow((void **)&d->rows, &d->rows_cap, nrows * sizeof(JSAMPROW));
 	if (rc < 0) {
 		decoder_set_error(d, "jpeg: out of memory for %ux%zu region",
 				  cw, nrows);

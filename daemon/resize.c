@@ -39,6 +39,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "scratch.h"
+
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #define RESIZE_SSE2 1
@@ -111,31 +113,6 @@ struct resizer {
 	bool simd;         /* use the SSE2 paths where built */
 };
 
-/* Grow to at least `need` bytes; contents are not kept. */
-static int grow(void **buf, size_t *cap, size_t need)
-{
-	size_t n;
-	void *p;
-
-	if (need <= *cap)
-		return 0;
-	n = *cap ? *cap : 1024;
-	while (n < need) {
-		if (n > SIZE_MAX / 2) {
-			n = need;
-			break;
-		}
-		n *= 2;
-	}
-	p = malloc(n);
-	if (!p)
-		return -ENOMEM;
-	free(*buf);
-	*buf = p;
-	*cap = n;
-	return 0;
-}
-
 resizer_t *resizer_new(void)
 {
 	resizer_t *r = calloc(1, sizeof(*r));
@@ -199,16 +176,16 @@ static int resize_coeffs(resizer_t *r, struct resize_pass *p, int in_size,
 	/* support <= 2 * in_size <= 2^25: no overflow below. */
 	ksize = (int)ceil(support) * 2 + 1;
 
-	rc = grow((void **)&p->bounds, &p->bounds_cap, (size_t)out_size * 2 * sizeof(int));
+	rc = scratch_grow((void **)&p->bounds, &p->bounds_cap, (size_t)out_size * 2 * sizeof(int));
 	if (rc == 0)
-		rc = grow((void **)&p->kk, &p->kk_cap,
+		rc = scratch_grow((void **)&p->kk, &p->kk_cap,
 			  (size_t)out_size * (size_t)ksize * sizeof(int32_t));
 	if (rc == 0)
-		rc = grow((void **)&r->pre, &r->pre_cap, (size_t)ksize * sizeof(double));
+		rc = scratch_grow((void **)&r->pre, &r->pre_cap, (size_t)ksize * sizeof(double));
 	p->ksize = ksize;
 	p->npairs = (ksize + 1) / 2;
 	if (rc == 0 && pairs)
-		rc = grow((void **)&p->pairs, &p->pairs_cap,
+		rc = scratch_grow((void **)&p->pairs, &p->pairs_cap,
 			  (size_t)out_size * (size_t)p->npairs * 2 * sizeof(int32_t));
 	if (rc < 0)
 		return rc;
@@ -593,7 +570,7 @@ static int resize_vertical(resizer_t *r, const struct resize_pass *p,
 		return 0;
 	}
 #endif
-	rc = grow((void **)&r->acc, &r->acc_cap, (size_t)out_w * 3 * sizeof(int32_t));
+	rc = scratch_grow((void **)&r->acc, &r->acc_cap, (size_t)out_w * 3 * sizeof(int32_t));
 	if (rc < 0)
 		return rc;
 	resize_vertical_scalar(p, r->acc, src, src_stride, dst, dst_stride, out_w, out_h);
@@ -660,7 +637,7 @@ int resize_rgb(resizer_t *r, enum resize_filter f,
 	if (need_h && need_v) {
 		size_t tmp_stride = (size_t)dst_w * 3;
 
-		rc = grow((void **)&r->tmp, &r->tmp_cap,
+		rc = scratch_grow((void **)&r->tmp, &r->tmp_cap,
 			  tmp_stride * (size_t)(ybox_last - ybox_first));
 		if (rc < 0)
 			return rc;

@@ -1,0 +1,39 @@
+/*
+ * scratch.h — per-thread working buffers that only grow (decoder rows,
+ * resampling coefficients, mixing scratch): after warm-up the hot path
+ * allocates nothing.
+ */
+#ifndef CUTMIXD_SCRATCH_H
+#define CUTMIXD_SCRATCH_H
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+/* Grow *buf to at least `need` bytes (doubling, from 4 KiB); the contents
+ * are not kept. Returns 0 or -ENOMEM (the old buffer stays valid). */
+static inline int scratch_grow(void **buf, size_t *cap, size_t need)
+{
+	size_t n;
+	void *p;
+
+	if (need <= *cap)
+		return 0;
+	n = *cap ? *cap : 4096;
+	while (n < need) {
+		if (n > SIZE_MAX / 2) {
+			n = need;
+			break;
+		}
+		n *= 2;
+	}
+	p = malloc(n);
+	if (!p)
+		return -ENOMEM;
+	free(*buf);
+	*buf = p;
+	*cap = n;
+	return 0;
+}
+
+#endif
