@@ -13,16 +13,27 @@ L       := $(OUT)/lib
 
 CC      ?= cc
 PKGS    := libzmq inih libjpeg libsystemd
+# A missing -dev package is named here, not as a wall of missing headers.
+# (Skipped for the goals that run scripts/deps.sh first and build in a sub-make.)
+ifeq ($(filter deps clean test demo bench asan tsan,$(MAKECMDGOALS)),)
+PKG_MISSING := $(strip $(foreach p,$(PKGS),$(if $(shell pkg-config --exists $(p) && echo y),,$(p))))
+ifneq ($(PKG_MISSING),)
+$(error pkg-config cannot find: $(PKG_MISSING); run scripts/deps.sh (or make deps) first)
+endif
+endif
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
+# What the build needs lives in FINAL_*; a user's CFLAGS=, LDFLAGS= and
+# LDLIBS= on the command line are added to it and cannot remove it
+# (redis's pattern).
 OPT     ?= -O2 -g
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
            -Wpointer-arith -Wformat=2 -Wvla -Wno-unused-parameter
-CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -pthread -fPIC \
-           -Iproto -Idaemon -Iclient/c $(PKG_CFLAGS) -MMD -MP
-LDFLAGS += -pthread
-LDLIBS  += $(PKG_LIBS) -lm
+FINAL_CFLAGS  = -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -pthread -fPIC \
+                -Iproto -Idaemon -Iclient/c $(PKG_CFLAGS) -MMD -MP $(CFLAGS)
+FINAL_LDFLAGS = -pthread $(LDFLAGS)
+FINAL_LIBS    = $(PKG_LIBS) -lm $(LDLIBS)
 
 ifeq ($(V),1)
 Q :=
@@ -45,18 +56,21 @@ CLIENT_OBJ := $(call obj,$(CLIENT_SRC))
 UNIT_BIN   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 TOOLS      := $(patsubst scripts/%.c,$(B)/%,$(TOOL_SRC))
 
+# Keep every object file, also those make would see as intermediate.
+.SECONDARY:
+
 .PHONY: all test unit integration demo bench deps clean install asan tsan
 all: $(B)/cutmixd $(L)/libcutmixd.a $(L)/libcutmixd.so $(B)/cutmixd-count $(TOOLS)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $<")
-	$(Q)$(CC) $(CFLAGS) -c -o $@ $<
+	$(Q)$(CC) $(FINAL_CFLAGS) -c -o $@ $<
 
 $(B)/cutmixd: $(BUILD)/daemon/main.o $(DAEMON_OBJ) $(PROTO_OBJ)
 	@mkdir -p $(B)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(Q)$(CC) $(FINAL_LDFLAGS) -o $@ $^ $(FINAL_LIBS)
 
 $(L)/libcutmixd.a: $(CLIENT_OBJ) $(PROTO_OBJ)
 	@mkdir -p $(L)
@@ -66,17 +80,17 @@ $(L)/libcutmixd.a: $(CLIENT_OBJ) $(PROTO_OBJ)
 $(L)/libcutmixd.so: $(CLIENT_OBJ) $(PROTO_OBJ)
 	@mkdir -p $(L)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(LDFLAGS) -shared -Wl,-soname,libcutmixd.so.0 -o $@ $^ -lzmq
+	$(Q)$(CC) $(FINAL_LDFLAGS) -shared -Wl,-soname,libcutmixd.so.0 -o $@ $^ -lzmq
 
 $(B)/cutmixd-count: $(BUILD)/client/c/examples/count_epoch.o $(L)/libcutmixd.a
 	@mkdir -p $(B)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ -lzmq
+	$(Q)$(CC) $(FINAL_LDFLAGS) -o $@ $^ -lzmq
 
 $(B)/%: $(BUILD)/scripts/%.o $(DAEMON_OBJ) $(PROTO_OBJ)
 	@mkdir -p $(B)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(Q)$(CC) $(FINAL_LDFLAGS) -o $@ $^ $(FINAL_LIBS)
 
 # Each tests/unit/test_X.c is one cmocka program linked with the shared
 # test helpers and only the modules it tests (TEST_DEPS_X, object stems).
@@ -96,7 +110,7 @@ define unit_rule
 $(BUILD)/tests/$(1): $(BUILD)/tests/unit/$(1).o $(call obj,$(UNIT_HELP)) $(addprefix $(BUILD)/,$(addsuffix .o,$(TEST_DEPS_$(1))))
 	@mkdir -p $$(dir $$@)
 	@$$(if $$(Q),echo "  LD      $$@")
-	$$(Q)$$(CC) $$(LDFLAGS) -o $$@ $$^ $$(LDLIBS) -lcmocka
+	$$(Q)$$(CC) $$(FINAL_LDFLAGS) -o $$@ $$^ $$(FINAL_LIBS) -lcmocka
 endef
 $(foreach t,$(patsubst tests/unit/%.c,%,$(UNIT_SRC)),$(eval $(call unit_rule,$(t))))
 
@@ -106,7 +120,7 @@ TESTTOOL_BIN := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(TESTTOOL_SRC))
 $(BUILD)/tools/%: $(BUILD)/tests/tools/%.o $(call obj,daemon/decode.c daemon/resize.c daemon/log.c)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(Q)$(CC) $(FINAL_LDFLAGS) -o $@ $^ $(FINAL_LIBS)
 
 deps:
 	$(Q)scripts/deps.sh
@@ -159,7 +173,7 @@ SAN_FLAGS_tsan := -fsanitize=thread
 asan tsan: export TSAN_OPTIONS = suppressions=$(CURDIR)/tests/tsan.supp halt_on_error=0
 asan tsan:
 	$(Q)$(MAKE) --no-print-directory test OUT=build-$@ BUILD=build-$@/obj \
-		OPT="-O1 -g $(SAN_FLAGS_$@)" LDFLAGS="-pthread $(SAN_FLAGS_$@)"
+		OPT="-O1 -g $(SAN_FLAGS_$@)" LDFLAGS="$(SAN_FLAGS_$@)"
 
 clean:
 	rm -rf $(BUILD) bin lib build-asan build-tsan

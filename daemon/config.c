@@ -96,8 +96,8 @@ struct option {
 static const struct keyword kw_on_error[] = {
 	{ "replace", ON_ERROR_REPLACE }, { "fail", ON_ERROR_FAIL }, { NULL, 0 } };
 static const struct keyword kw_log_level[] = {
-	{ "err", LOG_ERR }, { "warning", LOG_WARNING }, { "notice", LOG_NOTICE },
-	{ "info", LOG_INFO }, { "debug", LOG_DEBUG }, { NULL, 0 } };
+	{ "err", LOGL_ERR }, { "warning", LOGL_WARNING }, { "notice", LOGL_NOTICE },
+	{ "info", LOGL_INFO }, { "debug", LOGL_DEBUG }, { NULL, 0 } };
 static const struct keyword kw_crop[] = {
 	{ "random_resized", CROP_RANDOM_RESIZED }, { "center", CROP_CENTER },
 	{ NULL, 0 } };

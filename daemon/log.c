@@ -4,7 +4,7 @@
 #include <string.h>
 #include <unistd.h>
 
-static enum log_level max_level = LOG_INFO;
+static enum log_level max_level = LOGL_INFO;
 static void (*log_sink)(enum log_level, const char *, void *);
 static void *log_sink_ctx;
 

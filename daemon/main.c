@@ -309,11 +309,7 @@ int main(int argc, char **argv)
 	 * them there after the first free). Costs page faults, not copies. */
 	mallopt(M_MMAP_THRESHOLD, 1 << 20);
 
-	uint32_t workers = eng->cfg->server.workers;
-	if (workers == 0) {
-		long n = sysconf(_SC_NPROCESSORS_ONLN);
-		workers = n > 0 ? (uint32_t)n : 1;
-	}
+	uint32_t workers = eng->cfg->server.workers; /* config resolved 0 */
 	pool = pool_new(workers, batch_worker_new, batch_worker_free);
 	if (!pool) {
 		log_err("cannot start %u workers", workers);

@@ -150,7 +150,7 @@ static void test_defaults(void **state)
 	assert_true(sv->max_file_bytes == 67108864);
 	assert_int_equal(sv->on_decode_error, ON_ERROR_REPLACE);
 	assert_int_equal(sv->idle_timeout_s, 300);
-	assert_int_equal(sv->log_level, LOG_INFO);
+	assert_int_equal(sv->log_level, LOGL_INFO);
 
 	assert_int_equal(cfg->n_datasets, 1);
 	d = &cfg->datasets[0];
@@ -335,7 +335,7 @@ static void test_every_key(void **state)
 	assert_true(sv->max_file_bytes == 1ull << 40);
 	assert_int_equal(sv->on_decode_error, ON_ERROR_FAIL);
 	assert_int_equal(sv->idle_timeout_s, 86400);
-	assert_int_equal(sv->log_level, LOG_DEBUG);
+	assert_int_equal(sv->log_level, LOGL_DEBUG);
 
 	assert_int_equal(cfg->n_datasets, 1);
 	d = &cfg->datasets[0];

@@ -181,7 +181,7 @@ static int setup(void **state)
 {
 	(void)state;
 	log_set_sink(log_capture, NULL);
-	log_set_level(LOG_DEBUG);
+	log_set_level(LOGL_DEBUG);
 	return 0;
 }
 
@@ -189,7 +189,7 @@ static int teardown(void **state)
 {
 	(void)state;
 	log_set_sink(NULL, NULL);
-	log_set_level(LOG_INFO);
+	log_set_level(LOGL_INFO);
 	return 0;
 }
 
