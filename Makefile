@@ -103,7 +103,7 @@ TEST_DEPS_test_decode  := daemon/decode daemon/log
 TEST_DEPS_test_resize  := daemon/resize
 TEST_DEPS_test_augment := daemon/augment daemon/rng
 TEST_DEPS_test_wire    := proto/wire
-TEST_DEPS_test_client  := proto/wire client/c/client
+TEST_DEPS_test_client  := proto/wire client/c/client client/c/dispatch client/c/batch client/c/epoch client/c/json
 TEST_DEPS_test_keys    := daemon/keys daemon/log
 
 define unit_rule
