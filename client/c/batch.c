@@ -63,12 +63,6 @@ static void fail_from_error_reply(struct failure *f, struct reply *r)
 
 /*
  * Checks shared by every reply to request `rq`: header, error replies,
- * type, echoed fields, frame count and sizes against body_bytes, config
- * digest (pinned from the first good reply). 0 or a failure in *f.
- */
-
-/*
- * Checks shared by every reply to request `rq`: header, error replies,
  * type, echoed fields, frame count and sizes against body_bytes. (The
  * config digest was checked when the reply arrived.) 0 or a failure in *f.
  */

@@ -570,6 +570,71 @@ static int check_digest(cutmixd_client_t *c, int i, const struct reply *r)
 			 p->endpoint, got, c->peers[c->digest_from].endpoint, want);
 }
 
+/* The request a reply from peer i answers, taken out of c->reqs (and its
+ * latency counted): true with *q, false for a reply nobody here asked for. */
+static bool take_request(cutmixd_client_t *c, int i, const struct reply *r, int64_t now,
+			 struct req *q)
+{
+	struct peer *p = &c->peers[i];
+	struct req *found;
+	size_t at;
+
+	if (!r->h.request_id)
+		return false;
+	found = req_find(c, r->h.request_id, &at);
+	if (!found || found->peer != i)
+		return false;
+	*q = *found;
+	req_remove(c, at);
+	if (q->live) {
+		double lat = (double)(now - q->sent);
+
+		q->live = false;
+		p->live--;
+		p->latency = p->latency < 0 ? lat : 0.8 * p->latency + 0.2 * lat;
+		if (q->job && q->job->gen == q->gen && q->job->state == JOB_WAIT)
+			q->job->nlive--;
+	}
+	return true;
+}
+
+/* A current reply for job j (request q) from peer i: BUSY sets the job's
+ * retry time, a batch is decoded into the job, a sync job keeps the
+ * whole reply (*rp is then cleared). */
+static void deliver(cutmixd_client_t *c, int i, struct job *j, const struct req *q,
+		    struct reply **rp, int64_t now)
+{
+	struct reply *r = *rp;
+	struct failure f;
+
+	if (r->hrc == 0 && r->h.type == WIRE_ERROR && r->h.status == WIRE_E_BUSY) {
+		j->backoff = j->backoff ? j->backoff * 2 : BACKOFF_MIN_MS;
+		if (j->backoff > BACKOFF_MAX_MS)
+			j->backoff = BACKOFF_MAX_MS;
+		j->retry_at = now + j->backoff;
+		return;
+	}
+	j->from = i;
+	if (j->sync) {
+		j->r = r;
+		*rp = NULL;
+		j->state = JOB_DONE;
+		return;
+	}
+	{
+		struct wire_request rq = cmx_make_request(c, WIRE_BATCH, j->epoch, j->batch);
+
+		rq.request_id = q->id;
+		if (cmx_make_batch(c, r, &rq, &j->b, &f) < 0) {
+			job_fail(j, &f);
+		} else {
+			j->b->peer = i;
+			c->peers[i].batches++;
+			j->state = JOB_DONE;
+		}
+	}
+}
+
 /* A reply from peer i: match it to its request, then to its job. 0, or a
  * negative errno (-ESTALE) for the call that is running. */
 static int route(cutmixd_client_t *c, int i, struct reply **rp)
@@ -578,33 +643,13 @@ static int route(cutmixd_client_t *c, int i, struct reply **rp)
 	struct peer *p = &c->peers[i];
 	int64_t now = cmx_now_ms();
 	struct req q = { 0 };
-	struct job *j;
-	struct failure f;
-	bool known = false, stopping;
-	size_t at;
+	bool known, stopping;
 	int rc;
 
 	p->last_rx = now;
 	p->replies++;
 	c->replies++;
-	if (r->h.request_id) {
-		struct req *found = req_find(c, r->h.request_id, &at);
-
-		if (found && found->peer == i) {
-			q = *found;
-			known = true;
-			req_remove(c, at);
-		}
-	}
-	if (known && q.live) {
-		double lat = (double)(now - q.sent);
-
-		q.live = false;
-		p->live--;
-		p->latency = p->latency < 0 ? lat : 0.8 * p->latency + 0.2 * lat;
-		if (q.job && q.job->gen == q.gen && q.job->state == JOB_WAIT)
-			q.job->nlive--;
-	}
+	known = take_request(c, i, r, now, &q);
 	if (r->hrc == 0 && r->h.type != WIRE_ERROR && !p->refused) {
 		rc = check_digest(c, i, r);
 		if (rc < 0) {
@@ -625,43 +670,12 @@ static int route(cutmixd_client_t *c, int i, struct reply **rp)
 		p->backoff = PROBE_MIN_MS;
 	if (!known || !req_current(&q)) {
 		c->stale++;
-		cmx_reply_free(rp);
-		return 0;
-	}
-	j = q.job;
-	if (r->hrc == 0 && r->h.type == WIRE_ERROR && r->h.status == WIRE_E_BUSY) {
-		j->backoff = j->backoff ? j->backoff * 2 : BACKOFF_MIN_MS;
-		if (j->backoff > BACKOFF_MAX_MS)
-			j->backoff = BACKOFF_MAX_MS;
-		j->retry_at = now + j->backoff;
-		cmx_reply_free(rp);
-		return 0;
-	}
-	if (stopping) {
+	} else if (stopping) {
 		/* This daemon is stopping (a restart?): ask another one, and
 		 * this one again once it answers a probe. */
 		mark_down(c, i, now);
-		cmx_reply_free(rp);
-		return 0;
-	}
-	j->from = i;
-	if (j->sync) {
-		j->r = r;
-		*rp = NULL;
-		j->state = JOB_DONE;
-		return 0;
-	}
-	{
-		struct wire_request rq = cmx_make_request(c, WIRE_BATCH, j->epoch, j->batch);
-
-		rq.request_id = q.id;
-		if (cmx_make_batch(c, r, &rq, &j->b, &f) < 0) {
-			job_fail(j, &f);
-		} else {
-			j->b->peer = i;
-			p->batches++;
-			j->state = JOB_DONE;
-		}
+	} else {
+		deliver(c, i, q.job, &q, rp, now);
 	}
 	cmx_reply_free(rp);
 	return 0;
