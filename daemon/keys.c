@@ -2,11 +2,11 @@
  * keys.c — CURVE key files (format in keys.h).
  *
  * DESIGN
- *   A key file is small: it is read whole (at most KEYS_FILE_MAX bytes)
- *   and parsed line by line by parse_text(), which hands every key it
- *   finds, decoded to binary, to a callback with its line number. The
- *   secret-key reader and the authorized-keys reader differ only in that
- *   callback and in what they check at the end. Nothing here is shared
+ *   A key file is read whole and parsed by proto/keyfile.c (the one
+ *   grammar the daemon, `cutmixd stats` and the C client share), which
+ *   hands every key it finds, decoded to binary, to a callback with its
+ *   line number. The secret-key reader and the authorized-keys reader
+ *   differ only in that callback and in what they check at the end. Nothing here is shared
  *   between threads; the daemon loads keys from its main thread (start,
  *   --check) and its server thread (SIGHUP).
  *
@@ -14,8 +14,8 @@
  *   them once they are no longer needed, and never quoted in a message.
  */
 #include "keys.h"
+#include "keyfile.h"
 
-#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -29,29 +29,16 @@
 
 #include "log.h"
 
-#define KEYS_FILE_MAX (1 << 20) /* a key file is small */
-#define QUOTE_MAX     60        /* text of a bad line quoted in a message */
-
-static const char z85_chars[] =
-	"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-	".-:+=^!/*?&<>()[]{}@%$#";
-
 struct keyset {
 	size_t n;
 	uint8_t (*keys)[KEYS_BIN_LEN];
 };
 
-enum key_kind { KEY_PUBLIC, KEY_SECRET };
+/* One key of a file, as keyfile_parse() found it. */
+#define KEY_PUBLIC KEYFILE_PUBLIC
+#define KEY_SECRET KEYFILE_SECRET
 
-/* One key of a file, as parse_text() found it. */
-struct key_line {
-	enum key_kind kind;
-	int line;
-	uint8_t bin[KEYS_BIN_LEN];
-};
-
-typedef int (*key_fn)(void *ctx, const char *path, const struct key_line *k,
-		      char *err, size_t errlen);
+typedef keyfile_fn key_fn;
 
 /* ---------------------------------------------------------------- errors */
 
@@ -76,203 +63,36 @@ static int fail_errno(char *err, size_t errlen, int rc, const char *path,
 	return rc;
 }
 
-/* Copy s for a message: at most QUOTE_MAX characters, controls as '?'. */
-static const char *quote(char *dst, size_t n, const char *s, size_t len)
-{
-	size_t o = 0;
-
-	for (size_t i = 0; i < len && o + 4 < n; i++) {
-		if (i == QUOTE_MAX) {
-			memcpy(dst + o, "...", 3);
-			o += 3;
-			break;
-		}
-		unsigned char c = (unsigned char)s[i];
-		dst[o++] = (c < 0x20 || c >= 0x7f) ? '?' : (char)c;
-	}
-	dst[o] = '\0';
-	return dst;
-}
-
 /* ------------------------------------------------------------------- z85 */
 
 bool keys_parse_z85(const char *text, size_t len, uint8_t out[KEYS_BIN_LEN])
 {
-	char z[KEYS_Z85_LEN + 1], back[KEYS_Z85_LEN + 1];
-	uint8_t bin[KEYS_BIN_LEN];
-	bool ok;
-
-	if (!text || len != KEYS_Z85_LEN)
-		return false;
-	for (size_t i = 0; i < len; i++)
-		if (!text[i] || !strchr(z85_chars, text[i]))
-			return false;
-	memcpy(z, text, len);
-	z[len] = '\0';
-	/* A group of five characters can exceed 2^32: such text decodes to
-	 * something else (or is refused); encoding back tells. */
-	ok = zmq_z85_decode(bin, z) && zmq_z85_encode(back, bin, sizeof(bin)) &&
-	     memcmp(back, z, KEYS_Z85_LEN) == 0;
-	if (ok && out)
-		memcpy(out, bin, sizeof(bin));
-	explicit_bzero(z, sizeof(z));
-	explicit_bzero(back, sizeof(back));
-	explicit_bzero(bin, sizeof(bin));
-	return ok;
+	return keyfile_z85_ok(text, len, out);
 }
 
 /* ----------------------------------------------------------------- files */
 
-/* Read a whole regular file (NUL-terminated copy); *st gets its fstat. */
+/* Read a whole regular file (NUL-terminated copy); *st gets its mode. */
 static int read_file(const char *path, char **out, size_t *len_out,
 		     struct stat *st, char *err, size_t errlen)
 {
-	char *buf = NULL;
-	size_t len = 0;
-	int fd, rc = 0;
+	unsigned mode = 0;
+	int rc = keyfile_read(path, out, len_out, &mode, err, errlen);
 
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return fail_errno(err, errlen, -errno, path, "cannot open");
-	if (fstat(fd, st) < 0) {
-		rc = fail_errno(err, errlen, -errno, path, "cannot open");
-		goto out_close;
-	}
-	if (!S_ISREG(st->st_mode)) {
-		rc = fail(err, errlen, "%s: not a regular file", path);
-		goto out_close;
-	}
-	if (st->st_size > KEYS_FILE_MAX) {
-		rc = fail(err, errlen, "%s: too large for a key file (%lld "
-			  "bytes, max %d)", path, (long long)st->st_size,
-			  KEYS_FILE_MAX);
-		goto out_close;
-	}
-	buf = malloc((size_t)st->st_size + 1);
-	if (!buf) {
-		rc = fail_errno(err, errlen, -ENOMEM, path, "cannot read");
-		goto out_close;
-	}
-	for (;;) {
-		ssize_t got = read(fd, buf + len, (size_t)st->st_size - len);
-
-		if (got < 0 && errno == EINTR)
-			continue;
-		if (got < 0) {
-			rc = fail_errno(err, errlen, -errno, path, "cannot read");
-			goto out_close;
-		}
-		if (got == 0 || (len += (size_t)got) == (size_t)st->st_size)
-			break;
-	}
-	buf[len] = '\0';
-	*out = buf;
-	*len_out = len;
-	buf = NULL;
-out_close:
-	free(buf);
-	close(fd);
+	memset(st, 0, sizeof(*st));
+	st->st_mode = (mode_t)mode;
 	return rc;
 }
 
 static void free_secret_text(char *buf, size_t len)
 {
-	if (buf)
-		explicit_bzero(buf, len);
-	free(buf);
+	keyfile_free_text(buf, len);
 }
 
-/*
- * Every key of buf (a whole file) to `each`. Returns 0 or the first error
- * (of the text, or of the callback).
- */
 static int parse_text(const char *path, char *buf, size_t len, key_fn each,
 		      void *ctx, char *err, size_t errlen)
 {
-	static const char expected[] = "expected 'public-key = KEY', "
-		"'secret-key = KEY', a bare KEY or a '#' comment";
-	char shown[4 * QUOTE_MAX];
-	struct key_line k;
-	int lineno = 0, rc = 0;
-
-	memset(&k, 0, sizeof(k));
-	for (size_t pos = 0; pos < len;) {
-		char *p = buf + pos, *nl = memchr(p, '\n', len - pos), *e, *eq;
-		size_t n = nl ? (size_t)(nl - p) : len - pos;
-
-		pos += n + (nl ? 1 : 0);
-		lineno++;
-		if (memchr(p, '\0', n)) {
-			rc = fail(err, errlen, "%s:%d: NUL byte in line", path,
-				  lineno);
-			break;
-		}
-		e = p + n;
-		if (lineno == 1 && n >= 3 && !memcmp(p, "\xEF\xBB\xBF", 3))
-			p += 3; /* a UTF-8 BOM */
-		while (p < e && isspace((unsigned char)*p))
-			p++;
-		while (e > p && isspace((unsigned char)e[-1]))
-			e--;
-		n = (size_t)(e - p);
-		if (n == 0)
-			continue;
-
-		memset(&k, 0, sizeof(k));
-		k.line = lineno;
-		if (keys_parse_z85(p, n, k.bin)) {
-			k.kind = KEY_PUBLIC;
-			rc = each(ctx, path, &k, err, errlen);
-			if (rc)
-				break;
-			continue;
-		}
-		if (*p == '#')
-			continue;
-		eq = memchr(p, '=', n);
-		if (!eq) {
-			rc = fail(err, errlen, "%s:%d: %s, got '%s'", path, lineno,
-				  expected, quote(shown, sizeof(shown), p, n));
-			break;
-		}
-		char *name_end = eq, *v = eq + 1;
-		while (name_end > p && isspace((unsigned char)name_end[-1]))
-			name_end--;
-		while (v < e && isspace((unsigned char)*v))
-			v++;
-		size_t name_len = (size_t)(name_end - p), v_len = (size_t)(e - v);
-
-		if (name_len == 10 && !memcmp(p, "public-key", 10)) {
-			k.kind = KEY_PUBLIC;
-		} else if (name_len == 10 && !memcmp(p, "secret-key", 10)) {
-			k.kind = KEY_SECRET;
-		} else {
-			/* "secret-key" misspelt could carry a secret: only the
-			 * name is shown */
-			rc = fail(err, errlen, "%s:%d: %s, got '%s = ...'", path,
-				  lineno, expected,
-				  quote(shown, sizeof(shown), p, name_len));
-			break;
-		}
-		if (!keys_parse_z85(v, v_len, k.bin)) {
-			if (k.kind == KEY_SECRET)
-				rc = fail(err, errlen, "%s:%d: secret-key: must be "
-					  "%d Z85 characters (got %zu characters; "
-					  "not shown)", path, lineno, KEYS_Z85_LEN,
-					  v_len);
-			else
-				rc = fail(err, errlen, "%s:%d: public-key: must be "
-					  "%d Z85 characters, got '%s'", path,
-					  lineno, KEYS_Z85_LEN,
-					  quote(shown, sizeof(shown), v, v_len));
-			break;
-		}
-		rc = each(ctx, path, &k, err, errlen);
-		if (rc)
-			break;
-	}
-	explicit_bzero(&k, sizeof(k));
-	return rc;
+	return keyfile_parse(path, buf, len, each, ctx, err, errlen);
 }
 
 /* -------------------------------------------------------- the key pair */
@@ -283,7 +103,7 @@ struct pair_ctx {
 	bool public_only;  /* keys_load_public: one public key, nothing else */
 };
 
-static int on_pair_key(void *ctx, const char *path, const struct key_line *k,
+static int on_pair_key(void *ctx, const char *path, const struct keyfile_key *k,
 		       char *err, size_t errlen)
 {
 	struct pair_ctx *c = ctx;
@@ -401,7 +221,7 @@ struct auth_ctx {
 	bool secret_seen;  /* in the file being read */
 };
 
-static int on_auth_key(void *ctx, const char *path, const struct key_line *k,
+static int on_auth_key(void *ctx, const char *path, const struct keyfile_key *k,
 		       char *err, size_t errlen)
 {
 	struct auth_ctx *c = ctx;

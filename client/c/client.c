@@ -5,6 +5,7 @@
  * epoch.c, the INFO JSON reader in json.c; internal.h has the DESIGN.
  */
 #include "internal.h"
+#include "keyfile.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -336,16 +337,7 @@ int cutmixd_client_set_flags(cutmixd_client_t *c, uint32_t flags)
  * five characters can exceed 2^32). */
 static bool z85_key_ok(const char *s)
 {
-	static const char alphabet[] =
-		"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-		".-:+=^!/*?&<>()[]{}@%$#";
-	uint8_t bin[32];
-	char back[41];
-
-	if (!s || strlen(s) != 40 || strspn(s, alphabet) != 40)
-		return false;
-	return zmq_z85_decode(bin, s) && zmq_z85_encode(back, bin, sizeof(bin)) &&
-	       memcmp(back, s, 40) == 0;
+	return s && keyfile_z85_ok(s, strlen(s), NULL);
 }
 
 int cutmixd_client_set_curve(cutmixd_client_t *c, const char *server_public,
@@ -386,59 +378,6 @@ int cutmixd_client_set_curve(cutmixd_client_t *c, const char *server_public,
 	return 0;
 }
 
-/* One line of a key file: 1 with *name and the trimmed value (quotes
- * removed) for "public-key = KEY" / "secret-key = KEY" or a bare KEY (a
- * public key), 0 for a line to skip (blank, '#' comment, another name, a
- * section word of a ZeroMQ zcert file), -1 for anything else. */
-static int key_line(char *line, const char **name, char **value)
-{
-	char *key = line, *eq, *end, *v;
-
-	while (*key == ' ' || *key == '\t')
-		key++;
-	end = key + strlen(key);
-	while (end > key && (end[-1] == '\n' || end[-1] == '\r' || end[-1] == ' ' ||
-			     end[-1] == '\t'))
-		*--end = 0;
-	if (z85_key_ok(key)) { /* a bare key (may begin with '#': Z85 has it) */
-		*name = "public-key";
-		*value = key;
-		return 1;
-	}
-	if (!*key || *key == '#')
-		return 0;
-	eq = strchr(key, '=');
-	if (!eq) {
-		for (char *q = key; *q; q++)
-			if (!((*q >= 'a' && *q <= 'z') || (*q >= 'A' && *q <= 'Z') ||
-			      (*q >= '0' && *q <= '9') || *q == '-' || *q == '_'))
-				return -1;
-		return 0;
-	}
-	v = eq + 1; /* the value may itself contain '=' (Z85 does) */
-	end = eq;
-	while (end > key && (end[-1] == ' ' || end[-1] == '\t'))
-		end--;
-	*end = 0;
-	for (char *q = key; *q; q++)
-		*q = *q == '_' ? '-' : (*q >= 'A' && *q <= 'Z') ? (char)(*q + 32) : *q;
-	while (*v == ' ' || *v == '\t')
-		v++;
-	end = v + strlen(v);
-	if (end - v >= 2 && *v == '"' && end[-1] == '"') {
-		v++;
-		*--end = 0;
-	}
-	if (strcmp(key, "public-key") == 0)
-		*name = "public-key";
-	else if (strcmp(key, "secret-key") == 0)
-		*name = "secret-key";
-	else
-		return 0;
-	*value = v;
-	return 1;
-}
-
 static int key_err(char *err, size_t n, int rc, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 
@@ -454,77 +393,68 @@ static int key_err(char *err, size_t n, int rc, const char *fmt, ...)
 	return rc;
 }
 
+/* The keys of one file (proto/keyfile.c parses it). */
+struct pair_keys {
+	char pub[41], sec[41];
+	int pub_line, sec_line;
+};
+
+static int on_key(void *ctx, const char *path, const struct keyfile_key *k,
+		  char *err, size_t n)
+{
+	struct pair_keys *pk = ctx;
+	bool pub = k->kind == KEYFILE_PUBLIC;
+	int *line = pub ? &pk->pub_line : &pk->sec_line;
+
+	if (*line)
+		return key_err(err, n, -EINVAL, "%s:%d: %s: given twice (first on line %d)", path,
+			       k->line, pub ? "public-key" : "secret-key", *line);
+	*line = k->line;
+	zmq_z85_encode(pub ? pk->pub : pk->sec, k->bin, KEYFILE_BIN_LEN);
+	return 0;
+}
+
 int cutmixd_load_keypair(const char *path, char public_key[41], char secret_key[41],
 			 char *err, size_t err_size)
 {
-	char line[1024], pub[41] = "", sec[41] = "", derived[41];
-	int n = 0, rc = 0;
-	FILE *f;
+	struct pair_keys pk;
+	char derived[41], *text = NULL;
+	size_t len = 0;
+	int rc;
 
 	if (err && err_size)
 		err[0] = 0;
 	if (!path || !public_key)
 		return key_err(err, err_size, -EINVAL, "load_keypair: no path or output");
-	f = fopen(path, "r");
-	if (!f)
-		return key_err(err, err_size, -errno, "%s: %s", path, strerror(errno));
-	while (fgets(line, sizeof(line), f)) {
-		const char *name = NULL;
-		char *value = NULL;
-		int k;
-
-		n++;
-		if (!strchr(line, '\n') && !feof(f)) {
-			rc = key_err(err, err_size, -EINVAL, "%s:%d: line too long", path, n);
-			goto out;
-		}
-		k = key_line(line, &name, &value);
-		if (k < 0) {
-			rc = key_err(err, err_size, -EINVAL,
-				     "%s:%d: expected 'public-key = <Z85>' or 'secret-key = <Z85>'",
-				     path, n);
-			goto out;
-		}
-		if (k == 0)
-			continue;
-		if (!z85_key_ok(value)) {
-			rc = key_err(err, err_size, -EINVAL,
-				     "%s:%d: %s is not a Z85 CURVE key (40 characters)", path, n, name);
-			goto out;
-		}
-		if (*(name[0] == 'p' ? pub : sec)) {
-			rc = key_err(err, err_size, -EINVAL, "%s:%d: %s given twice", path, n, name);
-			goto out;
-		}
-		strcpy(name[0] == 'p' ? pub : sec, value);
-	}
-	if (ferror(f)) {
-		rc = key_err(err, err_size, -EIO, "%s: read error", path);
+	memset(&pk, 0, sizeof(pk));
+	rc = keyfile_read(path, &text, &len, NULL, err, err_size);
+	if (rc < 0)
+		return rc;
+	rc = keyfile_parse(path, text, len, on_key, &pk, err, err_size);
+	if (rc < 0)
 		goto out;
-	}
-	if (!pub[0]) {
+	if (!pk.pub_line) {
 		rc = key_err(err, err_size, -ENODATA, "%s: no 'public-key = ...' line", path);
 		goto out;
 	}
 	if (secret_key) {
-		if (!sec[0]) {
+		if (!pk.sec_line) {
 			rc = key_err(err, err_size, -ENODATA,
 				     "%s: no 'secret-key = ...' line (a keypair file, NAME.key, has both)",
 				     path);
 			goto out;
 		}
-		if (zmq_curve_public(derived, sec) != 0 || strcmp(derived, pub) != 0) {
+		if (zmq_curve_public(derived, pk.sec) != 0 || strcmp(derived, pk.pub) != 0) {
 			rc = key_err(err, err_size, -EINVAL,
 				     "%s: the secret key does not belong to the public key", path);
 			goto out;
 		}
-		strcpy(secret_key, sec);
+		strcpy(secret_key, pk.sec);
 	}
-	strcpy(public_key, pub);
+	strcpy(public_key, pk.pub);
 out:
-	memset(sec, 0, sizeof(sec));
-	memset(line, 0, sizeof(line));
-	fclose(f);
+	explicit_bzero(&pk, sizeof(pk));
+	keyfile_free_text(text, len);
 	return rc;
 }
 

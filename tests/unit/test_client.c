@@ -1632,7 +1632,7 @@ static void test_load_keypair(void **state)
 	snprintf(text, sizeof(text), "# x\npublic-key = %.39s\n", gpub);
 	write_file(path, text);
 	assert_int_equal(cutmixd_load_keypair(path, pub, NULL, err, sizeof(err)), -EINVAL);
-	assert_non_null(strstr(err, "bad.key:2: public-key is not a Z85"));
+	assert_non_null(strstr(err, "bad.key:2: public-key: must be 40 Z85 characters"));
 	write_file(path, "hello world\n");
 	assert_int_equal(cutmixd_load_keypair(path, pub, NULL, err, sizeof(err)), -EINVAL);
 	assert_non_null(strstr(err, "bad.key:1:"));
