@@ -30,8 +30,12 @@ PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 OPT     ?= -O2 -g
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
            -Wpointer-arith -Wformat=2 -Wvla -Wno-unused-parameter
+# One version for the daemon, the C client, the pkg-config file and the
+# Python package: the file VERSION.
+VERSION_STR   := $(shell cat VERSION)
 FINAL_CFLAGS  = -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -pthread -fPIC \
-                -Iproto -Idaemon -Iclient/c $(PKG_CFLAGS) -MMD -MP $(CFLAGS)
+                -Iproto -Idaemon -Iclient/c $(PKG_CFLAGS) -MMD -MP \
+                -DCUTMIXD_VERSION=\"$(VERSION_STR)\" $(CFLAGS)
 FINAL_LDFLAGS = -pthread $(LDFLAGS)
 FINAL_LIBS    = $(PKG_LIBS) -lm $(LDLIBS)
 
@@ -61,6 +65,10 @@ TOOLS      := $(patsubst scripts/%.c,$(B)/%,$(TOOL_SRC))
 
 .PHONY: all test unit integration demo bench deps clean install asan tsan
 all: $(B)/cutmixd $(L)/libcutmixd.a $(L)/libcutmixd.so $(B)/cutmixd-count $(TOOLS)
+
+# What prints or reports the version is rebuilt when VERSION changes.
+$(call obj,daemon/main.c daemon/info.c client/c/client.c client/c/examples/count_epoch.c): VERSION
+
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -157,6 +165,9 @@ install: all
 	install -D -m 755 lib/libcutmixd.so $(DESTDIR)$(PREFIX)/lib/libcutmixd.so.0
 	ln -sf libcutmixd.so.0 $(DESTDIR)$(PREFIX)/lib/libcutmixd.so
 	install -D -m 644 client/c/cutmixd.h $(DESTDIR)$(PREFIX)/include/cutmixd.h
+	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION_STR)|g' \
+		scripts/cutmixd.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/cutmixd.pc
 	install -d $(DESTDIR)$(PYDIR)/cutmixd
 	install -m 644 client/python/cutmixd/*.py $(DESTDIR)$(PYDIR)/cutmixd/
 	install -d $(DESTDIR)$(UNITDIR)

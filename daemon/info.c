@@ -8,8 +8,8 @@
 
 #include "wire.h"
 
-#ifndef CUTMIXD_VERSION
-#define CUTMIXD_VERSION "0.1.0"
+#ifndef CUTMIXD_VERSION /* -DCUTMIXD_VERSION=\"$(cat VERSION)\" from the Makefile */
+#error "CUTMIXD_VERSION is not defined: build with the Makefile (it comes from the file VERSION)"
 #endif
 
 /* A growing string; `ok` turns false on the first allocation failure. */

@@ -28,8 +28,8 @@
 #include "stats.h"
 #include "wire.h"
 
-#ifndef CUTMIXD_VERSION
-#define CUTMIXD_VERSION "0.1.0"
+#ifndef CUTMIXD_VERSION /* -DCUTMIXD_VERSION=\"$(cat VERSION)\" from the Makefile */
+#error "CUTMIXD_VERSION is not defined: build with the Makefile (it comes from the file VERSION)"
 #endif
 
 #define EX_USAGE_ 64
@@ -82,13 +82,42 @@ static void print_summary(const engine_t *e, const struct server_keys *k)
 	}
 }
 
+static const char stats_usage[] =
+	"usage: cutmixd stats [--key NAME.key --server-key SERVER.pub] ENDPOINT\n"
+	"Print a running daemon's counters (JSON). Exit status: 0 ok, 1 failed, 64 usage.\n";
+static const char keygen_usage[] =
+	"usage: cutmixd keygen NAME   (writes NAME.key and NAME.pub)\n"
+	"Exit status: 0 ok, 1 failed (a file exists, cannot write), 64 usage.\n";
+
+/* The convention of every binary: --help prints usage to stdout and exits
+ * 0, --version prints the version; a usage error exits 64. For `cutmixd
+ * stats|keygen --help|--version`: the exit status, or -1 for other
+ * arguments. */
+static int sub_help(int argc, char **argv, const char *text)
+{
+	if (argc < 3)
+		return -1;
+	if (!strcmp(argv[2], "--help") || !strcmp(argv[2], "-h")) {
+		fputs(text, stdout);
+		return 0;
+	}
+	if (!strcmp(argv[2], "--version") || !strcmp(argv[2], "-V")) {
+		printf("cutmixd %s\n", CUTMIXD_VERSION);
+		return 0;
+	}
+	return -1;
+}
+
 /* `cutmixd keygen NAME`: NAME.key and NAME.pub, never overwritten. */
 static int cmd_keygen(int argc, char **argv)
 {
 	char pub[KEYS_Z85_LEN + 1], err[1024];
+	int rc = sub_help(argc, argv, keygen_usage);
 
+	if (rc >= 0)
+		return rc;
 	if (argc != 3 || argv[2][0] == '-') {
-		fprintf(stderr, "usage: cutmixd keygen NAME   (writes NAME.key and NAME.pub)\n");
+		fputs(keygen_usage, stderr);
 		return EX_USAGE_;
 	}
 	if (keys_write_pair(argv[2], pub, err, sizeof(err))) {
@@ -212,6 +241,9 @@ int main(int argc, char **argv)
 		int i, rc;
 
 		free(sets);
+		rc = sub_help(argc, argv, stats_usage);
+		if (rc >= 0)
+			return rc;
 		for (i = 2; i + 1 < argc && argv[i][0] == '-'; i += 2) {
 			if (!strcmp(argv[i], "--key"))
 				key_file = argv[i + 1];
@@ -223,7 +255,7 @@ int main(int argc, char **argv)
 		if (i + 1 == argc && argv[i][0] != '-')
 			endpoint = argv[i];
 		if (!endpoint || !key_file != !server_key) {
-			fprintf(stderr, "usage: cutmixd stats [--key NAME.key --server-key SERVER.pub] ENDPOINT\n");
+			fputs(stats_usage, stderr);
 			return EX_USAGE_;
 		}
 		if (!key_file)

@@ -18,6 +18,7 @@
  */
 #pragma GCC visibility push(hidden)
 #include "wire.h"
+#include "status.h"
 #pragma GCC visibility pop
 
 #include <errno.h>
@@ -367,21 +368,15 @@ void wire_decode_meta(const uint8_t in[WIRE_META_SIZE], struct wire_meta *m)
 
 /* ---- status names ------------------------------------------------------- */
 
-static const char *const status_names[] = {
-	[WIRE_OK]              = "ok",
-	[WIRE_E_MALFORMED]     = "malformed request",
-	[WIRE_E_VERSION]       = "unsupported protocol version",
-	[WIRE_E_UNKNOWN_TYPE]  = "unknown request type",
-	[WIRE_E_NO_PIPELINE]   = "unknown pipeline",
-	[WIRE_E_BAD_SHARD]     = "bad shard (need world >= 1 and rank < world)",
-	[WIRE_E_BATCH_RANGE]   = "batch index out of range",
-	[WIRE_E_BUSY]          = "busy: too many outstanding requests",
-	[WIRE_E_NOT_EVAL]      = "not an eval pipeline",
-	[WIRE_E_DECODE]        = "image decode failed",
-	[WIRE_E_INTERNAL]      = "internal error",
-	[WIRE_E_SHUTTING_DOWN] = "shutting down",
-	[WIRE_E_EPOCH_RANGE]   = "epoch out of range",
-};
+/* Names from the one table (status.h); enum wire_status must agree. */
+#define STATUS_NAME(name, code, err, text) [code] = text,
+static const char *const status_names[] = { WIRE_STATUS_TABLE(STATUS_NAME) };
+#undef STATUS_NAME
+
+#define STATUS_SAME(name, code, err, text) \
+	_Static_assert(WIRE_##name == code, "enum wire_status (wire.h) differs from status.h: " #name);
+WIRE_STATUS_TABLE(STATUS_SAME)
+#undef STATUS_SAME
 
 const char *wire_status_name(uint32_t status)
 {

@@ -6,6 +6,7 @@
  */
 #include "internal.h"
 #include "keyfile.h"
+#include "status.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -55,21 +56,19 @@ int cmx_set_failure(cutmixd_client_t *c, const struct failure *f)
 	return cmx_set_error(c, f->err, f->status, "%s", f->msg);
 }
 
+/* cutmixd.h's codes are the wire's (status.h is the one table). */
+#define STATUS_SAME(name, code, err, text) \
+	_Static_assert(CUTMIXD_##name == code, "enum cutmixd_status (cutmixd.h) differs from status.h: " #name);
+WIRE_STATUS_TABLE(STATUS_SAME)
+#undef STATUS_SAME
+
 int cmx_status_errno(uint32_t status)
 {
 	switch (status) {
-	case WIRE_E_MALFORMED:     return -EPROTO;
-	case WIRE_E_VERSION:       return -EPROTONOSUPPORT;
-	case WIRE_E_UNKNOWN_TYPE:  return -EOPNOTSUPP;
-	case WIRE_E_NO_PIPELINE:   return -ENOENT;
-	case WIRE_E_BAD_SHARD:     return -EINVAL;
-	case WIRE_E_BATCH_RANGE:   return -ERANGE;
-	case WIRE_E_BUSY:          return -EBUSY;
-	case WIRE_E_NOT_EVAL:      return -EPERM;
-	case WIRE_E_DECODE:        return -EIO;
-	case WIRE_E_SHUTTING_DOWN: return -ESHUTDOWN;
-	case WIRE_E_EPOCH_RANGE:   return -EDOM;
-	default:                   return -EREMOTEIO;
+#define STATUS_ERRNO(name, code, err, text) case code: return err ? -err : -WIRE_STATUS_UNKNOWN_ERRNO;
+	WIRE_STATUS_TABLE(STATUS_ERRNO)
+#undef STATUS_ERRNO
+	default: return -WIRE_STATUS_UNKNOWN_ERRNO;
 	}
 }
 
@@ -564,4 +563,13 @@ uint32_t cutmixd_client_error_status(const cutmixd_client_t *c)
 const char *cutmixd_status_name(uint32_t status)
 {
 	return wire_status_name(status);
+}
+
+#ifndef CUTMIXD_VERSION /* -DCUTMIXD_VERSION=\"$(cat VERSION)\" from the Makefile */
+#error "CUTMIXD_VERSION is not defined: build with the Makefile (it comes from the file VERSION)"
+#endif
+
+const char *cutmixd_version(void)
+{
+	return CUTMIXD_VERSION;
 }

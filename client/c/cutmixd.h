@@ -276,6 +276,9 @@ const char *cutmixd_client_error(const cutmixd_client_t *c);
 uint32_t cutmixd_client_error_status(const cutmixd_client_t *c);
 /* English name of a daemon status code ("unknown pipeline"). */
 const char *cutmixd_status_name(uint32_t status);
+/* This library's version ("0.2.0"; the daemon's --version and the
+ * pkg-config file have the same, from the one VERSION file). */
+const char *cutmixd_version(void);
 
 /* ---- batch -------------------------------------------------------------- */
 

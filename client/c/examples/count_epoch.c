@@ -19,7 +19,9 @@
  * file), --client-key this client's keypair file (NAME.key of `cutmixd
  * keygen`; without it a new keypair is made). --no-checksum skips the
  * checksum (and its line): the loop then only receives, for measuring the
- * transport. Exit status: 0 ok, 1 error, 2 bad usage.
+ * transport. --help prints the usage to stdout, --version the version.
+ * Exit status: 0 ok, 1 error, 64 bad usage (EX_USAGE, as every cutmixd
+ * binary).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -34,6 +36,7 @@
 
 #define FNV_OFFSET 0xcbf29ce484222325ull
 #define FNV_PRIME  0x00000100000001b3ull
+#define EX_USAGE_  64 /* sysexits.h */
 
 struct opts {
 	const char *endpoint;
@@ -60,7 +63,9 @@ static void usage(FILE *f)
 		"img/s, mixed and replaced samples and an FNV-1a 64 checksum of the image\n"
 		"bytes; --dump-batch writes batch K's header, images, labels and metadata\n"
 		"frames as received to FILE. --server-key (Z85 or key file) and --client-key\n"
-		"(keypair file of `cutmixd keygen`) switch to CURVE.\n");
+		"(keypair file of `cutmixd keygen`) switch to CURVE.\n"
+		"       cutmixd-count --version | --help\n"
+		"Exit status: 0 ok, 1 error, 64 usage.\n");
 }
 
 static int parse_u32(const char *opt, const char *s, uint32_t *out)
@@ -97,6 +102,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		{ "dump-batch", required_argument, NULL, 'D' },
 		{ "out", required_argument, NULL, 'o' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
 	uint32_t t;
@@ -106,7 +112,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 	o->world = 1;
 	o->timeout_ms = CUTMIXD_DEFAULT_TIMEOUT_MS;
 	o->resend_ms = CUTMIXD_DEFAULT_RESEND_TIMEOUT_MS;
-	while ((ch = getopt_long(argc, argv, "e:p:E:r:w:W:t:R:vh", longs, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "e:p:E:r:w:W:t:R:vhV", longs, NULL)) != -1) {
 		switch (ch) {
 		case 'e': o->endpoint = optarg; break;
 		case 'p': o->pipeline = optarg; break;
@@ -143,6 +149,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 			break;
 		case 'o': o->out = optarg; break;
 		case 'h': usage(stdout); exit(0);
+		case 'V': printf("cutmixd-count %s\n", cutmixd_version()); exit(0);
 		default: return -EINVAL;
 		}
 	}
@@ -337,13 +344,13 @@ int main(int argc, char **argv)
 
 	if (parse_args(argc, argv, &o) < 0) {
 		usage(stderr);
-		return 2;
+		return EX_USAGE_;
 	}
 	c = cutmixd_client_new(o.endpoint, o.pipeline, o.rank, o.world, o.window);
 	if (!c) {
 		fprintf(stderr, "cutmixd-count: cannot create client for '%s' pipeline '%s': %s\n",
 			o.endpoint, o.pipeline, strerror(errno));
-		return errno == EINVAL || errno == ENAMETOOLONG ? 2 : 1;
+		return errno == EINVAL || errno == ENAMETOOLONG ? EX_USAGE_ : 1;
 	}
 	cutmixd_client_set_timeout(c, o.timeout_ms);
 	cutmixd_client_set_resend_timeout(c, o.resend_ms);
