@@ -29,6 +29,7 @@
 
 #include "cutmixd.h"
 #include "wire.h"
+#include "test_util.h"
 
 #define MAX_HELD   64
 #define MAX_K      64
@@ -1570,15 +1571,6 @@ static void test_curve(void **state)
 	fake_stop(&f);
 }
 
-static void write_file(const char *path, const char *text)
-{
-	FILE *fp = fopen(path, "w");
-
-	assert_non_null(fp);
-	fputs(text, fp);
-	fclose(fp);
-}
-
 static void test_load_keypair(void **state)
 {
 	char dir[] = "/tmp/cutmixd-keys-XXXXXX", path[128], text[512], err[256];
@@ -1597,7 +1589,7 @@ static void test_load_keypair(void **state)
 	snprintf(text, sizeof(text),
 		 "# cutmixd CURVE keypair: keep secret\n\npublic-key = %s\nsecret-key = %s\n",
 		 gpub, gsec);
-	write_file(path, text);
+	tu_write_file(path, text);
 	assert_int_equal(cutmixd_load_keypair(path, pub, sec, err, sizeof(err)), 0);
 	assert_string_equal(pub, gpub);
 	assert_string_equal(sec, gsec);
@@ -1609,7 +1601,7 @@ static void test_load_keypair(void **state)
 	snprintf(text, sizeof(text),
 		 "#   ZeroMQ CURVE **Secret** Certificate\nmetadata\ncurve\n"
 		 "    public-key = \"%s\"\n    secret-key = \"%s\"\n", gpub, gsec);
-	write_file(path, text);
+	tu_write_file(path, text);
 	assert_int_equal(cutmixd_load_keypair(path, pub, sec, err, sizeof(err)), 0);
 	assert_string_equal(pub, gpub);
 	assert_string_equal(sec, gsec);
@@ -1617,7 +1609,7 @@ static void test_load_keypair(void **state)
 	/* A .pub file: the public key only. */
 	snprintf(path, sizeof(path), "%s/a.pub", dir);
 	snprintf(text, sizeof(text), "public-key = %s\n", gpub);
-	write_file(path, text);
+	tu_write_file(path, text);
 	assert_int_equal(cutmixd_load_keypair(path, pub, NULL, err, sizeof(err)), 0);
 	assert_string_equal(pub, gpub);
 	assert_int_equal(cutmixd_load_keypair(path, pub, sec, err, sizeof(err)), -ENODATA);
@@ -1626,18 +1618,18 @@ static void test_load_keypair(void **state)
 	/* Mismatched pair, bad key, garbage, missing file. */
 	snprintf(path, sizeof(path), "%s/bad.key", dir);
 	snprintf(text, sizeof(text), "public-key = %s\nsecret-key = %s\n", gpub, osec);
-	write_file(path, text);
+	tu_write_file(path, text);
 	assert_int_equal(cutmixd_load_keypair(path, pub, sec, err, sizeof(err)), -EINVAL);
 	assert_non_null(strstr(err, "does not belong"));
 	snprintf(text, sizeof(text), "# x\npublic-key = %.39s\n", gpub);
-	write_file(path, text);
+	tu_write_file(path, text);
 	assert_int_equal(cutmixd_load_keypair(path, pub, NULL, err, sizeof(err)), -EINVAL);
 	assert_non_null(strstr(err, "bad.key:2: public-key: must be 40 Z85 characters"));
-	write_file(path, "hello world\n");
+	tu_write_file(path, "hello world\n");
 	assert_int_equal(cutmixd_load_keypair(path, pub, NULL, err, sizeof(err)), -EINVAL);
 	assert_non_null(strstr(err, "bad.key:1:"));
 	snprintf(text, sizeof(text), "public-key = %s\npublic-key = %s\n", gpub, opub);
-	write_file(path, text);
+	tu_write_file(path, text);
 	assert_int_equal(cutmixd_load_keypair(path, pub, NULL, err, sizeof(err)), -EINVAL);
 	assert_non_null(strstr(err, "given twice"));
 	unlink(path);

@@ -25,55 +25,25 @@
 
 #include "config.h"
 #include "log.h"
-
-static char tmpdir[PATH_MAX];
-static char oldcwd[PATH_MAX];
-
-static int rm_entry(const char *path, const struct stat *st, int flag,
-		    struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
+#include "test_util.h"
 
 static int setup(void **state)
 {
-	const char *base = getenv("TMPDIR");
-
 	(void)state;
-	if (!getcwd(oldcwd, sizeof(oldcwd)))
-		return -1;
-	snprintf(tmpdir, sizeof(tmpdir), "%s/test_config.XXXXXX",
-		 base && *base ? base : "/tmp");
-	if (!mkdtemp(tmpdir) || chdir(tmpdir))
-		return -1;
-	return 0;
+	return tu_enter_tmpdir("test_config");
 }
 
 static int teardown(void **state)
 {
 	(void)state;
-	if (chdir(oldcwd))
-		return -1;
-	return nftw(tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-static void write_file(const char *name, const char *text)
-{
-	FILE *f = fopen(name, "w");
-
-	assert_non_null(f);
-	assert_int_equal(fwrite(text, 1, strlen(text), f), strlen(text));
-	assert_int_equal(fclose(f), 0);
+	return tu_leave_tmpdir();
 }
 
 /* Write train.ini and load it. */
 static int load(const char *text, char *const *sets, int n_sets,
 		config_t **cfg, char *err, size_t errlen)
 {
-	write_file("train.ini", text);
+	tu_write_file("train.ini", text);
 	return config_load("train.ini", sets, n_sets, cfg, err, errlen);
 }
 
@@ -105,7 +75,7 @@ static void expect_error(const char *text, char *const *sets, int n_sets,
 
 static char *real_tmpdir(void)
 {
-	char *p = realpath(tmpdir, NULL);
+	char *p = realpath(tu_tmpdir(), NULL);
 
 	assert_non_null(p);
 	return p;
@@ -1041,7 +1011,7 @@ static void test_paths(void **state)
 
 	(void)state;
 	assert_int_equal(mkdir("conf", 0700), 0);
-	write_file("conf/c.ini", "[dataset]\nroot = ../data\nmanifest = m.tsv\n"
+	tu_write_file("conf/c.ini", "[dataset]\nroot = ../data\nmanifest = m.tsv\n"
 		   "[dataset.abs]\nroot = /x/y\nmanifest = /x/m.tsv\n"
 		   "[pipeline.t]\n");
 	assert_int_equal(config_load("conf/c.ini", NULL, 0, &cfg, err,
@@ -1057,7 +1027,7 @@ static void test_paths(void **state)
 
 	/* an absolute config path, and messages name the path as given */
 	snprintf(want, sizeof(want), "%s/conf/c.ini", dir);
-	write_file("conf/c.ini", "[dataset]\nroot = data\n[pipeline.t]\nsize=0\n");
+	tu_write_file("conf/c.ini", "[dataset]\nroot = data\n[pipeline.t]\nsize=0\n");
 	assert_int_equal(config_load(want, NULL, 0, &cfg, err, sizeof(err)),
 			 -EINVAL);
 	assert_null(cfg);
@@ -1111,7 +1081,7 @@ static void test_security(void **state)
 	assert_true(config_has_curve(cfg));
 	config_destroy(&cfg);
 	assert_int_equal(mkdir("conf", 0700), 0);
-	write_file("conf/c.ini", MINIMAL "[security]\ncurve_secret_key_file = "
+	tu_write_file("conf/c.ini", MINIMAL "[security]\ncurve_secret_key_file = "
 		   "s.key\nauthorized_keys = ../clients\n");
 	assert_int_equal(config_load("conf/c.ini", NULL, 0, &cfg, err,
 				     sizeof(err)), 0);
@@ -1329,7 +1299,7 @@ static void test_shipped_configs(void **state)
 	long n;
 
 	(void)state;
-	snprintf(path, sizeof(path), "%s/config/default.ini", oldcwd);
+	snprintf(path, sizeof(path), "%s/config/default.ini", tu_oldcwd());
 	f = fopen(path, "r");
 	if (!f)
 		skip();
@@ -1359,7 +1329,7 @@ static void test_shipped_configs(void **state)
 	assert_non_null(strstr(cfg->datasets[0].root, "/build/demo-data"));
 	config_destroy(&cfg);
 
-	snprintf(path, sizeof(path), "%s/config/demo.ini", oldcwd);
+	snprintf(path, sizeof(path), "%s/config/demo.ini", tu_oldcwd());
 	assert_int_equal(config_load(path, NULL, 0, &cfg, err, sizeof(err)), 0);
 	{
 		const struct pipeline_cfg *p = &cfg->pipelines[0];

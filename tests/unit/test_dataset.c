@@ -19,6 +19,7 @@
 #include "dataset.h"
 #include "digest.h"
 #include "log.h"
+#include "test_util.h"
 
 /* ---- helpers ----------------------------------------------------------- */
 
@@ -52,26 +53,16 @@ struct tree {
 	char base[PATH_MAX];  /* temp folder holding root and "outside" */
 };
 
-static int rm_entry(const char *p, const struct stat *st, int flag, struct FTW *f)
-{
-	(void)st;
-	(void)flag;
-	(void)f;
-	chmod(p, 0700);
-	return remove(p);
-}
-
 static void tree_new(struct tree *t)
 {
-	strcpy(t->base, "/tmp/cutmixd-ds-XXXXXX");
-	assert_non_null(mkdtemp(t->base));
+	tu_mkdtemp(t->base, "cutmixd-ds");
 	fmt(t->root, sizeof(t->root), "%s/root", t->base);
 	assert_int_equal(mkdir(t->root, 0755), 0);
 }
 
 static void tree_free(struct tree *t)
 {
-	nftw(t->base, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	tu_rmtree(t->base);
 }
 
 /* mkdir -p for every folder of base/rel, then (if !dir) an empty file. */
@@ -126,14 +117,6 @@ static void ln(const struct tree *t, const char *target, const char *rel)
 	else
 		fmt(tg, sizeof(tg), "%s", target);
 	assert_int_equal(symlink(tg, p), 0);
-}
-
-static void write_file(const char *path, const char *text)
-{
-	FILE *f = fopen(path, "w");
-	assert_non_null(f);
-	fputs(text, f);
-	fclose(f);
 }
 
 static void manifest_path(const struct tree *t, char *buf, size_t len)
@@ -360,7 +343,7 @@ static void test_manifest_names(void **state)
 	tree_new(&t);
 	mk(&t, "a/first.JPEG");
 	manifest_path(&t, man, sizeof(man));
-	write_file(man,
+	tu_write_file(man,
 		   "\xEF\xBB\xBF# path\tclass\r\n"
 		   "z/last.jpg\tzebra\r\n"
 		   "\r\n"
@@ -381,7 +364,7 @@ static void test_manifest_names(void **state)
 	dataset_destroy(&ds);
 
 	/* a mix of numbers and names: all names, "10" < "2" < "cat" */
-	write_file(man, "x.jpg\t2\ny.jpg\tcat\nz.jpg\t10\n");
+	tu_write_file(man, "x.jpg\t2\ny.jpg\tcat\nz.jpg\t10\n");
 	assert_int_equal(open_ds(t.root, man, false, &ds, err, sizeof(err)), 0);
 	assert_int_equal(dataset_num_classes(ds), 3);
 	assert_string_equal(dataset_class_name(ds, 0), "10");
@@ -405,7 +388,7 @@ static void test_manifest_integers(void **state)
 
 	tree_new(&t);
 	manifest_path(&t, man, sizeof(man));
-	write_file(man, "a.jpg\t3\nb.jpg\t0\r\nc.jpg\t007\nd.jpg\t3\n");
+	tu_write_file(man, "a.jpg\t3\nb.jpg\t0\r\nc.jpg\t007\nd.jpg\t3\n");
 	assert_int_equal(open_ds(t.root, man, false, &ds, err, sizeof(err)), 0);
 	expect_entries(ds, paths, labels, 4);
 	assert_int_equal(dataset_num_classes(ds), 8);
@@ -415,7 +398,7 @@ static void test_manifest_integers(void **state)
 	dataset_destroy(&ds);
 
 	/* an index that would make a huge class table is refused */
-	write_file(man, "a.jpg\t1\nb.jpg\t99999999999\n");
+	tu_write_file(man, "a.jpg\t1\nb.jpg\t99999999999\n");
 	assert_int_equal(open_ds(t.root, man, false, &ds, err, sizeof(err)), -EINVAL);
 	assert_null(ds);
 	assert_non_null(strstr(err, "labels.tsv:2: class index '99999999999' out of range"));
@@ -473,7 +456,7 @@ static void test_manifest_errors(void **state)
 	manifest_path(&t, man, sizeof(man));
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		write_file(man, cases[i].text);
+		tu_write_file(man, cases[i].text);
 		int rc = open_ds(t.root, man, cases[i].follow, &ds, err, sizeof(err));
 		fmt(want, sizeof(want), "labels.tsv%s", cases[i].msg);
 		if (rc != cases[i].rc || !strstr(err, want))
@@ -487,13 +470,13 @@ static void test_manifest_errors(void **state)
 	char cwd[PATH_MAX];
 	assert_non_null(getcwd(cwd, sizeof(cwd)));
 	assert_int_equal(chdir(t.base), 0);
-	write_file("labels.tsv", seventeen);
+	tu_write_file("labels.tsv", seventeen);
 	assert_int_equal(open_ds(t.root, "labels.tsv", false, &ds, err, sizeof(err)), -EXDEV);
 	assert_string_equal(err, "labels.tsv:17: path '../x.jpg' escapes the dataset root");
 	assert_int_equal(chdir(cwd), 0);
 
 	/* the symlinked cases are fine with follow_symlinks */
-	write_file(man, "cat/evil.jpg\tx\nevildir/secret.jpg\ty\nevildir/no/such.jpg\ty\n");
+	tu_write_file(man, "cat/evil.jpg\tx\nevildir/secret.jpg\ty\nevildir/no/such.jpg\ty\n");
 	assert_int_equal(open_ds(t.root, man, true, &ds, err, sizeof(err)), 0);
 	assert_int_equal(dataset_size(ds), 3);
 	dataset_destroy(&ds);
@@ -501,7 +484,7 @@ static void test_manifest_errors(void **state)
 	/* links that stay inside, names with dots, and missing files are fine */
 	ln(&t, "ok.jpg", "cat/alias.jpg");
 	ln(&t, "cat", "catlink");
-	write_file(man, "cat/alias.jpg\tx\ncatlink/ok.jpg\tx\na..b.jpg\tx\n"
+	tu_write_file(man, "cat/alias.jpg\tx\ncatlink/ok.jpg\tx\na..b.jpg\tx\n"
 		   "./cat/ok.jpg\tx\nmissing/dir/m.jpg\tx\n.hidden.jpg\tx\n");
 	assert_int_equal(open_ds(t.root, man, false, &ds, err, sizeof(err)), 0);
 	assert_int_equal(dataset_size(ds), 6);
@@ -531,7 +514,7 @@ static void test_open_errors(void **state)
 
 	/* root is a file */
 	fmt(p, sizeof(p), "%s/file", t.base);
-	write_file(p, "x");
+	tu_write_file(p, "x");
 	assert_int_equal(open_ds(p, NULL, false, &ds, err, sizeof(err)), -ENOTDIR);
 	assert_non_null(strstr(err, p));
 
@@ -649,8 +632,8 @@ static void test_digest(void **state)
 	tree_new(&t2);
 	manifest_path(&t1, m1, sizeof(m1));
 	manifest_path(&t2, m2, sizeof(m2));
-	write_file(m1, "a.jpg\tcat\nb.jpg\tdog\n");
-	write_file(m2, "a.jpg\tcat\nb.jpg\tdog\n");
+	tu_write_file(m1, "a.jpg\tcat\nb.jpg\tdog\n");
+	tu_write_file(m2, "a.jpg\tcat\nb.jpg\tdog\n");
 	assert_int_equal(open_ds(t1.root, m1, false, &a, err, sizeof(err)), 0);
 	assert_int_equal(open_ds(t2.root, m2, false, &b, err, sizeof(err)), 0);
 	digest_of(a, h1);
@@ -667,7 +650,7 @@ static void test_digest(void **state)
 		"a.jp\tcat\ngb.jpg\tdog\n",   /* same bytes, other split */
 	};
 	for (size_t i = 0; i < sizeof(variants) / sizeof(variants[0]); i++) {
-		write_file(m2, variants[i]);
+		tu_write_file(m2, variants[i]);
 		assert_int_equal(open_ds(t2.root, m2, false, &b, err, sizeof(err)), 0);
 		digest_of(b, h2);
 		assert_string_not_equal(h1, h2);

@@ -23,6 +23,7 @@
 
 #include "decode.h"
 #include "jpeg_fixtures.h"
+#include "test_util.h"
 
 static const struct decode_limits test_limits = {
 	.max_pixels = 100u * 1000 * 1000,
@@ -708,28 +709,19 @@ static void test_bit_flips_and_noise(void **state)
 	decoder_destroy(&d);
 }
 
-static char tmpdir[64];
+static char tmpdir[PATH_MAX];
 
 static int make_tmpdir(void **state)
 {
 	(void)state;
-	snprintf(tmpdir, sizeof(tmpdir), "/tmp/test_decode.XXXXXX");
-	return mkdtemp(tmpdir) ? 0 : -1;
+	tu_mkdtemp(tmpdir, "test_decode");
+	return 0;
 }
 
 static int remove_tmpdir(void **state)
 {
-	char path[128];
-
 	(void)state;
-	snprintf(path, sizeof(path), "%s/a.jpg", tmpdir);
-	unlink(path);
-	snprintf(path, sizeof(path), "%s/empty.jpg", tmpdir);
-	unlink(path);
-	snprintf(path, sizeof(path), "%s/pipe.jpg", tmpdir);
-	unlink(path);
-	rmdir(tmpdir);
-	return 0;
+	return tu_rmtree(tmpdir);
 }
 
 static void test_read_file(void **state)
@@ -737,7 +729,7 @@ static void test_read_file(void **state)
 	decoder_t *d = decoder_new();
 	struct jpeg_fixture_spec s = { .width = 64, .height = 48, .components = 3 };
 	struct decode_limits lim = test_limits;
-	char path[128], want[256];
+	char path[PATH_MAX + 32], want[PATH_MAX + 128];
 	const uint8_t *data;
 	uint8_t *jpg;
 	size_t len, got;

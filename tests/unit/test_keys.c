@@ -24,9 +24,8 @@
 
 #include "keys.h"
 #include "log.h"
+#include "test_util.h"
 
-static char tmpdir[PATH_MAX];
-static char oldcwd[PATH_MAX];
 static char logged[8192];   /* warnings and errors of the running test */
 
 static void sink(enum log_level lvl, const char *line, void *ctx)
@@ -37,25 +36,10 @@ static void sink(enum log_level lvl, const char *line, void *ctx)
 	snprintf(logged + n, sizeof(logged) - n, "<%d>%s\n", (int)lvl, line);
 }
 
-static int rm_entry(const char *path, const struct stat *st, int flag,
-		    struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 static int setup(void **state)
 {
-	const char *base = getenv("TMPDIR");
-
 	(void)state;
-	if (!getcwd(oldcwd, sizeof(oldcwd)))
-		return -1;
-	snprintf(tmpdir, sizeof(tmpdir), "%s/test_keys.XXXXXX",
-		 base && *base ? base : "/tmp");
-	if (!mkdtemp(tmpdir) || chdir(tmpdir))
+	if (tu_enter_tmpdir("test_keys"))
 		return -1;
 	logged[0] = '\0';
 	log_set_sink(sink, NULL);
@@ -66,19 +50,7 @@ static int teardown(void **state)
 {
 	(void)state;
 	log_set_sink(NULL, NULL);
-	if (chdir(oldcwd))
-		return -1;
-	return nftw(tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-static void write_file(const char *name, const char *text, mode_t mode)
-{
-	FILE *f = fopen(name, "w");
-
-	assert_non_null(f);
-	assert_int_equal(fwrite(text, 1, strlen(text), f), strlen(text));
-	assert_int_equal(fclose(f), 0);
-	assert_int_equal(chmod(name, mode), 0);
+	return tu_leave_tmpdir();
 }
 
 static char *read_text(const char *name)
@@ -121,7 +93,7 @@ static void expect_secret_error(const char *text, int want_rc,
 {
 	char sec[41] = "", pub[41] = "", err[512] = "";
 
-	write_file("x.key", text, 0600);
+	tu_write_file_mode("x.key", text, 0600);
 	assert_int_equal(keys_load_secret("x.key", sec, pub, err, sizeof(err)),
 			 want_rc);
 	assert_string_equal(err, want);
@@ -233,13 +205,13 @@ static void test_load_secret(void **state)
 	snprintf(text, sizeof(text), "\xEF\xBB\xBF# made by hand\r\n\r\n"
 		 "   # indented comment\r\n\tsecret-key=%s  \r\n"
 		 "public-key   =   %s\r\n", sec, pub);
-	write_file("hand.key", text, 0600);
+	tu_write_file_mode("hand.key", text, 0600);
 	assert_int_equal(keys_load_secret("hand.key", got_sec, got_pub, err,
 					  sizeof(err)), 0);
 	assert_string_equal(got_sec, sec);
 	assert_string_equal(got_pub, pub);
 	snprintf(text, sizeof(text), "secret-key = %s", sec); /* no newline */
-	write_file("hand.key", text, 0600);
+	tu_write_file_mode("hand.key", text, 0600);
 	assert_int_equal(keys_load_secret("hand.key", got_sec, got_pub, err,
 					  sizeof(err)), 0);
 	assert_string_equal(got_pub, pub);
@@ -351,16 +323,16 @@ static void test_load_public(void **state)
 	/* a bare key */
 	pair(pub, sec);
 	snprintf(text, sizeof(text), "# server\n%s\n", pub);
-	write_file("bare.pub", text, 0644);
+	tu_write_file_mode("bare.pub", text, 0644);
 	assert_int_equal(keys_load_public("bare.pub", got, err, sizeof(err)), 0);
 	assert_string_equal(got, pub);
 
-	write_file("none.pub", "# nothing\n", 0644);
+	tu_write_file_mode("none.pub", "# nothing\n", 0644);
 	assert_int_equal(keys_load_public("none.pub", got, err, sizeof(err)),
 			 -EINVAL);
 	assert_string_equal(err, "none.pub: no 'public-key = KEY' line");
 	snprintf(text, sizeof(text), "%s\n%s\n", pub, pub);
-	write_file("two.pub", text, 0644);
+	tu_write_file_mode("two.pub", text, 0644);
 	assert_int_equal(keys_load_public("two.pub", got, err, sizeof(err)),
 			 -EINVAL);
 	assert_string_equal(err, "two.pub:2: public-key: duplicate (first on "
@@ -383,7 +355,7 @@ static void test_authorized_file(void **state)
 		 "# cutmixd CURVE public key\npublic-key = %s\n\n"
 		 "# bob, by hand\n  %s\r\n"
 		 "public-key=%s\n%s\n", p[0], p[1], p[2], p[0]);
-	write_file("authorized_keys", text, 0644);
+	tu_write_file_mode("authorized_keys", text, 0644);
 	assert_int_equal(keys_load_authorized("authorized_keys", &set, err,
 					      sizeof(err)), 0);
 	assert_non_null(set);
@@ -406,7 +378,7 @@ static void test_authorized_file(void **state)
 	/* a key pair file given by mistake: its public key, and a warning */
 	snprintf(text, sizeof(text), "public-key = %s\nsecret-key = %s\n", p[3],
 		 s[3]);
-	write_file("pair.key", text, 0600);
+	tu_write_file_mode("pair.key", text, 0600);
 	assert_int_equal(keys_load_authorized("pair.key", &set, err,
 					      sizeof(err)), 0);
 	assert_int_equal(keys_count(set), 1);
@@ -429,27 +401,27 @@ static void test_authorized_file(void **state)
 			    "can let clients in\n");
 
 	/* errors */
-	write_file("empty", "# nobody yet\n\n", 0644);
+	tu_write_file_mode("empty", "# nobody yet\n\n", 0644);
 	expect_auth_error("empty", "empty: no public key in this file");
 	/* 39 characters; a Z85 key may hold '=': such a line reads as a
 	 * "NAME = VALUE" line */
 	snprintf(text, sizeof(text), "%s\n0123456789abcdefghijklmnopqrstuvwxyzABC"
 		 "\n", p[0]);
-	write_file("short", text, 0644);
+	tu_write_file_mode("short", text, 0644);
 	expect_auth_error("short", "short:2: expected 'public-key = KEY', "
 			  "'secret-key = KEY', a bare KEY or a '#' comment, got "
 			  "'0123456789abcdefghijklmnopqrstuvwxyzABC'");
-	write_file("short", "public-key = 0123456789abcdefghijklmnopqrstuvwxyzAB"
+	tu_write_file_mode("short", "public-key = 0123456789abcdefghijklmnopqrstuvwxyzAB"
 		   "C\n", 0644);
 	expect_auth_error("short", "short:1: public-key: must be 40 Z85 "
 			  "characters, got '0123456789abcdefghijklmnopqrstuvwxyzABC'");
-	write_file("short", "0123456789abcdefghij=lmnopqrstuvwxyzABC\n", 0644);
+	tu_write_file_mode("short", "0123456789abcdefghij=lmnopqrstuvwxyzABC\n", 0644);
 	expect_auth_error("short", "short:1: expected 'public-key = KEY', "
 			  "'secret-key = KEY', a bare KEY or a '#' comment, got "
 			  "'0123456789abcdefghij = ...'");
 	snprintf(text, sizeof(text), "public-key = %s\npublic-key = %sX\n", p[0],
 		 p[1]);
-	write_file("long", text, 0644);
+	tu_write_file_mode("long", text, 0644);
 	snprintf(err, sizeof(err), "long:2: public-key: must be 40 Z85 "
 		 "characters, got '%sX'", p[1]);
 	expect_auth_error("long", err);
@@ -476,16 +448,16 @@ static void test_authorized_folder(void **state)
 	assert_int_equal(mkdir("clients", 0755), 0);
 	snprintf(text, sizeof(text), "# cutmixd CURVE public key\n"
 		 "public-key = %s\n", p[0]);
-	write_file("clients/alice.pub", text, 0644);
+	tu_write_file_mode("clients/alice.pub", text, 0644);
 	snprintf(text, sizeof(text), "%s\n", p[1]);
-	write_file("clients/bob.pub", text, 0644);
+	tu_write_file_mode("clients/bob.pub", text, 0644);
 	/* ignored: not *.pub, hidden, a key pair file */
-	write_file("clients/README", "not a key\n", 0644);
-	write_file("clients/.old.pub", "not a key\n", 0644);
+	tu_write_file_mode("clients/README", "not a key\n", 0644);
+	tu_write_file_mode("clients/.old.pub", "not a key\n", 0644);
 	snprintf(text, sizeof(text), "public-key = %s\nsecret-key = %s\n", p[2],
 		 s[2]);
-	write_file("clients/carol.key", text, 0600);
-	write_file("clients/.pub", "not a key\n", 0644);
+	tu_write_file_mode("clients/carol.key", text, 0600);
+	tu_write_file_mode("clients/.pub", "not a key\n", 0644);
 
 	assert_int_equal(keys_load_authorized("clients", &set, err, sizeof(err)),
 			 0);
@@ -503,8 +475,8 @@ static void test_authorized_folder(void **state)
 	assert_string_equal(logged, "");
 
 	/* a bad .pub names its file and line; files are read in name order */
-	write_file("clients/zed.pub", "# z\npublic-key = 123\n", 0644);
-	write_file("clients/dave.pub", "\n\n\ngarbage\n", 0644);
+	tu_write_file_mode("clients/zed.pub", "# z\npublic-key = 123\n", 0644);
+	tu_write_file_mode("clients/dave.pub", "\n\n\ngarbage\n", 0644);
 	expect_auth_error("clients", "clients/dave.pub:4: expected 'public-key = "
 			  "KEY', 'secret-key = KEY', a bare KEY or a '#' comment, "
 			  "got 'garbage'");
@@ -513,13 +485,13 @@ static void test_authorized_folder(void **state)
 			  "Z85 characters, got '123'");
 	assert_int_equal(unlink("clients/zed.pub"), 0);
 	/* an empty .pub file is an error too */
-	write_file("clients/eve.pub", "", 0644);
+	tu_write_file_mode("clients/eve.pub", "", 0644);
 	expect_auth_error("clients", "clients/eve.pub: no public key in this file");
 	assert_int_equal(unlink("clients/eve.pub"), 0);
 
 	/* the same key in two files counts once */
 	snprintf(text, sizeof(text), "%s\n", p[0]);
-	write_file("clients/alice2.pub", text, 0644);
+	tu_write_file_mode("clients/alice2.pub", text, 0644);
 	assert_int_equal(keys_load_authorized("clients", &set, err, sizeof(err)),
 			 0);
 	assert_int_equal(keys_count(set), 2);
@@ -536,7 +508,7 @@ static void test_authorized_folder(void **state)
 
 	/* no *.pub at all */
 	assert_int_equal(mkdir("nobody", 0755), 0);
-	write_file("nobody/x.key", text, 0600);
+	tu_write_file_mode("nobody/x.key", text, 0600);
 	expect_auth_error("nobody", "nobody: no *.pub files in this folder");
 }
 

@@ -1,0 +1,93 @@
+/*
+ * test_util.c — helpers shared by the unit tests (see test_util.h).
+ */
+#include "test_util.h"
+
+#include <ftw.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+static char cur_tmpdir[PATH_MAX];
+static char old_cwd[PATH_MAX];
+
+void tu_mkdtemp(char dir[PATH_MAX], const char *tag)
+{
+	const char *base = getenv("TMPDIR");
+
+	snprintf(dir, PATH_MAX, "%s/%s.XXXXXX", base && *base ? base : "/tmp", tag);
+	assert_non_null(mkdtemp(dir));
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	chmod(path, 0700); /* a test may have made it unreadable */
+	return remove(path);
+}
+
+int tu_rmtree(const char *dir)
+{
+	/* Folders first made readable again, then removed depth first. */
+	return nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+int tu_enter_tmpdir(const char *tag)
+{
+	const char *base = getenv("TMPDIR");
+
+	if (!getcwd(old_cwd, sizeof(old_cwd)))
+		return -1;
+	snprintf(cur_tmpdir, sizeof(cur_tmpdir), "%s/%s.XXXXXX", base && *base ? base : "/tmp",
+		 tag);
+	if (!mkdtemp(cur_tmpdir) || chdir(cur_tmpdir))
+		return -1;
+	return 0;
+}
+
+int tu_leave_tmpdir(void)
+{
+	if (chdir(old_cwd))
+		return -1;
+	return tu_rmtree(cur_tmpdir);
+}
+
+const char *tu_tmpdir(void)
+{
+	return cur_tmpdir;
+}
+
+const char *tu_oldcwd(void)
+{
+	return old_cwd;
+}
+
+void tu_write_bytes(const char *path, const void *data, size_t n)
+{
+	FILE *f = fopen(path, "wb");
+
+	assert_non_null(f);
+	assert_int_equal(fwrite(data, 1, n, f), n);
+	assert_int_equal(fclose(f), 0);
+}
+
+void tu_write_file(const char *path, const char *text)
+{
+	tu_write_bytes(path, text, strlen(text));
+}
+
+void tu_write_file_mode(const char *path, const char *text, mode_t mode)
+{
+	tu_write_file(path, text);
+	assert_int_equal(chmod(path, mode), 0);
+}
