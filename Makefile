@@ -111,9 +111,9 @@ TEST_DEPS_test_decode  := daemon/decode daemon/log
 TEST_DEPS_test_resize  := daemon/resize
 TEST_DEPS_test_augment := daemon/augment daemon/rng
 TEST_DEPS_test_wire    := proto/wire
-TEST_DEPS_test_client  := proto/wire proto/keyfile client/c/client client/c/dispatch client/c/batch client/c/epoch client/c/json
+TEST_DEPS_test_client  := proto/wire proto/keyfile client/c/client client/c/dispatch client/c/batch client/c/epoch client/c/json client/c/discovery
 TEST_DEPS_test_keys    := daemon/keys daemon/log proto/keyfile
-TEST_DEPS_test_keyfile := proto/keyfile proto/wire daemon/keys daemon/log client/c/client client/c/dispatch client/c/batch client/c/epoch client/c/json
+TEST_DEPS_test_keyfile := proto/keyfile proto/wire daemon/keys daemon/log client/c/client client/c/dispatch client/c/batch client/c/epoch client/c/json client/c/discovery
 
 define unit_rule
 $(BUILD)/tests/$(1): $(BUILD)/tests/unit/$(1).o $(call obj,$(UNIT_HELP)) $(addprefix $(BUILD)/,$(addsuffix .o,$(TEST_DEPS_$(1))))

@@ -174,54 +174,36 @@ static bool endpoints_valid(const char *list)
 	}
 }
 
-/* Split the list into peers, each with its own DEALER. 0 or -errno. */
+/* Split the list into peers, each with its own DEALER, and dns+tcp://
+ * groups (discovery.c). 0 or -errno. */
 static int make_peers(cutmixd_client_t *c)
 {
 	char *list = strdup(c->endpoints), *save = NULL;
-	int n = 1;
+	int rc = 0;
 
 	if (!list)
 		return -ENOMEM;
-	for (const char *s = c->endpoints; *s; s++)
-		n += *s == ',';
-	c->peers = calloc((size_t)n, sizeof(*c->peers));
-	c->items = calloc((size_t)n, sizeof(*c->items));
-	if (!c->peers || !c->items) {
-		free(list);
-		return -ENOMEM;
-	}
-	for (char *ep = strtok_r(list, ",", &save); ep; ep = strtok_r(NULL, ",", &save)) {
+	for (char *ep = strtok_r(list, ",", &save); ep && rc == 0;
+	     ep = strtok_r(NULL, ",", &save)) {
 		char *end = ep + strlen(ep);
-		struct peer *p = &c->peers[c->npeers];
 
 		while (*ep == ' ' || *ep == '\t')
 			ep++;
 		while (end > ep && (end[-1] == ' ' || end[-1] == '\t'))
 			*--end = 0;
 		for (int i = 0; i < c->npeers; i++)
-			if (strcmp(c->peers[i].endpoint, ep) == 0) {
-				free(list);
-				return -EINVAL; /* listed twice */
-			}
-		p->endpoint = strdup(ep);
-		if (!p->endpoint) {
-			free(list);
-			return -ENOMEM;
-		}
-		p->last_rx = -1;
-		p->latency = -1;
-		p->backoff = PROBE_MIN_MS;
-		c->npeers++;
-		p->sock = zmq_socket(c->ctx, ZMQ_DEALER);
-		if (!p->sock) {
-			free(list);
-			return -zmq_errno();
-		}
-		c->items[c->npeers - 1].socket = p->sock;
-		c->items[c->npeers - 1].events = ZMQ_POLLIN;
+			if (strcmp(c->peers[i].endpoint, ep) == 0)
+				rc = -EINVAL; /* listed twice */
+		for (int i = 0; i < c->ngroups; i++)
+			if (strcmp(c->groups[i].spec, ep) == 0)
+				rc = -EINVAL;
+		if (rc == 0 && strncmp(ep, DNS_SCHEME, strlen(DNS_SCHEME)) == 0)
+			rc = cmx_group_add(c, ep);
+		else if (rc == 0)
+			rc = cmx_peer_add(c, ep, -1) < 0 ? -ENOMEM : 0;
 	}
 	free(list);
-	return 0;
+	return rc;
 }
 
 cutmixd_client_t *cutmixd_client_new(const char *endpoint, const char *pipeline,
@@ -265,7 +247,10 @@ cutmixd_client_t *cutmixd_client_new(const char *endpoint, const char *pipeline,
 	e = -make_peers(c);
 	if (e)
 		goto out_fail;
-	c->window = window ? window : CUTMIXD_DEFAULT_WINDOW * (uint32_t)c->npeers;
+	c->discovery_ms = DISCOVERY_DEFAULT_MS;
+	c->window_auto = window == 0;
+	c->window = window ? window
+			   : CUTMIXD_DEFAULT_WINDOW * (uint32_t)(c->npeers + c->ngroups);
 	return c;
 
 out_fail:
@@ -292,6 +277,12 @@ void cutmixd_client_destroy(cutmixd_client_t **cp)
 	if (c->ctx)
 		while (zmq_ctx_term(c->ctx) != 0 && zmq_errno() == EINTR)
 			;
+	for (int i = 0; c->groups && i < c->ngroups; i++) {
+		free(c->groups[i].spec);
+		free(c->groups[i].host);
+		free(c->groups[i].port);
+	}
+	free(c->groups);
 	free(c->peers);
 	free(c->items);
 	free(c->reqs);
@@ -319,6 +310,20 @@ int cutmixd_client_set_resend_timeout(cutmixd_client_t *c, int ms)
 	if (ms <= 0)
 		return cmx_set_error(c, -EINVAL, 0, "set_resend_timeout: must be > 0 ms, got %d", ms);
 	c->resend_ms = ms;
+	return 0;
+}
+
+int cutmixd_client_set_discovery_interval(cutmixd_client_t *c, int ms)
+{
+	if (!c)
+		return -EINVAL;
+	if (ms <= 0)
+		return cmx_set_error(c, -EINVAL, 0, "set_discovery_interval: must be > 0 ms, got %d",
+				     ms);
+	c->discovery_ms = ms;
+	for (int i = 0; i < c->ngroups; i++)
+		if (c->connected && c->groups[i].next_at > cmx_now_ms() + ms)
+			c->groups[i].next_at = cmx_now_ms() + ms;
 	return 0;
 }
 

@@ -61,6 +61,26 @@
  * its state. The first reply pins the config digest; a daemon that
  * answers with another one is refused from then on (-ESTALE).
  *
+ * Discovery. An endpoint dns+tcp://NAME:PORT stands for every A and AAAA
+ * record of NAME, each a daemon at tcp://ADDRESS:PORT (a Kubernetes
+ * headless Service, a Slurm host list in DNS). NAME is resolved with
+ * getaddrinfo() when the client first connects and again every discovery
+ * interval (default 10 s, cutmixd_client_set_discovery_interval), inside
+ * the client's calls (no thread; a resolution waits at most what
+ * resolv.conf's timeout and attempts allow). Each address is a peer of
+ * its own (cutmixd_client_peer_stats: "tcp://ADDRESS:PORT"): a new one is
+ * connected and used at once; one missing from the answer becomes
+ * CUTMIXD_PEER_GONE: disconnected, sent nothing new, and its outstanding
+ * requests are re-sent to the others as for a lost connection (a late
+ * reply still counts; the first reply wins), so no batch is lost or
+ * delivered twice; it is used again if it comes back. A failed
+ * resolution (no DNS server, SERVFAIL, NXDOMAIN, no address) keeps the
+ * last answer; if a name never resolved and no other daemon answers, the
+ * call fails with -ETIMEDOUT after the timeout, its message saying
+ * "cannot resolve 'NAME': why". Peers are only ever appended: peer
+ * indexes (cutmixd_batch_peer) stay valid. With window 0 the window is
+ * CUTMIXD_DEFAULT_WINDOW per daemon known at each epoch_begin.
+ *
  * CURVE. cutmixd_client_set_curve() (before the first request) encrypts
  * and authenticates every connection; cutmixd_load_keypair() reads the
  * key files that `cutmixd keygen NAME` writes.
@@ -150,6 +170,7 @@ enum cutmixd_peer_state {
 	CUTMIXD_PEER_NOT_CONNECTED = 1, /* no connection (yet, or any more) */
 	CUTMIXD_PEER_DOWN          = 2, /* silent: probed, unused until it answers */
 	CUTMIXD_PEER_REFUSED       = 3, /* another config digest: never used again */
+	CUTMIXD_PEER_GONE          = 4, /* left its dns+tcp:// name's answer: unused */
 };
 
 struct cutmixd_peer_stats {
@@ -169,9 +190,10 @@ struct cutmixd_peer_stats {
 
 /*
  * A client for one pipeline and shard. `endpoint` is a ZeroMQ endpoint
- * ("tcp://host:5555", "ipc:///run/cutmixd.sock") or a comma-separated list
- * of them; requests are spread over all daemons of the list, which must run
- * the same configuration (checked through the config digest). `pipeline`
+ * ("tcp://host:5555", "ipc:///run/cutmixd.sock"), a discovery name
+ * ("dns+tcp://NAME:PORT", below) or a comma-separated list of them;
+ * requests are spread over all daemons of the list, which must run the
+ * same configuration (checked through the config digest). `pipeline`
  * may be NULL or "" for a client that only asks global INFO and STATS.
  * `window` is how many batch requests epoch iteration keeps in flight over
  * all daemons (0 = CUTMIXD_DEFAULT_WINDOW per endpoint); at most the
@@ -197,6 +219,9 @@ int cutmixd_client_set_timeout(cutmixd_client_t *c, int ms);
 int cutmixd_client_set_resend_timeout(cutmixd_client_t *c, int ms);
 /* Request flags sent with every request (CUTMIXD_EXPECT_EVAL). */
 int cutmixd_client_set_flags(cutmixd_client_t *c, uint32_t flags);
+/* How often dns+tcp:// names are resolved again, in milliseconds (> 0;
+ * default 10000). Takes effect at the next resolution at the latest. */
+int cutmixd_client_set_discovery_interval(cutmixd_client_t *c, int ms);
 
 /*
  * ZeroMQ CURVE on every connection: `server_public` is the daemons' public
@@ -213,8 +238,10 @@ int cutmixd_client_set_curve(cutmixd_client_t *c, const char *server_public,
 
 /*
  * Read a key file of `cutmixd keygen NAME`: lines "public-key = <Z85>" and
- * "secret-key = <Z85>" (value optionally in double quotes), '#' comment
- * lines and blank lines; ZeroMQ zcert files also work. NAME.key holds both
+ * "secret-key = <Z85>" (value optionally in double quotes), a bare key
+ * line (a public key), '#' comment lines and blank lines; ZeroMQ zcert
+ * files also work. The same grammar as the daemon's and `cutmixd stats
+ * --key` (one parser, proto/keyfile.c; any other line is an error). NAME.key holds both
  * (pass `secret_key` to get it, the pair is checked), NAME.pub only the
  * public key (pass secret_key NULL). Buffers of CUTMIXD_KEY_Z85_SIZE. 0, or
  * -errno of opening the file, -EINVAL (syntax, bad key, mismatched pair),
@@ -263,8 +290,9 @@ int cutmixd_client_epoch_next(cutmixd_client_t *c, cutmixd_batch_t **out);
  * iteration was begun. */
 int64_t cutmixd_client_epoch_position(const cutmixd_client_t *c);
 
-/* The endpoints of the client, in the order given: how many, and what the
- * client knows of endpoint i (0, -ERANGE past the end). */
+/* The daemons of the client: those listed, in the order given, then those
+ * discovered through dns+tcp:// names, in the order found: how many, and
+ * what the client knows of daemon i (0, -ERANGE past the end). */
 int cutmixd_client_peer_count(const cutmixd_client_t *c);
 int cutmixd_client_peer_stats(const cutmixd_client_t *c, unsigned i,
 			      struct cutmixd_peer_stats *out);

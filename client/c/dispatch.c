@@ -28,52 +28,20 @@ bool cmx_peer_writable(const struct peer *p)
 	return (ev & ZMQ_POLLOUT) != 0;
 }
 
-static int set_int(void *sock, int opt, int v)
-{
-	return zmq_setsockopt(sock, opt, &v, sizeof(v));
-}
-
-/* Set the options and connect every socket, once. A failure (bad address,
- * unsupported transport) is permanent: retrying would connect the good
- * endpoints twice, so it is remembered and repeated. */
+/* Set the options and connect every listed socket, once, then resolve
+ * the dns+tcp:// groups. A failure (bad address, unsupported transport) is
+ * permanent: retrying would connect the good endpoints twice, so it is
+ * remembered and repeated. */
 int cmx_ensure_connected(cutmixd_client_t *c)
 {
-	int hb_timeout = c->resend_ms > 3000 ? c->resend_ms : 3000;
-
 	if (c->connected)
 		return 0;
 	if (c->connect_fail)
 		return cmx_set_failure(c, c->connect_fail);
 	for (int i = 0; i < c->npeers; i++) {
-		struct peer *p = &c->peers[i];
-		int rc;
+		int rc = cmx_peer_connect(c, i);
 
-		/* Closing never waits; requests go only to a live connection,
-		 * and a dropped one takes its requests with it (they are
-		 * re-sent) instead of delivering them late after a restart. */
-		if (set_int(p->sock, ZMQ_LINGER, 0) != 0 ||
-		    set_int(p->sock, ZMQ_IMMEDIATE, 1) != 0 ||
-		    set_int(p->sock, ZMQ_RECONNECT_IVL, RECONNECT_IVL_MS) != 0)
-			return cmx_zmq_fail(c, "socket options");
-#ifdef ZMQ_CONNECT_TIMEOUT
-		set_int(p->sock, ZMQ_CONNECT_TIMEOUT, CONNECT_TIMEOUT_MS);
-#endif
-#ifdef ZMQ_HEARTBEAT_IVL
-		/* A connection that carries nothing for this long is dropped
-		 * (dead link) and made again. */
-		set_int(p->sock, ZMQ_HEARTBEAT_IVL, HEARTBEAT_IVL_MS);
-		set_int(p->sock, ZMQ_HEARTBEAT_TIMEOUT, hb_timeout);
-#endif
-		if (c->curve &&
-		    (zmq_setsockopt(p->sock, ZMQ_CURVE_SERVERKEY, c->curve_server, 40) != 0 ||
-		     zmq_setsockopt(p->sock, ZMQ_CURVE_PUBLICKEY, c->curve_public, 40) != 0 ||
-		     zmq_setsockopt(p->sock, ZMQ_CURVE_SECRETKEY, c->curve_secret, 40) != 0))
-			return cmx_zmq_fail(c, "CURVE socket options");
-		rc = zmq_connect(p->sock, p->endpoint);
 		if (rc != 0) {
-			int e = zmq_errno();
-
-			rc = cmx_set_error(c, -e, 0, "connect '%s': %s", p->endpoint, zmq_strerror(e));
 			c->connect_fail = malloc(sizeof(*c->connect_fail));
 			if (c->connect_fail)
 				cmx_fail_set(c->connect_fail, rc, 0, "%s", c->err);
@@ -81,7 +49,7 @@ int cmx_ensure_connected(cutmixd_client_t *c)
 		}
 	}
 	c->connected = true;
-	return 0;
+	return cmx_discover(c, cmx_now_ms(), true);
 }
 
 struct wire_request cmx_make_request(const cutmixd_client_t *c, uint16_t type,
@@ -203,7 +171,7 @@ static void req_expire(cutmixd_client_t *c, struct req *q)
 	}
 }
 
-static void peer_expire_all(cutmixd_client_t *c, int i)
+void cmx_peer_expire_all(cutmixd_client_t *c, int i)
 {
 	for (size_t k = 0; k < c->nreqs; k++)
 		if (c->reqs[k].peer == i)
@@ -214,7 +182,7 @@ static void mark_down(cutmixd_client_t *c, int i, int64_t now)
 {
 	struct peer *p = &c->peers[i];
 
-	peer_expire_all(c, i);
+	cmx_peer_expire_all(c, i);
 	if (!p->down) {
 		p->down = true;
 		p->downs++;
@@ -228,6 +196,8 @@ enum cutmixd_peer_state cmx_peer_state(const struct peer *p)
 {
 	if (p->refused)
 		return CUTMIXD_PEER_REFUSED;
+	if (p->gone)
+		return CUTMIXD_PEER_GONE;
 	if (p->down)
 		return CUTMIXD_PEER_DOWN;
 	return cmx_peer_writable(p) ? CUTMIXD_PEER_UP : CUTMIXD_PEER_NOT_CONNECTED;
@@ -240,6 +210,7 @@ static const char *state_name(enum cutmixd_peer_state s)
 	case CUTMIXD_PEER_NOT_CONNECTED: return "not connected";
 	case CUTMIXD_PEER_DOWN:          return "down";
 	case CUTMIXD_PEER_REFUSED:       return "refused";
+	case CUTMIXD_PEER_GONE:          return "gone from DNS";
 	}
 	return "?";
 }
@@ -266,6 +237,8 @@ void cmx_describe_peers(const cutmixd_client_t *c, char *out, size_t n)
 			break;
 		len += (size_t)w;
 	}
+	if (len < n)
+		cmx_describe_groups(c, out, n);
 }
 
 /* Send one request on peer i. 1 sent (*id set), 0 the socket cannot take
@@ -355,7 +328,7 @@ int cmx_dispatch(cutmixd_client_t *c, struct job *j, int64_t now)
 			const struct peer *p = &c->peers[i];
 			int rot = (i - c->rr + c->npeers) % c->npeers;
 
-			if (p->scratch || p->down || p->refused || p->live >= cap ||
+			if (p->scratch || p->down || p->refused || p->gone || p->live >= cap ||
 			    (j->only >= 0 && i != j->only))
 				continue;
 			if (best >= 0) {
@@ -426,13 +399,13 @@ static int maintain(cutmixd_client_t *c, int64_t now)
 	for (int i = 0; i < c->npeers; i++) {
 		struct peer *p = &c->peers[i];
 
-		if (p->refused)
+		if (p->refused || p->gone)
 			continue;
 		if (p->live) {
 			if (!cmx_peer_writable(p)) {
 				/* The connection dropped: what was sent on it is lost. */
 				p->disconnects++;
-				peer_expire_all(c, i);
+				cmx_peer_expire_all(c, i);
 			} else {
 				int64_t r = resend_after(c, p);
 				bool old = false;
@@ -495,7 +468,7 @@ static int maintain(cutmixd_client_t *c, int64_t now)
 static int64_t next_wake(cutmixd_client_t *c, int64_t now, int64_t until)
 {
 	struct epoch_iter *ep = &c->ep;
-	int64_t t = until;
+	int64_t t = until < cmx_discovery_due(c) ? until : cmx_discovery_due(c);
 	bool any_live = false, room;
 
 	for (size_t k = 0; k < c->nreqs; k++) {
@@ -515,7 +488,7 @@ static int64_t next_wake(cutmixd_client_t *c, int64_t now, int64_t until)
 		const struct peer *p = &c->peers[i];
 		int64_t due;
 
-		if (!p->down || p->refused)
+		if (!p->down || p->refused || p->gone)
 			continue;
 		due = p->probe_id ? p->probe_sent + resend_after(c, p) + 1 : p->probe_at;
 		if (due < t)
@@ -560,7 +533,7 @@ static int check_digest(cutmixd_client_t *c, int i, const struct reply *r)
 	if (memcmp(c->digest, r->h.digest, WIRE_DIGEST_SIZE) == 0)
 		return 0;
 	p->refused = true;
-	peer_expire_all(c, i);
+	cmx_peer_expire_all(c, i);
 	cmx_hex(got, r->h.digest, WIRE_DIGEST_SIZE);
 	cmx_hex(want, c->digest, WIRE_DIGEST_SIZE);
 	return cmx_set_error(c, -ESTALE, 0,
@@ -709,7 +682,9 @@ int cmx_service(cutmixd_client_t *c, int64_t until)
 		if (rc < 0)
 			return rc;
 	}
-	rc = maintain(c, now);
+	rc = cmx_discover(c, now, false);
+	if (rc == 0)
+		rc = maintain(c, now);
 	if (rc == 0)
 		rc = dispatch_pending(c, now);
 	if (rc < 0 || c->replies != seen)

@@ -87,6 +87,7 @@ int cutmixd_client_epoch_begin(cutmixd_client_t *c, uint32_t epoch, uint32_t sta
 	struct epoch_iter *ep;
 	uint64_t window;
 	int64_t bpe;
+	int npeers;
 	int rc;
 
 	if (!c)
@@ -103,9 +104,14 @@ int cutmixd_client_epoch_begin(cutmixd_client_t *c, uint32_t epoch, uint32_t sta
 		return cmx_set_error(c, -ERANGE, 0,
 				 "epoch_begin: start %u beyond the %" PRId64 " batches per epoch",
 				 start, bpe);
+	/* With dns+tcp:// groups the daemons are those discovered so far:
+	 * a default window follows their number at each begin. */
+	npeers = c->ngroups ? cmx_usable_peers(c) : c->npeers;
+	if (c->ngroups && c->window_auto)
+		c->window = CUTMIXD_DEFAULT_WINDOW * (uint32_t)npeers;
 	window = c->window;
-	if (c->max_window > 0 && window > (uint64_t)c->max_window * (uint64_t)c->npeers)
-		window = (uint64_t)c->max_window * (uint64_t)c->npeers;
+	if (c->max_window > 0 && window > (uint64_t)c->max_window * (uint64_t)npeers)
+		window = (uint64_t)c->max_window * (uint64_t)npeers;
 	if (window != ep->window || !ep->slots) {
 		struct job *s = calloc(window, sizeof(*s));
 

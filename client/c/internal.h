@@ -77,6 +77,8 @@
 #define LATENCY_FACTOR   3
 #define RESEND_CAP_FACTOR 4
 #define TRIED_BITS       64  /* peers remembered per job for "elsewhere" */
+#define DNS_SCHEME       "dns+tcp://"
+#define DISCOVERY_DEFAULT_MS 10000
 
 /* ---- types -------------------------------------------------------------- */
 
@@ -119,6 +121,18 @@ struct peer {
 	int backoff;         /* probe back-off, ms */
 	double latency;      /* EWMA request -> reply, ms; < 0 unknown */
 	uint64_t requests, replies, batches, resent, downs, disconnects;
+	int group;           /* dns+tcp:// group it came from, -1 listed */
+	bool gone;           /* vanished from its group's DNS answer: unused */
+	bool connected;      /* zmq_connect done (and not disconnected) */
+};
+
+/* One dns+tcp://NAME:PORT of the endpoint list (discovery.c). */
+struct dns_group {
+	char *spec;          /* as listed */
+	char *host, *port;
+	int64_t next_at;     /* next resolution, ms */
+	int naddrs;          /* addresses in the last good answer, 0 none yet */
+	char err[160];       /* why the last resolution failed, "" if it did not */
 };
 
 enum job_state { JOB_FREE, JOB_WAIT, JOB_DONE, JOB_FAILED };
@@ -164,9 +178,13 @@ struct epoch_iter {
 
 struct cutmixd_client {
 	void *ctx;
-	struct peer *peers;
-	int npeers;
+	struct peer *peers;  /* may move (discovery adds peers): use indexes */
+	int npeers, cappeers;
 	zmq_pollitem_t *items;
+	struct dns_group *groups;
+	int ngroups;
+	int discovery_ms;    /* re-resolve groups this often */
+	bool window_auto;    /* window 0: CUTMIXD_DEFAULT_WINDOW per daemon */
 	char *endpoints;     /* the list as given */
 	bool connected;
 	struct failure *connect_fail; /* a failed connect is final */
@@ -227,11 +245,21 @@ int cmx_make_batch(cutmixd_client_t *c, struct reply *r, const struct wire_reque
 /* json.c */
 int cmx_json_top_int(const char *js, const char *key, int64_t *out);
 
+/* discovery.c: peers and dns+tcp:// groups */
+int cmx_peer_add(cutmixd_client_t *c, const char *endpoint, int group);
+int cmx_peer_connect(cutmixd_client_t *c, int i);
+int cmx_group_add(cutmixd_client_t *c, const char *spec);
+int cmx_discover(cutmixd_client_t *c, int64_t now, bool force);
+int64_t cmx_discovery_due(const cutmixd_client_t *c);
+int cmx_usable_peers(const cutmixd_client_t *c);
+void cmx_describe_groups(const cutmixd_client_t *c, char *out, size_t n);
+
 /* dispatch.c: sockets, requests, jobs, service rounds */
 bool cmx_peer_writable(const struct peer *p);
 int cmx_ensure_connected(cutmixd_client_t *c);
 struct wire_request cmx_make_request(const cutmixd_client_t *c, uint16_t type,
 				     uint32_t epoch, uint32_t batch);
+void cmx_peer_expire_all(cutmixd_client_t *c, int i);
 void cmx_reqs_detach(cutmixd_client_t *c, const struct job *jobs, size_t n);
 void cmx_job_release(struct job *j);
 void cmx_job_start(struct job *j, uint16_t type, uint32_t epoch, uint32_t batch);

@@ -1644,6 +1644,62 @@ static void test_load_keypair(void **state)
 	assert_int_equal(rmdir(dir), 0);
 }
 
+/* dns+tcp://localhost:PORT: every address of "localhost" (from
+ * /etc/hosts: 127.0.0.1, perhaps ::1) is a peer; the fake on 127.0.0.1
+ * serves the epoch. Bad dns+tcp:// endpoints are refused by new(). */
+static void test_dns_endpoint(void **state)
+{
+	struct fake_cfg cfg = default_cfg();
+	struct cutmixd_peer_stats st;
+	char ep[300], want[300];
+	const char *port;
+	struct fake f;
+	cutmixd_client_t *c;
+	bool found = false;
+	uint32_t n;
+
+	(void)state;
+	fake_start(&f, &cfg, true);
+	port = strrchr(f.endpoint, ':') + 1;
+	snprintf(ep, sizeof(ep), "dns+tcp://localhost:%s", port);
+	snprintf(want, sizeof(want), "tcp://127.0.0.1:%s", port);
+	c = cutmixd_client_new(ep, "train", 1, 2, 0);
+	assert_non_null(c);
+	assert_int_equal(cutmixd_client_peer_count(c), 0); /* resolved on connect */
+	assert_int_equal(cutmixd_client_set_timeout(c, 5000), 0);
+	assert_int_equal(cutmixd_client_set_discovery_interval(c, 50), 0);
+	assert_int_equal(cutmixd_client_set_discovery_interval(c, 0), -EINVAL);
+	assert_int_equal(cutmixd_client_epoch_begin(c, 3, 0), 0);
+	assert_int_equal(drain_epoch(c, &cfg, 3, 0, &n), 0);
+	assert_int_equal(n, 10);
+	assert_true(cutmixd_client_peer_count(c) >= 1);
+	for (int i = 0; i < cutmixd_client_peer_count(c); i++) {
+		assert_int_equal(cutmixd_client_peer_stats(c, (unsigned)i, &st), 0);
+		if (strcmp(st.endpoint, want) == 0) {
+			found = true;
+			assert_true(st.batches >= 1);
+			assert_int_equal(st.state, CUTMIXD_PEER_UP);
+		}
+	}
+	assert_true(found);
+	cutmixd_client_destroy(&c);
+	fake_stop(&f);
+
+	for (const char *bad = "dns+tcp://host dns+tcp://host: dns+tcp://:5555 "
+			       "dns+tcp://host:0 dns+tcp://host:65536 dns+tcp://host:5x "
+			       "dns+tcp://[::1]:5555";
+	     *bad;) {
+		const char *sp = strchr(bad, ' ');
+		size_t len = sp ? (size_t)(sp - bad) : strlen(bad);
+
+		snprintf(ep, sizeof(ep), "%.*s", (int)len, bad);
+		errno = 0;
+		assert_null(cutmixd_client_new(ep, "train", 0, 1, 0));
+		assert_int_equal(errno, EINVAL);
+		bad += len + (sp ? 1 : 0);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1675,6 +1731,7 @@ int main(void)
 		cmocka_unit_test(test_no_daemon_answers),
 		cmocka_unit_test(test_curve),
 		cmocka_unit_test(test_load_keypair),
+		cmocka_unit_test(test_dns_endpoint),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
