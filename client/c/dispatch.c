@@ -703,12 +703,14 @@ int cmx_service(cutmixd_client_t *c, int64_t until)
 	return 0;
 }
 
+/* Every daemon known was refused (none known yet, as for a dns+tcp://
+ * name that never resolved, is not that: it ends in a timeout). */
 bool cmx_all_refused(const cutmixd_client_t *c)
 {
 	for (int i = 0; i < c->npeers; i++)
 		if (!c->peers[i].refused)
 			return false;
-	return true;
+	return c->npeers > 0;
 }
 
 int cmx_refused_error(cutmixd_client_t *c)

@@ -157,7 +157,11 @@ int cutmixd_client_epoch_next(cutmixd_client_t *c, cutmixd_batch_t **out)
 	if (ep->next >= ep->end)
 		return 0;
 	deadline = cmx_now_ms() + c->timeout_ms;
-	rc = fill_window(c);
+	/* A consumer slower than the daemons finds its batches ready and
+	 * never waits in service(): look at the DNS names here too. */
+	rc = cmx_discover(c, cmx_now_ms(), false);
+	if (rc == 0)
+		rc = fill_window(c);
 	if (rc < 0)
 		return epoch_fail(c, rc);
 	for (;;) {

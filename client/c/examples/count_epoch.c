@@ -13,7 +13,9 @@
  * padded, and checksum, the FNV-1a 64 hash of every image byte of the epoch
  * in batch order (the same on any daemon with the same config). With
  * several endpoints, one "served ENDPOINT: N batches, R resent" line per
- * daemon follows. -v adds a line per batch. --dump-batch writes the header,
+ * daemon follows. -v adds a line per batch (with a hash of its body frames
+ * and the daemon that served it; --sleep-ms slows the loop down, and an
+ * endpoint may be dns+tcp://NAME:PORT, see cutmixd.h). --dump-batch writes the header,
  * images, labels and metadata frames of batch K, concatenated. CURVE:
  * --server-key is the daemons' public key (Z85, or a NAME.pub / NAME.key
  * file), --client-key this client's keypair file (NAME.key of `cutmixd
@@ -43,6 +45,8 @@ struct opts {
 	const char *pipeline;
 	uint32_t epoch, rank, world, window;
 	int timeout_ms, resend_ms;
+	int discovery_ms;      /* 0: the library's default */
+	int sleep_ms;          /* per batch: a slow trainer */
 	const char *server_key, *client_key;
 	bool verbose;
 	bool no_checksum;
@@ -57,13 +61,18 @@ static void usage(FILE *f)
 		"usage: cutmixd-count -e ENDPOINT[,ENDPOINT...] -p PIPELINE [-E epoch] [-r rank]\n"
 		"                     [-w world] [-W window] [-t timeout_ms] [-R resend_ms] [-v]\n"
 		"                     [--server-key KEY|FILE [--client-key FILE]] [--no-checksum]\n"
+		"                     [--discovery-interval MS] [--sleep-ms MS]\n"
 		"       cutmixd-count -e ENDPOINT -p PIPELINE [-E epoch] [-r rank] [-w world]\n"
 		"                     --dump-batch K --out FILE\n"
 		"Streams one epoch (from one daemon or several) and prints batches, images,\n"
 		"img/s, mixed and replaced samples and an FNV-1a 64 checksum of the image\n"
 		"bytes; --dump-batch writes batch K's header, images, labels and metadata\n"
 		"frames as received to FILE. --server-key (Z85 or key file) and --client-key\n"
-		"(keypair file of `cutmixd keygen`) switch to CURVE.\n"
+		"(keypair file of `cutmixd keygen`) switch to CURVE. An ENDPOINT may be\n"
+		"dns+tcp://NAME:PORT: every address of NAME is a daemon, NAME resolved again\n"
+		"every --discovery-interval ms (10000). -v prints one line per batch with an\n"
+		"FNV-1a 64 of its images, labels and metadata and the daemon that served it;\n"
+		"--sleep-ms waits that long after each batch (a slow trainer).\n"
 		"       cutmixd-count --version | --help\n"
 		"Exit status: 0 ok, 1 error, 64 usage.\n");
 }
@@ -101,6 +110,8 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "dump-batch", required_argument, NULL, 'D' },
 		{ "out", required_argument, NULL, 'o' },
+		{ "discovery-interval", required_argument, NULL, 'I' },
+		{ "sleep-ms", required_argument, NULL, 'Z' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
@@ -137,6 +148,18 @@ static int parse_args(int argc, char **argv, struct opts *o)
 				return -EINVAL;
 			}
 			o->resend_ms = (int)t;
+			break;
+		case 'I':
+		case 'Z':
+			if (parse_u32(ch == 'I' ? "--discovery-interval" : "--sleep-ms", optarg, &t))
+				return -EINVAL;
+			if ((ch == 'I' && t == 0) || t > INT32_MAX) {
+				fprintf(stderr, "cutmixd-count: %s: must be %d..%d ms\n",
+					ch == 'I' ? "--discovery-interval" : "--sleep-ms", ch == 'I',
+					INT32_MAX);
+				return -EINVAL;
+			}
+			*(ch == 'I' ? &o->discovery_ms : &o->sleep_ms) = (int)t;
 			break;
 		case 'S': o->server_key = optarg; break;
 		case 'K': o->client_key = optarg; break;
@@ -237,6 +260,27 @@ out_free:
 	return rc;
 }
 
+/* -v: "batch K: N images[ (last)] fnv HASH from ENDPOINT", HASH the
+ * FNV-1a 64 of the images, labels and metadata frames (the same bytes on
+ * any daemon with the same config). */
+static void print_batch(const cutmixd_client_t *c, const cutmixd_batch_t *b)
+{
+	struct cutmixd_peer_stats st;
+	uint64_t h = FNV_OFFSET;
+
+	for (unsigned i = 1; i < 4; i++) {
+		size_t n;
+		const void *p = cutmixd_batch_frame(b, i, &n);
+
+		h = fnv1a(h, p, n);
+	}
+	if (cutmixd_client_peer_stats(c, (unsigned)cutmixd_batch_peer(b), &st) != 0)
+		st.endpoint = "?";
+	printf("batch %u: %u images%s fnv %016" PRIx64 " from %s\n", cutmixd_batch_index(b),
+	       cutmixd_batch_size(b), cutmixd_batch_is_last(b) ? " (last)" : "", h, st.endpoint);
+	fflush(stdout);
+}
+
 static int count_epoch(cutmixd_client_t *c, const struct opts *o)
 {
 	uint64_t batches = 0, images = 0, cutmix = 0, mixup = 0, replaced = 0, padded = 0;
@@ -266,8 +310,12 @@ static int count_epoch(cutmixd_client_t *c, const struct opts *o)
 			padded += m.pad != 0;
 		}
 		if (o->verbose)
-			printf("batch %u: %u images%s\n", cutmixd_batch_index(b), n,
-			       cutmixd_batch_is_last(b) ? " (last)" : "");
+			print_batch(c, b);
+		if (o->sleep_ms) {
+			struct timespec ts = { o->sleep_ms / 1000, (o->sleep_ms % 1000) * 1000000L };
+
+			nanosleep(&ts, NULL);
+		}
 		batches++;
 		images += n;
 		cutmixd_batch_free(&b);
@@ -354,6 +402,8 @@ int main(int argc, char **argv)
 	}
 	cutmixd_client_set_timeout(c, o.timeout_ms);
 	cutmixd_client_set_resend_timeout(c, o.resend_ms);
+	if (o.discovery_ms)
+		cutmixd_client_set_discovery_interval(c, o.discovery_ms);
 	rc = setup_curve(c, &o);
 	if (rc == 0)
 		rc = o.dump ? dump_batch(c, &o) : count_epoch(c, &o);
