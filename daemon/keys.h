@@ -13,10 +13,11 @@
  *   public-key = <40 Z85 characters>
  *
  * Readers accept blank lines, '#' comment lines, "public-key = KEY" and
- * "secret-key = KEY" lines (blanks around '=' optional) and a bare line of
- * exactly 40 Z85 characters, which is a public key. No comment may
- * follow a key on its line ('#' is a Z85 character). A key never starts
- * with '#': the first character of a Z85 group is at most '%'.
+ * "secret-key = KEY" lines (blanks around '=' optional, KEY optionally in
+ * double quotes), a bare line of exactly 40 Z85 characters, which is a
+ * public key, and ZeroMQ zcert files. No comment may follow a key on its
+ * line ('#' is a Z85 character). The whole grammar is proto/keyfile.h's,
+ * one parser shared with the C client and `cutmixd stats --key`.
  *
  * Errors are one line naming the file and line:
  *   "clients/bob.pub:2: public-key: must be 40 Z85 characters, got 'abc'"

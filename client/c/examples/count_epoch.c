@@ -93,6 +93,9 @@ static int parse_u32(const char *opt, const char *s, uint32_t *out)
 	return 0;
 }
 
+static int check_opts(const struct opts *o);
+
+/* ~90 lines: the option table and one case per option, kept side by side. */
 static int parse_args(int argc, char **argv, struct opts *o)
 {
 	static const struct option longs[] = {
@@ -180,6 +183,12 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		fprintf(stderr, "cutmixd-count: unexpected argument '%s'\n", argv[optind]);
 		return -EINVAL;
 	}
+	return check_opts(o);
+}
+
+/* Rules across options. 0 or -EINVAL (message printed). */
+static int check_opts(const struct opts *o)
+{
 	if (!o->endpoint || !o->pipeline) {
 		fprintf(stderr, "cutmixd-count: -e ENDPOINT and -p PIPELINE are required\n");
 		return -EINVAL;
