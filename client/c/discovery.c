@@ -98,6 +98,10 @@ int cmx_peer_connect(cutmixd_client_t *c, int i)
 	set_int(p->sock, ZMQ_HEARTBEAT_IVL, HEARTBEAT_IVL_MS);
 	set_int(p->sock, ZMQ_HEARTBEAT_TIMEOUT, hb_timeout);
 #endif
+	/* A discovered IPv6 address (AAAA): ZeroMQ connects to one only with
+	 * ZMQ_IPV6 (listed endpoints keep ZeroMQ's default). */
+	if (p->group >= 0 && strchr(p->endpoint, '[') && set_int(p->sock, ZMQ_IPV6, 1) != 0)
+		return cmx_zmq_fail(c, "socket option ZMQ_IPV6");
 	if (c->curve &&
 	    (zmq_setsockopt(p->sock, ZMQ_CURVE_SERVERKEY, c->curve_server, 40) != 0 ||
 	     zmq_setsockopt(p->sock, ZMQ_CURVE_PUBLICKEY, c->curve_public, 40) != 0 ||
