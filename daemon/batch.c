@@ -42,7 +42,6 @@ struct worker_ctx {
 	struct mix_item *items;
 	uint32_t *perm;
 	uint32_t items_cap;
-	char path[4096];
 	char why[512];
 };
 
@@ -225,7 +224,8 @@ static int load_sample(struct worker_ctx *w, batch_t *b, uint32_t source,
 {
 	const struct pipeline_cfg *p = b->pl->cfg;
 	const struct server_cfg *sv = &b->eng->cfg->server;
-	struct decode_limits lim = { sv->max_pixels, sv->max_file_bytes };
+	struct decode_limits lim = { sv->max_pixels, sv->max_file_bytes,
+				     sv->max_scan_blocks };
 	const int out = (int)p->size;
 	const uint8_t *data;
 	struct crop_box box;
@@ -233,11 +233,10 @@ static int load_sample(struct worker_ctx *w, batch_t *b, uint32_t source,
 	size_t len;
 	int W, H, rc;
 
-	if (!dataset_full_path(b->pl->ds, source, w->path, sizeof(w->path))) {
-		snprintf(w->why, sizeof(w->why), "path too long");
-		return -ENAMETOOLONG;
-	}
-	rc = decode_read_file(w->dec, w->path, &lim, &data, &len);
+	/* opened relative to the dataset root: containment is checked at
+	 * every open (dataset.h), not only when the index was built */
+	rc = decode_read_fd(w->dec, dataset_open_sample(b->pl->ds, source),
+			    dataset_path(b->pl->ds, source), &lim, &data, &len);
 	if (rc == 0)
 		rc = decoder_open(w->dec, data, len, &lim, &W, &H);
 	if (rc) {
@@ -336,9 +335,12 @@ static void sample_run(struct pool_task *t, uint32_t pos, void *ctx)
 		int rc = load_sample(w, b, source, &r, slot, m);
 		if (rc == 0)
 			break;
-		if (rc == -ENOMEM) {
-			batch_fail(b, WIRE_E_INTERNAL, "out of memory decoding '%s'",
-				   dataset_path(pl->ds, source));
+		if (decode_error_transient(rc)) {
+			/* the daemon's trouble (memory, descriptors, I/O), not
+			 * the file's: fail retryably, keep it off the bad list */
+			batch_fail(b, WIRE_E_INTERNAL, "cannot read '%s' now: %s "
+				   "(not a bad file; retry)", dataset_path(pl->ds, source),
+				   w->why[0] ? w->why : strerror(-rc));
 			return;
 		}
 		engine_note_bad(b->eng, pl->ds_index, source, w->why);

@@ -157,6 +157,10 @@ static const struct option options[] = {
 	     NULL, S_(max_pixels), F_DIGEST),
 	UINT(SEC_SERVER, "max_file_bytes", OT_U64, 1, 1ull << 40, "67108864",
 	     NULL, S_(max_file_bytes), F_DIGEST),
+	UINT(SEC_SERVER, "max_scan_blocks", OT_U64, 0, 1ull << 50, "0",
+	     NULL, S_(max_scan_blocks), F_DIGEST),
+	UINT(SEC_SERVER, "max_batch_bytes", OT_U64, 0, 1ull << 50, "0",
+	     NULL, S_(max_batch_bytes), 0),
 	WORD(SEC_SERVER, "on_decode_error", kw_on_error, "replace", NULL,
 	     S_(on_decode_error), F_DIGEST),
 	UINT(SEC_SERVER, "idle_timeout", OT_U32, 1, 86400, "300", NULL,
@@ -176,6 +180,8 @@ static const struct option options[] = {
 	TEXT(SEC_DATASET, "manifest", OT_PATH, NULL, D_(manifest), 0, F_DIGEST),
 	TEXT(SEC_DATASET, "follow_symlinks", OT_BOOL, "false",
 	     D_(follow_symlinks), 0, F_DIGEST),
+	TEXT(SEC_DATASET, "digest_contents", OT_BOOL, "false",
+	     D_(digest_contents), 0, 0),
 
 	/* [pipeline.NAME] */
 	TEXT(SEC_PIPELINE, "dataset", OT_NAME, "default", P_(dataset_name), 0,
@@ -1302,6 +1308,11 @@ static int check_all(struct loader *ld)
 
 		sv->workers = n < 1 ? 1 : n > 1024 ? 1024 : (uint32_t)n;
 	}
+	/* the decode budget: a quarter block per pixel of the largest image
+	 * allowed (a 4:4:4 progressive file of the standard 10 scans needs
+	 * 0.22, a 4:2:0 one 0.125, baseline 4:2:0 0.023) */
+	if (sv->max_scan_blocks == 0)
+		sv->max_scan_blocks = sv->max_pixels / 4 ? sv->max_pixels / 4 : 1;
 	if (cfg->n_datasets == 0)
 		return fail(ld, file, "no dataset section (add [dataset] with "
 			    "root = PATH)");
