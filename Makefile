@@ -105,6 +105,7 @@ TEST_DEPS_test_augment := daemon/augment daemon/rng
 TEST_DEPS_test_wire    := proto/wire
 TEST_DEPS_test_client  := proto/wire client/c/client
 TEST_DEPS_test_keys    := daemon/keys daemon/log
+TEST_DEPS_test_beneath := daemon/beneath
 
 define unit_rule
 $(BUILD)/tests/$(1): $(BUILD)/tests/unit/$(1).o $(call obj,$(UNIT_HELP)) $(addprefix $(BUILD)/,$(addsuffix .o,$(TEST_DEPS_$(1))))
