@@ -46,9 +46,8 @@ const char *beneath_strerror(int rc)
 {
 	switch (rc) {
 	case -EXDEV:
-		return "the path leaves the dataset root ('..', an absolute "
-		       "symbolic link or a link pointing outside; set "
-		       "follow_symlinks = true to allow links)";
+		return "leaves the dataset root (a link out, an absolute link "
+		       "or '..'; follow_symlinks = true allows links)";
 	case -ELOOP:
 		return "too many symbolic links, or a /proc magic link";
 	default:

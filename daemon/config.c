@@ -27,6 +27,7 @@
 #include "config.h"
 
 #include <ctype.h>
+#include <fcntl.h>
 #include <errno.h>
 #include <ini.h>
 #include <limits.h>
@@ -36,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -1040,16 +1042,31 @@ static int on_key(void *user, const char *section, const char *name,
 
 static int read_file(struct loader *ld, char **out, size_t *len_out)
 {
-	FILE *f;
+	struct stat st;
 	char *buf = NULL;
 	size_t len = 0, cap = 0;
-	int rc = 0;
+	int fd, rc = 0;
 
-	f = fopen(ld->path, "r");
-	if (!f)
+	/* O_NONBLOCK: a FIFO (no writer) must not hang start-up, or the
+	 * serving loop in a SIGHUP reload; it is refused just below. */
+	fd = open(ld->path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+	if (fd < 0)
 		return fail_errno(ld, -errno, "cannot open");
+	if (fstat(fd, &st) != 0) {
+		rc = fail_errno(ld, -errno, "cannot open");
+		goto out_close;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		rc = -EINVAL;
+		if (ld->err && ld->errlen)
+			snprintf(ld->err, ld->errlen, "%s: cannot open: %s", ld->path,
+				 S_ISDIR(st.st_mode) ? strerror(EISDIR) :
+				 "not a regular file");
+		ld->rc = rc;
+		goto out_close;
+	}
 	for (;;) {
-		size_t got;
+		ssize_t got;
 
 		if (len == cap) {
 			char *nb;
@@ -1066,20 +1083,27 @@ static int read_file(struct loader *ld, char **out, size_t *len_out)
 			}
 			buf = nb;
 		}
-		got = fread(buf + len, 1, cap - len, f);
-		len += got;
-		if (got == 0) {
-			if (ferror(f))
-				rc = fail_errno(ld, errno ? -errno : -EIO,
-						"cannot read");
-			break;
+		got = read(fd, buf + len, cap - len);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got < 0) {
+			rc = fail_errno(ld, -errno, "cannot read");
+			goto out_close;
 		}
+		if (got == 0)
+			break;
+		len += (size_t)got;
 	}
 out_close:
-	fclose(f);
+	close(fd);
 	if (rc) {
 		free(buf);
 		return rc;
+	}
+	if (!buf) {
+		buf = malloc(1);
+		if (!buf)
+			return fail_errno(ld, -ENOMEM, "cannot read");
 	}
 	buf[len] = '\0';
 	*out = buf;
