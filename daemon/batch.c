@@ -236,7 +236,7 @@ static int load_sample(struct worker_ctx *w, batch_t *b, uint32_t source,
 	/* opened relative to the dataset root: containment is checked at
 	 * every open (dataset.h), not only when the index was built */
 	rc = decode_read_fd(w->dec, dataset_open_sample(b->pl->ds, source),
-			    dataset_path(b->pl->ds, source), &lim, &data, &len);
+			    NULL, &lim, &data, &len);
 	if (rc == 0)
 		rc = decoder_open(w->dec, data, len, &lim, &W, &H);
 	if (rc) {

@@ -359,8 +359,15 @@ int decode_read_fd(decoder_t *d, int fd, const char *name,
 {
 	struct stat st;
 	size_t size, got = 0;
+	char q[300] = "";
 	int rc;
 
+	/* "decode: 'name': why", or "decode: why" when the caller adds the
+	 * name itself (the daemon: no doubled path in its messages) */
+	if (name) {
+		snprintf(q, sizeof(q), "'%s': ", name);
+		q[sizeof(q) - 1] = '\0';
+	}
 	*data = NULL;
 	*len = 0;
 	/* The input buffer may move: an image open on it must not outlive it. */
@@ -368,42 +375,41 @@ int decode_read_fd(decoder_t *d, int fd, const char *name,
 	decoder_trim(d);
 	d->errbuf[0] = '\0';
 	if (fd < 0) {
-		decoder_set_error(d, "decode: open '%s': %s", name,
-				  beneath_strerror(fd));
+		decoder_set_error(d, "decode: %sopen: %s", q, beneath_strerror(fd));
 		return fd;
 	}
 	if (fstat(fd, &st) < 0) {
 		rc = -errno;
-		decoder_set_error(d, "decode: stat '%s': %s", name, strerror(-rc));
+		decoder_set_error(d, "decode: %sstat: %s", q, strerror(-rc));
 		goto out_close;
 	}
 	if (!S_ISREG(st.st_mode)) {
 		rc = -EINVAL;
-		decoder_set_error(d, "decode: '%s': not a regular file", name);
+		decoder_set_error(d, "decode: %snot a regular file", q);
 		goto out_close;
 	}
 	if (lim && lim->max_file_bytes && (uint64_t)st.st_size > lim->max_file_bytes) {
 		rc = -EFBIG;
-		decoder_set_error(d, "decode: '%s': file is %" PRIu64
-				  " bytes, limit is %" PRIu64, name,
+		decoder_set_error(d, "decode: %sfile is %" PRIu64
+				  " bytes, limit is %" PRIu64, q,
 				  (uint64_t)st.st_size, lim->max_file_bytes);
 		goto out_close;
 	}
 	if (st.st_size == 0) {
 		rc = -ENODATA;
-		decoder_set_error(d, "decode: '%s': empty file", name);
+		decoder_set_error(d, "decode: %sempty file", q);
 		goto out_close;
 	}
 	if ((uint64_t)st.st_size > SIZE_MAX - 1) {
 		rc = -EFBIG;
-		decoder_set_error(d, "decode: '%s': file too large", name);
+		decoder_set_error(d, "decode: %sfile too large", q);
 		goto out_close;
 	}
 	size = (size_t)st.st_size;
 	rc = scratch_grow((void **)&d->in, &d->in_cap, size);
 	if (rc < 0) {
-		decoder_set_error(d, "decode: '%s': out of memory for %zu bytes",
-				  name, size);
+		decoder_set_error(d, "decode: %sout of memory for %zu bytes",
+				  q, size);
 		goto out_close;
 	}
 	while (got < size) {
@@ -413,7 +419,7 @@ int decode_read_fd(decoder_t *d, int fd, const char *name,
 			if (errno == EINTR)
 				continue;
 			rc = -errno;
-			decoder_set_error(d, "decode: read '%s': %s", name,
+			decoder_set_error(d, "decode: %sread: %s", q,
 					  strerror(-rc));
 			goto out_close;
 		}
@@ -423,7 +429,7 @@ int decode_read_fd(decoder_t *d, int fd, const char *name,
 	}
 	if (got == 0) {
 		rc = -ENODATA;
-		decoder_set_error(d, "decode: '%s': empty file", name);
+		decoder_set_error(d, "decode: %sempty file", q);
 		goto out_close;
 	}
 	*data = d->in;

@@ -74,9 +74,10 @@ int decode_read_file(decoder_t *d, const char *path,
 
 /*
  * The same for a file already open on fd, which is always closed; `name`
- * is what messages call it (a dataset-relative path: no absolute paths in
- * errors clients see). fd may be the -errno of a failed open, reported as
- * "decode: open 'name': why" and returned.
+ * is what messages call it ("decode: 'name': empty file"), or NULL when
+ * the caller names the file itself ("decode: empty file": the daemon adds
+ * the dataset-relative path, so no absolute path reaches a client). fd
+ * may be the -errno of a failed open, reported as "decode: open: why".
  */
 int decode_read_fd(decoder_t *d, int fd, const char *name,
 		   const struct decode_limits *lim,
