@@ -484,9 +484,11 @@ static bool valid_endpoint(const char *e)
 
 	if (!sep || sep == e || !sep[3])
 		return false;
-	for (const char *p = e; p < sep; p++)
-		if (!isalnum((unsigned char)*p) && *p != '+' && *p != '-')
-			return false;
+	/* the transports a daemon can serve on: foo://bar would pass here
+	 * and then fail the bind (exit 70) after --check said "ok" */
+	if (!((sep - e == 3 && !strncmp(e, "tcp", 3)) ||
+	      (sep - e == 3 && !strncmp(e, "ipc", 3))))
+		return false;
 	for (const char *p = e; *p; p++)
 		if (isspace((unsigned char)*p) || iscntrl((unsigned char)*p))
 			return false;
@@ -651,7 +653,7 @@ static void describe(const struct option *o, char *buf, size_t n)
 		break;
 	case OT_ENDPOINTS:
 		snprintf(buf, n, "1..%d distinct ZeroMQ endpoints, comma "
-			 "separated (tcp://HOST:PORT, ipc://PATH)",
+			 "separated (tcp://HOST:PORT or ipc://PATH)",
 			 CONFIG_MAX_ENDPOINTS);
 		break;
 	}

@@ -153,3 +153,48 @@ def test_many_scan_progressive_file_is_over_the_decode_budget(daemon, tmp_path, 
     assert "more than %d blocks over its scans" % limit in bad["b/many.jpg"], bad
     assert "max_scan_blocks" in bad["b/many.jpg"]
     assert "decode: 'b/many.jpg'" in d.log()
+
+
+# -- --check tries the endpoints -------------------------------------------------------------
+
+def free_port():
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def test_check_refuses_an_unknown_scheme(tmp_path):
+    ds = small_ds(tmp_path)
+    r = check(tmp_path, ds.config(), PIPE, {"endpoint": "foo://bar"})
+    assert r.returncode == EX_CONFIG, r
+    assert "endpoint: must be 1..8 distinct ZeroMQ endpoints, comma separated " \
+        "(tcp://HOST:PORT or ipc://PATH), got 'foo://bar'" in r.stderr, r.stderr
+
+
+def test_check_fails_on_an_address_in_use(daemon, tmp_path):
+    """A TCP port and an ipc:// path a running daemon serves: --check says
+    why and exits 70 (what the daemon's start would); the running daemon
+    keeps its socket (an ipc path is probed, never bound over)."""
+    ds = small_ds(tmp_path)
+    port = free_port()
+    tcp = "tcp://127.0.0.1:%d" % port
+    d = daemon(ds.config(), PIPE, server={"endpoint": None})
+    d.server["endpoint"] = "%s, %s" % (d.endpoint, tcp)
+    d.stop()
+    d.start()
+    for ep in (tcp, d.endpoint):
+        r = check(tmp_path, ds.config(), PIPE, {"endpoint": ep}, name="c%d" % len(ep))
+        assert r.returncode == 70, r
+        assert "check: endpoint '%s': cannot bind: " % ep in r.stderr, r.stderr
+        assert "ddress already in use" in r.stderr, r.stderr
+    assert d.socket_path.exists()
+    with d.client("p") as c:
+        assert len(c.batch(0, 0)) == 8
+    # free again: ok, and nothing left behind
+    free_ipc = tmp_path / "free.sock"
+    r = check(tmp_path, ds.config(), PIPE, {"endpoint": "ipc://%s" % free_ipc}, name="free")
+    assert r.returncode == 0, r
+    assert not free_ipc.exists()
