@@ -653,7 +653,7 @@ static void describe(const struct option *o, char *buf, size_t n)
 		break;
 	case OT_ENDPOINTS:
 		snprintf(buf, n, "1..%d distinct ZeroMQ endpoints, comma "
-			 "separated (tcp://HOST:PORT or ipc://PATH)",
+			 "separated (tcp://HOST:PORT, ipc://PATH)",
 			 CONFIG_MAX_ENDPOINTS);
 		break;
 	}

@@ -171,7 +171,7 @@ def test_check_refuses_an_unknown_scheme(tmp_path):
     r = check(tmp_path, ds.config(), PIPE, {"endpoint": "foo://bar"})
     assert r.returncode == EX_CONFIG, r
     assert "endpoint: must be 1..8 distinct ZeroMQ endpoints, comma separated " \
-        "(tcp://HOST:PORT or ipc://PATH), got 'foo://bar'" in r.stderr, r.stderr
+        "(tcp://HOST:PORT, ipc://PATH), got 'foo://bar'" in r.stderr, r.stderr
 
 
 def test_check_fails_on_an_address_in_use(daemon, tmp_path):

@@ -472,6 +472,12 @@ static const struct bad_case bad_cases[] = {
 	{ "server", "log_level = verbose",
 	  "log_level: must be err, warning, notice, info or debug, got 'verbose'" },
 	/* endpoint lists */
+	{ "server", "endpoint = foo://bar",
+	  "endpoint: must be 1..8 distinct ZeroMQ endpoints, comma separated "
+	  "(tcp://HOST:PORT, ipc://PATH), got 'foo://bar'" },
+	{ "server", "endpoint = tcp://a:1, inproc://x",
+	  "endpoint: must be 1..8 distinct ZeroMQ endpoints, comma separated "
+	  "(tcp://HOST:PORT, ipc://PATH), got 'tcp://a:1, inproc://x'" },
 	{ "server", "endpoint = tcp://a:1,",
 	  "endpoint: must be 1..8 distinct ZeroMQ endpoints, comma separated "
 	  "(tcp://HOST:PORT, ipc://PATH), got 'tcp://a:1,'" },
