@@ -1319,8 +1319,9 @@ static void test_shipped_configs(void **state)
 	static const char *const keys[] = {
 		"endpoint", "workers", "seed", "max_inflight",
 		"max_client_window", "max_clients", "max_pixels",
-		"max_file_bytes", "on_decode_error", "idle_timeout", "log_level",
-		"root", "manifest", "follow_symlinks",
+		"max_file_bytes", "max_scan_blocks", "max_batch_bytes",
+		"on_decode_error", "idle_timeout", "log_level",
+		"root", "manifest", "follow_symlinks", "digest_contents",
 		"dataset", "eval", "batch_size", "size", "crop", "resize",
 		"scale", "ratio", "flip", "interpolation", "dct_scale",
 		"shuffle", "drop_last", "cutout_prob", "cutout_holes",
