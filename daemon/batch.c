@@ -295,9 +295,20 @@ static int load_sample(struct worker_ctx *w, batch_t *b, uint32_t source,
 		snprintf(w->why, sizeof(w->why), "%s", decoder_error(w->dec));
 		return rc;
 	}
-	rc = resize_rgb(w->rz, (enum resize_filter)p->interpolation, d.rgb, d.width,
-			d.height, d.stride, sx0 - rx0, sy0 - ry0, sx1 - rx0,
-			sy1 - ry0, slot, out, out, (size_t)out * 3);
+	if (p->crop == CROP_CENTER && denom == 1) {
+		/* the coefficients of torchvision's whole Resize, then the
+		 * crop: byte-identical to its PIL path (resize.h) */
+		struct center_geom g;
+		augment_center_geom(W, H, p->resize, p->size, &g);
+		rc = resize_rgb_crop(w->rz, (enum resize_filter)p->interpolation,
+				     d.rgb, rx0, ry0, d.width, d.height, d.stride, W, H,
+				     g.new_w, g.new_h, g.left, g.top, slot, out, out,
+				     (size_t)out * 3);
+	} else {
+		rc = resize_rgb(w->rz, (enum resize_filter)p->interpolation, d.rgb,
+				d.width, d.height, d.stride, sx0 - rx0, sy0 - ry0,
+				sx1 - rx0, sy1 - ry0, slot, out, out, (size_t)out * 3);
+	}
 	if (rc) {
 		snprintf(w->why, sizeof(w->why), "resize failed: %s", strerror(-rc));
 		return rc;
