@@ -20,7 +20,7 @@
 
 #include "beneath.h"
 
-static char base[PATH_MAX], root[PATH_MAX];
+static char base[PATH_MAX], root[PATH_MAX + 8];
 
 static int rm_entry(const char *p, const struct stat *st, int flag, struct FTW *f)
 {
