@@ -67,10 +67,30 @@ static void walk_close(struct walk *w)
 		close(w->stack[--w->depth]);
 }
 
+/* Replace w->path by the text of link `name` (in folder cur) followed by
+ * `rest` (which points into w->path). 0 or -errno. */
+static int splice_link(struct walk *w, int cur, const char *name, const char *rest)
+{
+	char link[PATH_MAX];
+	ssize_t ln = readlinkat(cur, name, link, sizeof(link));
+	size_t rl = strlen(rest);
+
+	if (ln < 0)
+		return errno == EINVAL ? -EAGAIN : -errno; /* not a link any more */
+	if ((size_t)ln >= sizeof(link))
+		return -ENAMETOOLONG;
+	if (link[0] == '/')
+		return -EXDEV;
+	if ((size_t)ln + rl + 1 > sizeof(w->path))
+		return -ENAMETOOLONG;
+	memmove(w->path + ln, rest, rl + 1);
+	memcpy(w->path, link, (size_t)ln);
+	return 0;
+}
+
 /* One attempt of the walk: fd, -errno, or -EAGAIN when raced. */
 static int walk_once(struct walk *w, int dirfd, const char *rel, int flags)
 {
-	char link[PATH_MAX];
 	size_t len = strlen(rel);
 	int links = 0, fd;
 
@@ -113,20 +133,9 @@ static int walk_once(struct walk *w, int dirfd, const char *rel, int flags)
 		if (S_ISLNK(st.st_mode)) {
 			if (++links > BENEATH_MAX_LINKS)
 				return -ELOOP;
-			ssize_t ln = readlinkat(cur, name, link, sizeof(link));
-			if (ln < 0)
-				return errno == EINVAL ? -EAGAIN : -errno;
-			if ((size_t)ln >= sizeof(link))
-				return -ENAMETOOLONG;
-			link[ln] = '\0';
-			if (link[0] == '/')
-				return -EXDEV;
-			/* the link's text, then what followed it */
-			size_t rl = strlen(rest);
-			if ((size_t)ln + rl + 1 > sizeof(w->path))
-				return -ENAMETOOLONG;
-			memmove(w->path + ln, rest, rl + 1);
-			memcpy(w->path, link, (size_t)ln);
+			int rc = splice_link(w, cur, name, rest);
+			if (rc)
+				return rc;
 			p = w->path;
 			continue;
 		}

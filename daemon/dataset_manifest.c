@@ -90,25 +90,170 @@ static uint32_t uint_value(const char *s)
 	return (uint32_t)v;
 }
 
+/* What the loader carries from line to line. */
+struct mload {
+	dataset_t *ds;
+	const char *file;
+	char *err;
+	size_t errlen;
+	char **cls;             /* class field of each entry, in the buffer */
+	size_t cls_cap;
+	bool all_int;           /* every class field so far is digits */
+	uint32_t max_int;
+	long big_line;          /* first integer class out of range */
+	const char *big_text;
+};
+
+/* Split "path<TAB>class" (NUL-terminated, ll bytes); 0 or -EINVAL. */
+static int split_line(struct mload *m, char *line, size_t ll, long lineno,
+		      char **path, char **klass)
+{
+	const char *file = m->file;
+	char *tab;
+
+	if (memchr(line, '\0', ll)) {
+		ds_set_err(m->err, m->errlen, "%s:%ld: line contains a NUL byte",
+			   file, lineno);
+		return -EINVAL;
+	}
+	tab = strchr(line, '\t');
+	if (!tab) {
+		ds_set_err(m->err, m->errlen, "%s:%ld: expected 'path<TAB>class', "
+			   "got '%.*s'", file, lineno, (int)(ll > 80 ? 80 : ll), line);
+		return -EINVAL;
+	}
+	*tab = '\0';
+	*path = line;
+	*klass = tab + 1;
+	if (!**path) {
+		ds_set_err(m->err, m->errlen, "%s:%ld: empty path", file, lineno);
+		return -EINVAL;
+	}
+	if (!**klass) {
+		ds_set_err(m->err, m->errlen, "%s:%ld: path '%s' has an empty class",
+			   file, lineno, *path);
+		return -EINVAL;
+	}
+	if (strchr(*klass, '\t')) {
+		ds_set_err(m->err, m->errlen, "%s:%ld: expected 'path<TAB>class', got "
+			   "more than one tab", file, lineno);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* One non-blank, non-comment line: checked, looked up, indexed. */
+static int manifest_line(struct mload *m, char *line, size_t ll, long lineno)
+{
+	dataset_t *ds = m->ds;
+	char *path, *klass;
+	struct stamp stp;
+	int rc;
+
+	rc = split_line(m, line, ll, lineno, &path, &klass);
+	if (rc)
+		return rc;
+	rc = manifest_entry(ds, path, &stp);
+	if (rc == -EXDEV) {
+		ds_set_err(m->err, m->errlen, "%s:%ld: path '%s' escapes the dataset "
+			   "root", m->file, lineno, path);
+		return rc;
+	} else if (rc) {
+		ds_set_err(m->err, m->errlen, "%s:%ld: path '%s': %s", m->file, lineno,
+			   path, strerror(-rc));
+		return rc;
+	}
+	if (m->all_int && is_uint(klass)) {
+		uint32_t v = uint_value(klass);
+		if (v > DATASET_MAX_INT_CLASS && !m->big_line) {
+			m->big_line = lineno;
+			m->big_text = klass;
+		}
+		if (v > m->max_int)
+			m->max_int = v;
+	} else {
+		m->all_int = false;
+	}
+	rc = ds_push_path(ds, path, strlen(path), -1, &stp);
+	if (rc == 0 && ds->n > m->cls_cap) {
+		void *np = ds_grow(m->cls, &m->cls_cap, ds->n, sizeof(*m->cls));
+		if (np)
+			m->cls = np;
+		else
+			rc = -ENOMEM;
+	}
+	if (rc) {
+		ds_set_err(m->err, m->errlen, rc == -E2BIG ? "%s:%ld: more than 2^31 "
+			   "files" : "%s:%ld: out of memory", m->file, lineno);
+		return rc;
+	}
+	m->cls[ds->n - 1] = klass;
+	return 0;
+}
+
+/* Class names and labels once every line is in: integers are indices
+ * (names "0".."max"), anything else names sorted byte-wise. */
+static int manifest_labels(struct mload *m)
+{
+	dataset_t *ds = m->ds;
+	char **uniq = NULL;
+	size_t nu = 0;
+
+	if (m->all_int) {
+		char num[16];
+		if (m->big_line) {
+			ds_set_err(m->err, m->errlen, "%s:%ld: class index '%s' out of "
+				   "range (0..%u)", m->file, m->big_line, m->big_text,
+				   DATASET_MAX_INT_CLASS);
+			return -EINVAL;
+		}
+		for (uint32_t k = 0; k <= m->max_int; k++) {
+			int nn = snprintf(num, sizeof(num), "%u", k);
+			if (ds_push_name(ds, num, (size_t)nn))
+				goto out_oom;
+		}
+		for (size_t i = 0; i < ds->n; i++)
+			ds->labels[i] = (int32_t)uint_value(m->cls[i]);
+		return 0;
+	}
+	uniq = malloc(ds->n * sizeof(*uniq));
+	if (!uniq)
+		goto out_oom;
+	memcpy(uniq, m->cls, ds->n * sizeof(*uniq));
+	qsort(uniq, ds->n, sizeof(*uniq), cmp_str);
+	for (size_t i = 0; i < ds->n; i++)
+		if (nu == 0 || strcmp(uniq[nu - 1], uniq[i]) != 0)
+			uniq[nu++] = uniq[i];
+	for (size_t k = 0; k < nu; k++)
+		if (ds_push_name(ds, uniq[k], strlen(uniq[k])))
+			goto out_oom;
+	for (size_t i = 0; i < ds->n; i++) {
+		char **hit = bsearch(&m->cls[i], uniq, nu, sizeof(*uniq), cmp_str);
+		ds->labels[i] = (int32_t)(hit - uniq);
+	}
+	free(uniq);
+	return 0;
+
+out_oom:
+	free(uniq);
+	ds_set_err(m->err, m->errlen, "dataset '%s': out of memory", ds->name);
+	return -ENOMEM;
+}
+
 int ds_load_manifest(dataset_t *ds, const char *file, char *err, size_t errlen)
 {
-	struct stamp stp;
+	struct mload m = { .ds = ds, .file = file, .err = err, .errlen = errlen,
+			   .all_int = true };
 	char *buf = NULL;
-	char **cls = NULL;      /* class field of each entry, in buf */
-	char **uniq = NULL;     /* sorted distinct class names */
-	size_t len = 0, cls_cap = 0;
-	bool all_int = true;
-	uint32_t max_int = 0;
-	long big_line = 0;      /* first integer class out of range */
-	const char *big_text = NULL;
+	size_t len = 0;
 	long lineno = 0;
 	int rc;
 
 	rc = ds_read_all(file, &buf, &len);
 	if (rc) {
 		ds_set_err(err, errlen, "dataset '%s': cannot read manifest '%s': %s",
-			ds->name, file, rc == -EINVAL ? "not a regular file" :
-			strerror(-rc));
+			   ds->name, file, rc == -EINVAL ? "not a regular file" :
+			   strerror(-rc));
 		return rc;
 	}
 
@@ -126,133 +271,21 @@ int ds_load_manifest(dataset_t *ds, const char *file, char *err, size_t errlen)
 		if (ll > 0 && line[ll - 1] == '\r')
 			ll--;
 		line[ll] = '\0';
-
-		size_t blank = strspn(line, " \t");
-		if (blank == ll || line[0] == '#')
+		if (strspn(line, " \t") == ll || line[0] == '#')
 			continue;
-		if (memchr(line, '\0', ll)) {
-			ds_set_err(err, errlen, "%s:%ld: line contains a NUL byte", file, lineno);
-			rc = -EINVAL;
+		rc = manifest_line(&m, line, ll, lineno);
+		if (rc)
 			goto out_free;
-		}
-		char *tab = strchr(line, '\t');
-		if (!tab) {
-			ds_set_err(err, errlen, "%s:%ld: expected 'path<TAB>class', got '%.*s'",
-				file, lineno, (int)(ll > 80 ? 80 : ll), line);
-			rc = -EINVAL;
-			goto out_free;
-		}
-		*tab = '\0';
-		char *path = line, *klass = tab + 1;
-		if (!*path) {
-			ds_set_err(err, errlen, "%s:%ld: empty path", file, lineno);
-			rc = -EINVAL;
-			goto out_free;
-		}
-		if (!*klass) {
-			ds_set_err(err, errlen, "%s:%ld: path '%s' has an empty class",
-				file, lineno, path);
-			rc = -EINVAL;
-			goto out_free;
-		}
-		if (strchr(klass, '\t')) {
-			ds_set_err(err, errlen, "%s:%ld: expected 'path<TAB>class', got "
-				"more than one tab", file, lineno);
-			rc = -EINVAL;
-			goto out_free;
-		}
-		rc = manifest_entry(ds, path, &stp);
-		if (rc == -EXDEV) {
-			ds_set_err(err, errlen, "%s:%ld: path '%s' escapes the dataset root",
-				file, lineno, path);
-			goto out_free;
-		} else if (rc) {
-			ds_set_err(err, errlen, "%s:%ld: path '%s': %s", file, lineno, path,
-				strerror(-rc));
-			goto out_free;
-		}
-
-		if (all_int && is_uint(klass)) {
-			uint32_t v = uint_value(klass);
-			if (v > DATASET_MAX_INT_CLASS && !big_line) {
-				big_line = lineno;
-				big_text = klass;
-			}
-			if (v > max_int)
-				max_int = v;
-		} else {
-			all_int = false;
-		}
-		rc = ds_push_path(ds, path, (size_t)(tab - path), -1, &stp);
-		if (rc == 0 && ds->n > cls_cap) {
-			void *np = ds_grow(cls, &cls_cap, ds->n, sizeof(*cls));
-			if (np)
-				cls = np;
-			else
-				rc = -ENOMEM;
-		}
-		if (rc) {
-			ds_set_err(err, errlen, rc == -E2BIG ? "%s:%ld: more than 2^31 files" :
-				"%s:%ld: out of memory", file, lineno);
-			goto out_free;
-		}
-		cls[ds->n - 1] = klass;
 	}
 	if (ds->n == 0) {
 		ds_set_err(err, errlen, "dataset '%s': manifest '%s' lists no files",
-			ds->name, file);
+			   ds->name, file);
 		rc = -ENOENT;
 		goto out_free;
 	}
-
-	if (all_int) {
-		char num[16];
-		if (big_line) {
-			ds_set_err(err, errlen, "%s:%ld: class index '%s' out of range (0..%u)",
-				file, big_line, big_text, DATASET_MAX_INT_CLASS);
-			rc = -EINVAL;
-			goto out_free;
-		}
-		for (uint32_t k = 0; k <= max_int; k++) {
-			int nn = snprintf(num, sizeof(num), "%u", k);
-			rc = ds_push_name(ds, num, (size_t)nn);
-			if (rc)
-				goto out_oom;
-		}
-		for (size_t i = 0; i < ds->n; i++)
-			ds->labels[i] = (int32_t)uint_value(cls[i]);
-		rc = 0;
-		goto out_free;
-	}
-
-	uniq = malloc(ds->n * sizeof(*uniq));
-	if (!uniq)
-		goto out_oom;
-	memcpy(uniq, cls, ds->n * sizeof(*uniq));
-	qsort(uniq, ds->n, sizeof(*uniq), cmp_str);
-	size_t nu = 0;
-	for (size_t i = 0; i < ds->n; i++)
-		if (nu == 0 || strcmp(uniq[nu - 1], uniq[i]) != 0)
-			uniq[nu++] = uniq[i];
-	for (size_t k = 0; k < nu; k++) {
-		rc = ds_push_name(ds, uniq[k], strlen(uniq[k]));
-		if (rc)
-			goto out_oom;
-	}
-	for (size_t i = 0; i < ds->n; i++) {
-		char **hit = bsearch(&cls[i], uniq, nu, sizeof(*uniq), cmp_str);
-		ds->labels[i] = (int32_t)(hit - uniq);
-	}
-	rc = 0;
-	goto out_free;
-
-out_oom:
-	ds_set_err(err, errlen, "dataset '%s': out of memory", ds->name);
-	rc = -ENOMEM;
+	rc = manifest_labels(&m);
 out_free:
-	free(uniq);
-	free(cls);
+	free(m.cls);
 	free(buf);
 	return rc;
 }
-

@@ -341,6 +341,41 @@ bool decode_error_transient(int rc)
 	}
 }
 
+/* What decode_read_fd() accepts: a regular, non-empty file within
+ * max_file_bytes. 0 with its size, or -errno with the message (q: the
+ * quoted name and ": ", or ""). */
+static int check_file(decoder_t *d, int fd, const char *q,
+		      const struct decode_limits *lim, size_t *size)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) < 0) {
+		int rc = -errno;
+		decoder_set_error(d, "decode: %sstat: %s", q, strerror(-rc));
+		return rc;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		decoder_set_error(d, "decode: %snot a regular file", q);
+		return -EINVAL;
+	}
+	if (lim && lim->max_file_bytes && (uint64_t)st.st_size > lim->max_file_bytes) {
+		decoder_set_error(d, "decode: %sfile is %" PRIu64
+				  " bytes, limit is %" PRIu64, q,
+				  (uint64_t)st.st_size, lim->max_file_bytes);
+		return -EFBIG;
+	}
+	if (st.st_size == 0) {
+		decoder_set_error(d, "decode: %sempty file", q);
+		return -ENODATA;
+	}
+	if ((uint64_t)st.st_size > SIZE_MAX - 1) {
+		decoder_set_error(d, "decode: %sfile too large", q);
+		return -EFBIG;
+	}
+	*size = (size_t)st.st_size;
+	return 0;
+}
+
 int decode_read_file(decoder_t *d, const char *path,
 		     const struct decode_limits *lim,
 		     const uint8_t **data, size_t *len)
@@ -357,8 +392,7 @@ int decode_read_fd(decoder_t *d, int fd, const char *name,
 		   const struct decode_limits *lim,
 		   const uint8_t **data, size_t *len)
 {
-	struct stat st;
-	size_t size, got = 0;
+	size_t size = 0, got = 0;
 	char q[300] = "";
 	int rc;
 
@@ -378,34 +412,9 @@ int decode_read_fd(decoder_t *d, int fd, const char *name,
 		decoder_set_error(d, "decode: %sopen: %s", q, beneath_strerror(fd));
 		return fd;
 	}
-	if (fstat(fd, &st) < 0) {
-		rc = -errno;
-		decoder_set_error(d, "decode: %sstat: %s", q, strerror(-rc));
+	rc = check_file(d, fd, q, lim, &size);
+	if (rc)
 		goto out_close;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		rc = -EINVAL;
-		decoder_set_error(d, "decode: %snot a regular file", q);
-		goto out_close;
-	}
-	if (lim && lim->max_file_bytes && (uint64_t)st.st_size > lim->max_file_bytes) {
-		rc = -EFBIG;
-		decoder_set_error(d, "decode: %sfile is %" PRIu64
-				  " bytes, limit is %" PRIu64, q,
-				  (uint64_t)st.st_size, lim->max_file_bytes);
-		goto out_close;
-	}
-	if (st.st_size == 0) {
-		rc = -ENODATA;
-		decoder_set_error(d, "decode: %sempty file", q);
-		goto out_close;
-	}
-	if ((uint64_t)st.st_size > SIZE_MAX - 1) {
-		rc = -EFBIG;
-		decoder_set_error(d, "decode: %sfile too large", q);
-		goto out_close;
-	}
-	size = (size_t)st.st_size;
 	rc = scratch_grow((void **)&d->in, &d->in_cap, size);
 	if (rc < 0) {
 		decoder_set_error(d, "decode: %sout of memory for %zu bytes",
