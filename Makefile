@@ -105,15 +105,16 @@ $(B)/%: $(BUILD)/scripts/%.o $(DAEMON_OBJ) $(PROTO_OBJ)
 TEST_DEPS_test_config  := daemon/config daemon/log
 TEST_DEPS_test_rng     := daemon/rng
 TEST_DEPS_test_digest  := daemon/digest
-TEST_DEPS_test_dataset := daemon/dataset daemon/digest daemon/log daemon/config
+TEST_DEPS_test_dataset := daemon/dataset daemon/dataset_scan daemon/dataset_manifest daemon/beneath daemon/digest daemon/log daemon/config
 TEST_DEPS_test_sampler := daemon/sampler daemon/rng
-TEST_DEPS_test_decode  := daemon/decode daemon/log
+TEST_DEPS_test_decode  := daemon/decode daemon/beneath daemon/log
 TEST_DEPS_test_resize  := daemon/resize
 TEST_DEPS_test_augment := daemon/augment daemon/rng
 TEST_DEPS_test_wire    := proto/wire
 TEST_DEPS_test_client  := proto/wire proto/keyfile client/c/client client/c/dispatch client/c/batch client/c/epoch client/c/json client/c/discovery
 TEST_DEPS_test_keys    := daemon/keys daemon/log proto/keyfile
 TEST_DEPS_test_keyfile := proto/keyfile proto/wire daemon/keys daemon/log client/c/client client/c/dispatch client/c/batch client/c/epoch client/c/json client/c/discovery
+TEST_DEPS_test_beneath := daemon/beneath
 
 define unit_rule
 $(BUILD)/tests/$(1): $(BUILD)/tests/unit/$(1).o $(call obj,$(UNIT_HELP)) $(addprefix $(BUILD)/,$(addsuffix .o,$(TEST_DEPS_$(1))))
@@ -126,7 +127,7 @@ $(foreach t,$(patsubst tests/unit/%.c,%,$(UNIT_SRC)),$(eval $(call unit_rule,$(t
 # Small programs the integration tests drive (decode + resize only).
 TESTTOOL_SRC := $(wildcard tests/tools/*.c)
 TESTTOOL_BIN := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(TESTTOOL_SRC))
-$(BUILD)/tools/%: $(BUILD)/tests/tools/%.o $(call obj,daemon/decode.c daemon/resize.c daemon/log.c)
+$(BUILD)/tools/%: $(BUILD)/tests/tools/%.o $(call obj,daemon/decode.c daemon/beneath.c daemon/resize.c daemon/log.c)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(FINAL_LDFLAGS) -o $@ $^ $(FINAL_LIBS)

@@ -60,21 +60,29 @@ done:
 	out->y1 = y + h;
 }
 
-void augment_center(int W, int H, uint32_t resize, uint32_t size,
-		    struct crop_box *out)
+void augment_center_geom(int W, int H, uint32_t resize, uint32_t size,
+			 struct center_geom *g)
 {
 	/* torchvision _compute_resized_output_size: the long side is
 	 * int(resize * long / short), truncated. */
-	int new_w, new_h;
 	if (W <= H) {
-		new_w = (int)resize;
-		new_h = (int)((double)resize * H / W);
+		g->new_w = (int)resize;
+		g->new_h = (int)((double)resize * H / W);
 	} else {
-		new_h = (int)resize;
-		new_w = (int)((double)resize * W / H);
+		g->new_h = (int)resize;
+		g->new_w = (int)((double)resize * W / H);
 	}
-	int top = round_even((new_h - (double)size) / 2.0);
-	int left = round_even((new_w - (double)size) / 2.0);
+	g->top = round_even((g->new_h - (double)size) / 2.0);
+	g->left = round_even((g->new_w - (double)size) / 2.0);
+}
+
+void augment_center(int W, int H, uint32_t resize, uint32_t size,
+		    struct crop_box *out)
+{
+	struct center_geom g;
+
+	augment_center_geom(W, H, resize, size, &g);
+	int new_w = g.new_w, new_h = g.new_h, top = g.top, left = g.left;
 	double sx = (double)W / new_w, sy = (double)H / new_h;
 
 	out->x0 = left * sx;

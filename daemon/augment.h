@@ -38,6 +38,15 @@ void augment_rrc(rng_t *r, int W, int H, const double scale[2],
 void augment_center(int W, int H, uint32_t resize, uint32_t size,
 		    struct crop_box *out);
 
+/* The same as the resized image's size and the crop's offset in it
+ * (for resize_rgb_crop(), which then matches torchvision exactly). */
+struct center_geom {
+	int new_w, new_h;   /* Resize(resize) of the W x H image */
+	int left, top;      /* CenterCrop(size) offset in it */
+};
+void augment_center_geom(int W, int H, uint32_t resize, uint32_t size,
+			 struct center_geom *g);
+
 /* Mirror an RGB image left-right in place. */
 void augment_flip(uint8_t *img, int W, int H, size_t stride);
 

@@ -42,7 +42,6 @@ struct worker_ctx {
 	struct mix_item *items;
 	uint32_t *perm;
 	uint32_t items_cap;
-	char path[4096];
 	char why[512];
 };
 
@@ -225,7 +224,8 @@ static int load_sample(struct worker_ctx *w, batch_t *b, uint32_t source,
 {
 	const struct pipeline_cfg *p = b->pl->cfg;
 	const struct server_cfg *sv = &b->eng->cfg->server;
-	struct decode_limits lim = { sv->max_pixels, sv->max_file_bytes };
+	struct decode_limits lim = { sv->max_pixels, sv->max_file_bytes,
+				     sv->max_scan_blocks };
 	const int out = (int)p->size;
 	const uint8_t *data;
 	struct crop_box box;
@@ -233,11 +233,10 @@ static int load_sample(struct worker_ctx *w, batch_t *b, uint32_t source,
 	size_t len;
 	int W, H, rc;
 
-	if (!dataset_full_path(b->pl->ds, source, w->path, sizeof(w->path))) {
-		snprintf(w->why, sizeof(w->why), "path too long");
-		return -ENAMETOOLONG;
-	}
-	rc = decode_read_file(w->dec, w->path, &lim, &data, &len);
+	/* opened relative to the dataset root: containment is checked at
+	 * every open (dataset.h), not only when the index was built */
+	rc = decode_read_fd(w->dec, dataset_open_sample(b->pl->ds, source),
+			    NULL, &lim, &data, &len);
 	if (rc == 0)
 		rc = decoder_open(w->dec, data, len, &lim, &W, &H);
 	if (rc) {
@@ -296,9 +295,20 @@ static int load_sample(struct worker_ctx *w, batch_t *b, uint32_t source,
 		snprintf(w->why, sizeof(w->why), "%s", decoder_error(w->dec));
 		return rc;
 	}
-	rc = resize_rgb(w->rz, (enum resize_filter)p->interpolation, d.rgb, d.width,
-			d.height, d.stride, sx0 - rx0, sy0 - ry0, sx1 - rx0,
-			sy1 - ry0, slot, out, out, (size_t)out * 3);
+	if (p->crop == CROP_CENTER && denom == 1) {
+		/* the coefficients of torchvision's whole Resize, then the
+		 * crop: byte-identical to its PIL path (resize.h) */
+		struct center_geom g;
+		augment_center_geom(W, H, p->resize, p->size, &g);
+		rc = resize_rgb_crop(w->rz, (enum resize_filter)p->interpolation,
+				     d.rgb, rx0, ry0, d.width, d.height, d.stride, W, H,
+				     g.new_w, g.new_h, g.left, g.top, slot, out, out,
+				     (size_t)out * 3);
+	} else {
+		rc = resize_rgb(w->rz, (enum resize_filter)p->interpolation, d.rgb,
+				d.width, d.height, d.stride, sx0 - rx0, sy0 - ry0,
+				sx1 - rx0, sy1 - ry0, slot, out, out, (size_t)out * 3);
+	}
 	if (rc) {
 		snprintf(w->why, sizeof(w->why), "resize failed: %s", strerror(-rc));
 		return rc;
@@ -336,9 +346,12 @@ static void sample_run(struct pool_task *t, uint32_t pos, void *ctx)
 		int rc = load_sample(w, b, source, &r, slot, m);
 		if (rc == 0)
 			break;
-		if (rc == -ENOMEM) {
-			batch_fail(b, WIRE_E_INTERNAL, "out of memory decoding '%s'",
-				   dataset_path(pl->ds, source));
+		if (decode_error_transient(rc)) {
+			/* the daemon's trouble (memory, descriptors, I/O), not
+			 * the file's: fail retryably, keep it off the bad list */
+			batch_fail(b, WIRE_E_INTERNAL, "cannot read '%s' now: %s "
+				   "(not a bad file; retry)", dataset_path(pl->ds, source),
+				   w->why[0] ? w->why : strerror(-rc));
 			return;
 		}
 		engine_note_bad(b->eng, pl->ds_index, source, w->why);

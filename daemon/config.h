@@ -38,6 +38,10 @@ struct server_cfg {
 	uint32_t max_clients;
 	uint64_t max_pixels;      /* declared width*height above this: refused */
 	uint64_t max_file_bytes;
+	uint64_t max_scan_blocks; /* decode budget (decode.h); 0 in the file =
+				   * max_pixels / 4 (resolved) */
+	uint64_t max_batch_bytes; /* batch bytes x max_inflight above this:
+				   * refused (budget.h); 0 = auto */
 	enum on_error on_decode_error;
 	uint32_t idle_timeout_s;  /* forget a silent client after this */
 	int log_level;            /* enum log_level */
@@ -48,6 +52,7 @@ struct dataset_cfg {
 	char *root;               /* absolute or relative to the config file */
 	char *manifest;           /* NULL: scan root/CLASS/... */
 	bool follow_symlinks;
+	bool digest_contents;     /* hash file bytes into the digest */
 	int line;                 /* line of the section header */
 };
 

@@ -18,7 +18,24 @@
  *                otherwise they are names, indexed in sorted order.
  *                Blank lines and lines starting with '#' are skipped.
  * Paths may not escape the root: no absolute paths, no "..", and (unless
- * follow_symlinks) no symbolic links that resolve outside it.
+ * follow_symlinks) no symbolic link that leaves it, nor any absolute link.
+ * That rule is applied at every open (beneath.h), not only while the index
+ * is built: a file or folder replaced by a link to outside the root after
+ * start is refused when a sample is read.
+ *
+ * A scan follows links that stay inside the root (any link with
+ * follow_symlinks). Within one class, each real folder (device, inode) is
+ * walked once, under the first path a depth-first walk meets it by (the
+ * entries of each folder visited in byte-wise order of their names): a
+ * loop or a tree of links cannot multiply the index. A file is indexed
+ * once per path that leads to it through distinct folders or file links.
+ * A folder the scan cannot read (permissions, vanished) is skipped with a
+ * warning and counted (dataset_skipped_dirs()); other errors (out of
+ * memory or file descriptors, I/O) fail the build.
+ *
+ * The digest covers the class names, every path and label, and per file
+ * its size and modification time (nanoseconds), or with digest_contents
+ * a SHA-256 of its bytes read while the index is built.
  */
 #ifndef CUTMIXD_DATASET_H
 #define CUTMIXD_DATASET_H
@@ -46,7 +63,17 @@ int32_t dataset_label(const dataset_t *ds, uint32_t i);
 /* Full path root/path into buf; returns buf, or NULL if it does not fit. */
 char *dataset_full_path(const dataset_t *ds, uint32_t i, char *buf, size_t len);
 const char *dataset_root(const dataset_t *ds);
-/* Feed every (path, label) and the class names to a SHA-256. */
+/* Open sample i for reading, relative to the root under the containment
+ * rules, with O_NONBLOCK (a FIFO cannot block): fd or -errno (-EXDEV:
+ * leaves the root; beneath_strerror() words it). */
+int dataset_open_file(const dataset_t *ds, const char *rel, int flags);
+int dataset_open_sample(const dataset_t *ds, uint32_t i);
+/* Folders a scan skipped because it could not read them. */
+uint32_t dataset_skipped_dirs(const dataset_t *ds);
+/* How many classes have at least one sample. */
+uint32_t dataset_used_classes(const dataset_t *ds);
+/* Feed the dataset's digest (class names, paths, labels, file stamps; not
+ * the root) to a SHA-256. */
 struct sha256;
 void dataset_digest(const dataset_t *ds, struct sha256 *s);
 /* Bytes the index holds (struct, root, arenas, arrays), for tests and

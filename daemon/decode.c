@@ -7,11 +7,15 @@
  *   - one jpeg_decompress_struct, created in decoder_new() and reused: every
  *     image ends with jpeg_abort_decompress(), which frees libjpeg's
  *     per-image pool and leaves the object ready for the next header;
- *   - the input buffer of decode_read_file() (grows, never shrinks);
+ *   - the input buffer of decode_read_fd();
  *   - the RGB region buffer, a CMYK scanline buffer and the row-pointer
- *     array handed to jpeg_read_scanlines() (grow, never shrink).
- * After warm-up no buffer of ours is allocated per image; libjpeg's own
- * per-image pool is the only allocation left.
+ *     array handed to jpeg_read_scanlines().
+ * They grow to the largest image seen and are kept, so after warm-up no
+ * buffer of ours is allocated per image (libjpeg's own per-image pool is
+ * the only allocation left) — except that a buffer grown past
+ * DECODE_KEEP_BYTES (16 MiB: a region of about 5.6 Mpx) by one huge image
+ * is freed when the next file is read, so one 49 Mpx image does not
+ * leave a worker holding hundreds of MB.
  *
  * A region that reaches the bottom row is followed by
  * jpeg_finish_decompress(), which reads on to EOI: corrupt entropy data that
@@ -69,11 +73,15 @@
 #include <jpeglib.h>
 #include <jerror.h>
 
+#include "beneath.h"
 #include "scratch.h"
 
 /* TurboJPEG's TJFLAG_LIMITSCANS limit: a progressive file with more scans
  * is a decompression bomb, not a photo. */
 #define DECODE_MAX_SCANS 500
+
+/* A buffer grown past this by one image is freed before the next. */
+#define DECODE_KEEP_BYTES (16u << 20)
 
 struct decode_jerr {
 	struct jpeg_error_mgr pub; /* must be first: libjpeg casts to it */
@@ -91,6 +99,9 @@ struct decoder {
 	enum decoder_state state;
 
 	int width, height;         /* declared size of the open image */
+	uint64_t max_scan_blocks;  /* of the open image's limits; 0 = none */
+	uint64_t scan_blocks;      /* blocks of the scans started so far */
+	int counted_scans;         /* scans added to scan_blocks */
 	bool cmyk;                 /* CMYK or YCCK: decoded as JCS_CMYK */
 	bool inverted;             /* Adobe marker: CMYK stored inverted */
 
@@ -181,13 +192,41 @@ static void decode_output_message(j_common_ptr cinfo)
 	decode_format_jpeg_message(cinfo, e->owner);
 }
 
+/*
+ * Called by libjpeg between iMCU rows of input. A scan's header is read
+ * before any of its rows, so the first call that sees a new
+ * input_scan_number adds that scan's blocks (its components' block
+ * counts) to the image's total before the scan is decoded: a file over
+ * max_scan_blocks stops there, whatever the crop. Depends on the bytes
+ * only, never on time, so the verdict is the same on every worker.
+ */
 static void decode_progress(j_common_ptr cinfo)
 {
 	struct decode_jerr *e = (struct decode_jerr *)cinfo->err;
+	j_decompress_ptr ci = (j_decompress_ptr)cinfo;
+	decoder_t *d = e->owner;
 
 	if (!cinfo->is_decompressor)
 		return;
-	if (((j_decompress_ptr)cinfo)->input_scan_number > DECODE_MAX_SCANS) {
+	while (d->counted_scans < ci->input_scan_number) {
+		d->counted_scans++;
+		if (d->counted_scans != ci->input_scan_number)
+			continue; /* not seen: cannot happen, a call per scan */
+		for (int c = 0; c < ci->comps_in_scan; c++) {
+			const jpeg_component_info *k = ci->cur_comp_info[c];
+			d->scan_blocks += (uint64_t)k->width_in_blocks * k->height_in_blocks;
+		}
+		if (d->max_scan_blocks && d->scan_blocks > d->max_scan_blocks) {
+			decoder_set_error(d, "jpeg: decoding needs more than %" PRIu64
+					  " blocks over its scans (scan %d reaches %"
+					  PRIu64 ", limit max_scan_blocks)",
+					  d->max_scan_blocks, ci->input_scan_number,
+					  d->scan_blocks);
+			e->rc = -E2BIG;
+			longjmp(e->env, 1);
+		}
+	}
+	if (ci->input_scan_number > DECODE_MAX_SCANS) {
 		decoder_set_error(e->owner,
 				  "jpeg: progressive JPEG has more than %d scans",
 				  DECODE_MAX_SCANS);
@@ -255,60 +294,131 @@ static void decoder_end_image(decoder_t *d)
 	d->state = DECODER_IDLE;
 }
 
+/* Give back buffers that one huge image grew past DECODE_KEEP_BYTES:
+ * the next image of ordinary size should not pay for it in RSS. */
+static void decoder_trim(decoder_t *d)
+{
+	if (d->in_cap > DECODE_KEEP_BYTES) {
+		free(d->in);
+		d->in = NULL;
+		d->in_cap = 0;
+	}
+	if (d->rgb_cap > DECODE_KEEP_BYTES) {
+		free(d->rgb);
+		d->rgb = NULL;
+		d->rgb_cap = 0;
+	}
+	if (d->scan_cap + d->rows_cap > DECODE_KEEP_BYTES / 16) {
+		free(d->scan);
+		free(d->rows);
+		d->scan = NULL;
+		d->rows = NULL;
+		d->scan_cap = d->rows_cap = 0;
+	}
+}
+
+size_t decoder_retained(const decoder_t *d)
+{
+	return d ? d->in_cap + d->rgb_cap + d->scan_cap + d->rows_cap : 0;
+}
+
+bool decode_error_transient(int rc)
+{
+	switch (rc) {
+	case -ENOMEM:
+	case -ENOBUFS:
+	case -EMFILE:
+	case -ENFILE:
+	case -EIO:
+	case -EAGAIN:
+	case -EINTR:
+	case -ETIMEDOUT:
+	case -ESTALE:
+	case -ENOLCK:
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* What decode_read_fd() accepts: a regular, non-empty file within
+ * max_file_bytes. 0 with its size, or -errno with the message (q: the
+ * quoted name and ": ", or ""). */
+static int check_file(decoder_t *d, int fd, const char *q,
+		      const struct decode_limits *lim, size_t *size)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) < 0) {
+		int rc = -errno;
+		decoder_set_error(d, "decode: %sstat: %s", q, strerror(-rc));
+		return rc;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		decoder_set_error(d, "decode: %snot a regular file", q);
+		return -EINVAL;
+	}
+	if (lim && lim->max_file_bytes && (uint64_t)st.st_size > lim->max_file_bytes) {
+		decoder_set_error(d, "decode: %sfile is %" PRIu64
+				  " bytes, limit is %" PRIu64, q,
+				  (uint64_t)st.st_size, lim->max_file_bytes);
+		return -EFBIG;
+	}
+	if (st.st_size == 0) {
+		decoder_set_error(d, "decode: %sempty file", q);
+		return -ENODATA;
+	}
+	if ((uint64_t)st.st_size > SIZE_MAX - 1) {
+		decoder_set_error(d, "decode: %sfile too large", q);
+		return -EFBIG;
+	}
+	*size = (size_t)st.st_size;
+	return 0;
+}
+
 int decode_read_file(decoder_t *d, const char *path,
 		     const struct decode_limits *lim,
 		     const uint8_t **data, size_t *len)
 {
-	struct stat st;
-	size_t size, got = 0;
-	int fd, rc;
+	/* O_NONBLOCK: a FIFO (or device) must not block the worker in
+	 * open(); it is refused as not a regular file. For regular files
+	 * the flag changes nothing. */
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
 
+	return decode_read_fd(d, fd < 0 ? -errno : fd, path, lim, data, len);
+}
+
+int decode_read_fd(decoder_t *d, int fd, const char *name,
+		   const struct decode_limits *lim,
+		   const uint8_t **data, size_t *len)
+{
+	size_t size = 0, got = 0;
+	char q[300] = "";
+	int rc;
+
+	/* "decode: 'name': why", or "decode: why" when the caller adds the
+	 * name itself (the daemon: no doubled path in its messages) */
+	if (name) {
+		snprintf(q, sizeof(q), "'%s': ", name);
+		q[sizeof(q) - 1] = '\0';
+	}
 	*data = NULL;
 	*len = 0;
 	/* The input buffer may move: an image open on it must not outlive it. */
 	decoder_end_image(d);
+	decoder_trim(d);
 	d->errbuf[0] = '\0';
-	/* O_NONBLOCK: a FIFO (or device) must not block the worker in
-	 * open(); it is refused below as not a regular file. For regular
-	 * files the flag changes nothing. */
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0) {
-		rc = -errno;
-		decoder_set_error(d, "decode: open '%s': %s", path, strerror(-rc));
-		return rc;
+		decoder_set_error(d, "decode: %sopen: %s", q, beneath_strerror(fd));
+		return fd;
 	}
-	if (fstat(fd, &st) < 0) {
-		rc = -errno;
-		decoder_set_error(d, "decode: stat '%s': %s", path, strerror(-rc));
+	rc = check_file(d, fd, q, lim, &size);
+	if (rc)
 		goto out_close;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		rc = -EINVAL;
-		decoder_set_error(d, "decode: '%s': not a regular file", path);
-		goto out_close;
-	}
-	if (lim && lim->max_file_bytes && (uint64_t)st.st_size > lim->max_file_bytes) {
-		rc = -EFBIG;
-		decoder_set_error(d, "decode: '%s': file is %" PRIu64
-				  " bytes, limit is %" PRIu64, path,
-				  (uint64_t)st.st_size, lim->max_file_bytes);
-		goto out_close;
-	}
-	if (st.st_size == 0) {
-		rc = -ENODATA;
-		decoder_set_error(d, "decode: '%s': empty file", path);
-		goto out_close;
-	}
-	if ((uint64_t)st.st_size > SIZE_MAX - 1) {
-		rc = -EFBIG;
-		decoder_set_error(d, "decode: '%s': file too large", path);
-		goto out_close;
-	}
-	size = (size_t)st.st_size;
 	rc = scratch_grow((void **)&d->in, &d->in_cap, size);
 	if (rc < 0) {
-		decoder_set_error(d, "decode: '%s': out of memory for %zu bytes",
-				  path, size);
+		decoder_set_error(d, "decode: %sout of memory for %zu bytes",
+				  q, size);
 		goto out_close;
 	}
 	while (got < size) {
@@ -318,7 +428,7 @@ int decode_read_file(decoder_t *d, const char *path,
 			if (errno == EINTR)
 				continue;
 			rc = -errno;
-			decoder_set_error(d, "decode: read '%s': %s", path,
+			decoder_set_error(d, "decode: %sread: %s", q,
 					  strerror(-rc));
 			goto out_close;
 		}
@@ -328,7 +438,7 @@ int decode_read_file(decoder_t *d, const char *path,
 	}
 	if (got == 0) {
 		rc = -ENODATA;
-		decoder_set_error(d, "decode: '%s': empty file", path);
+		decoder_set_error(d, "decode: %sempty file", q);
 		goto out_close;
 	}
 	*data = d->in;
@@ -353,6 +463,9 @@ int decoder_open(decoder_t *d, const uint8_t *data, size_t len,
 	decoder_end_image(d);
 	d->errbuf[0] = '\0';
 	d->width = d->height = 0;
+	d->max_scan_blocks = lim ? lim->max_scan_blocks : 0;
+	d->scan_blocks = 0;
+	d->counted_scans = 0;
 	if (!data || len == 0) {
 		decoder_set_error(d, "jpeg: empty input");
 		return -EBADMSG;

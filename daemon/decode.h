@@ -22,7 +22,9 @@
  *             over entropy data fails it); one that stops higher up never
  *             looks at the data below it;
  *   -ENOTSUP  valid but unsupported (12-bit, lossless, odd color space);
- *   -E2BIG    declared size above decode_limits.max_pixels;
+ *   -E2BIG    declared size above decode_limits.max_pixels, or more than
+ *             max_scan_blocks 8x8 blocks summed over the scans (a
+ *             progressive file of many scans: the decode budget);
  *   -EFBIG    file above decode_limits.max_file_bytes;
  *   -EINVAL   bad arguments (region, scale, no image open);
  *   -ENOMEM, or -errno of open/fstat/read.
@@ -33,6 +35,7 @@
 #ifndef CUTMIXD_DECODE_H
 #define CUTMIXD_DECODE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -42,6 +45,11 @@ typedef struct decoder decoder_t;
 struct decode_limits {
 	uint64_t max_pixels;     /* declared width*height above this: -E2BIG */
 	uint64_t max_file_bytes; /* larger file: -EFBIG (decode_read_file) */
+	/* The decode budget: 8x8 blocks entropy-decoded, summed over every
+	 * scan (a baseline 4:2:0 image has about pixels/43 blocks in its one
+	 * scan; each progressive scan decodes its components' blocks again).
+	 * Above it: -E2BIG before the scan that crosses it is decoded. */
+	uint64_t max_scan_blocks;
 };
 
 /* A decoded region: pixel (x0,y0) of the request is at rgb[0]. */
@@ -63,6 +71,29 @@ void decoder_destroy(decoder_t **d);
 int decode_read_file(decoder_t *d, const char *path,
 		     const struct decode_limits *lim,
 		     const uint8_t **data, size_t *len);
+
+/*
+ * The same for a file already open on fd, which is always closed; `name`
+ * is what messages call it ("decode: 'name': empty file"), or NULL when
+ * the caller names the file itself ("decode: empty file": the daemon adds
+ * the dataset-relative path, so no absolute path reaches a client). fd
+ * may be the -errno of a failed open, reported as "decode: open: why".
+ */
+int decode_read_fd(decoder_t *d, int fd, const char *name,
+		   const struct decode_limits *lim,
+		   const uint8_t **data, size_t *len);
+
+/*
+ * True for errors that say nothing about the file: out of memory or file
+ * descriptors (ENOMEM, ENOBUFS, EMFILE, ENFILE), I/O or network file
+ * system trouble (EIO, ETIMEDOUT, ESTALE, ENOLCK), EAGAIN, EINTR. Such a
+ * sample is not a bad file: its request fails (INTERNAL, retryable) and
+ * the bad-file list stays clean.
+ */
+bool decode_error_transient(int rc);
+
+/* Bytes of scratch the decoder holds now (tests, and the RSS notes). */
+size_t decoder_retained(const decoder_t *d);
 
 /*
  * Parse headers of `data` (must stay valid until the next open). Checks

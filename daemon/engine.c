@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "budget.h"
 #include "log.h"
 #include "rng.h"
 
@@ -64,6 +65,12 @@ int engine_new(config_t **cfgp, struct stats *stats, engine_t **out,
 			goto out_free;
 		}
 	}
+
+	/* Memory up front (budget.h): refuse what would OOM at the first
+	 * request. */
+	rc = budget_check(e, err, errlen);
+	if (rc)
+		goto out_free;
 
 	/* Digest: everything that can change a batch's bytes. */
 	canon = config_canonical(cfg);

@@ -19,6 +19,7 @@
 #include <zmq.h>
 
 #include "batch.h"
+#include "bindcheck.h"
 #include "config.h"
 #include "engine.h"
 #include "keys.h"
@@ -321,6 +322,12 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	if (check) {
+		/* the endpoints too: bound and released (bindcheck.h) */
+		if (bindcheck_endpoints(&eng->cfg->server, err, sizeof(err))) {
+			log_err("check: %s", err);
+			status = EX_SOFTWARE_;
+			goto out;
+		}
 		print_summary(eng, &keys);
 		goto out;
 	}

@@ -160,16 +160,24 @@ static inline int32_t pack16(int32_t a, int32_t b)
 	return (int32_t)(((uint32_t)a & 0xFFFF) | ((uint32_t)b << 16));
 }
 
-/* Pillow's precompute_coeffs + normalize_coeffs_8bpc; with `pairs`, also
- * the packed form the SSE2 horizontal pass reads. */
+/*
+ * Pillow's precompute_coeffs + normalize_coeffs_8bpc for outputs
+ * [out_off, out_off + out_size) of a resize of [in0, in1) of an extent of
+ * in_size pixels to out_total pixels; with `pairs`, also the packed form
+ * the SSE2 horizontal pass reads. Tap bounds are made relative to a buffer
+ * that holds pixels [src_off, src_off + buf_size) of the extent, and must
+ * lie inside it (-ERANGE if not). With out_off = src_off = 0, out_total =
+ * out_size and buf_size = in_size this is exactly Pillow's loop.
+ */
 static int resize_coeffs(resizer_t *r, struct resize_pass *p, int in_size,
-			 float in0, float in1, int out_size,
+			 float in0, float in1, int out_total, int out_off,
+			 int out_size, int src_off, int buf_size,
 			 const struct resize_kernel *kern, bool pairs)
 {
 	double support, scale, filterscale, center, ww, ss;
 	int xx, x, ksize, xmin, xmax, rc;
 
-	filterscale = scale = (double)(in1 - in0) / out_size;
+	filterscale = scale = (double)(in1 - in0) / out_total;
 	if (filterscale < 1.0)
 		filterscale = 1.0;
 	support = kern->support * filterscale;
@@ -195,7 +203,7 @@ static int resize_coeffs(resizer_t *r, struct resize_pass *p, int in_size,
 		double *k = r->pre;
 		int32_t *kk = p->kk + (size_t)xx * (size_t)ksize;
 
-		center = in0 + (xx + 0.5) * scale;
+		center = in0 + (xx + out_off + 0.5) * scale;
 		ww = 0.0;
 		xmin = (int)(center - support + 0.5);
 		if (xmin < 0)
@@ -222,7 +230,9 @@ static int resize_coeffs(resizer_t *r, struct resize_pass *p, int in_size,
 		for (x = 0; x < ksize; x++)
 			kk[x] = k[x] < 0 ? (int32_t)(-0.5 + k[x] * (1 << PRECISION_BITS))
 					 : (int32_t)(0.5 + k[x] * (1 << PRECISION_BITS));
-		p->bounds[xx * 2 + 0] = xmin;
+		if (xmin - src_off < 0 || xmin - src_off + xmax > buf_size)
+			return -ERANGE; /* the caller's window lacks taps */
+		p->bounds[xx * 2 + 0] = xmin - src_off;
 		p->bounds[xx * 2 + 1] = xmax;
 		if (pairs) {
 			int32_t *kp = p->pairs + (size_t)xx * (size_t)p->npairs * 2;
@@ -585,49 +595,45 @@ static void copy_rows(const uint8_t *src, size_t src_stride, uint8_t *dst,
 			(size_t)w * 3);
 }
 
-int resize_rgb(resizer_t *r, enum resize_filter f,
-	       const uint8_t *src, int src_w, int src_h, size_t src_stride,
-	       double bx0, double by0, double bx1, double by1,
-	       uint8_t *dst, int dst_w, int dst_h, size_t dst_stride)
+/*
+ * The one resample behind resize_rgb() and resize_rgb_crop(): the box of an
+ * image of full_w x full_h, resized to out_w x out_h, of which the output
+ * pixels [x_off, x_off + dst_w) x [y_off, y_off + dst_h) are written to
+ * dst; src holds the image's pixels [buf_x0, buf_x0 + buf_w) x [buf_y0,
+ * buf_y0 + buf_h). Pillow's decisions (the crop short cut, need_horizontal,
+ * need_vertical) are taken on the whole image, as Pillow takes them.
+ */
+static int resize_window(resizer_t *r, enum resize_filter f, const uint8_t *src,
+			 int buf_x0, int buf_y0, int buf_w, int buf_h, size_t src_stride,
+			 int full_w, int full_h, const float box[4], int out_w, int out_h,
+			 int x_off, int y_off, uint8_t *dst, int dst_w, int dst_h,
+			 size_t dst_stride)
 {
-	const struct resize_kernel *kern;
-	float box[4];
+	const struct resize_kernel *kern = &resize_kernels[f];
+	const uint8_t *win;
 	bool need_h, need_v;
 	int ybox_first, ybox_last, rc;
 
-	if (!r || !src || !dst || (f != RESIZE_BILINEAR && f != RESIZE_BICUBIC))
-		return -EINVAL;
-	if (src_w < 1 || src_h < 1 || dst_w < 1 || dst_h < 1 ||
-	    src_w > RESIZE_MAX_DIM || src_h > RESIZE_MAX_DIM ||
-	    dst_w > RESIZE_MAX_DIM || dst_h > RESIZE_MAX_DIM)
-		return -EINVAL;
-	if (src_stride < (size_t)src_w * 3 || dst_stride < (size_t)dst_w * 3)
-		return -EINVAL;
-	/* Written so that NaN fails every test. */
-	if (!(bx0 >= 0 && bx0 < bx1 && bx1 <= src_w && by0 >= 0 && by0 < by1 &&
-	      by1 <= src_h))
-		return -EINVAL;
-	kern = &resize_kernels[f];
-	box[0] = (float)bx0;
-	box[1] = (float)by0;
-	box[2] = (float)bx1;
-	box[3] = (float)by1;
-
 	/* _imaging.c _resize: an integer box of the output's size is a crop. */
-	if (box[0] == (float)(int)box[0] && box[2] - box[0] == (float)dst_w &&
-	    box[1] == (float)(int)box[1] && box[3] - box[1] == (float)dst_h) {
-		copy_rows(src + (size_t)(int)box[1] * src_stride + (size_t)(int)box[0] * 3,
+	if (box[0] == (float)(int)box[0] && box[2] - box[0] == (float)out_w &&
+	    box[1] == (float)(int)box[1] && box[3] - box[1] == (float)out_h) {
+		int cx = (int)box[0] + x_off - buf_x0, cy = (int)box[1] + y_off - buf_y0;
+
+		if (cx < 0 || cy < 0 || cx + dst_w > buf_w || cy + dst_h > buf_h)
+			return -ERANGE;
+		copy_rows(src + (size_t)cy * src_stride + (size_t)cx * 3,
 			  src_stride, dst, dst_stride, dst_w, dst_h);
 		return 0;
 	}
 
-	need_h = dst_w != src_w || box[0] != 0.0f || box[2] != (float)dst_w;
-	need_v = dst_h != src_h || box[1] != 0.0f || box[3] != (float)dst_h;
+	need_h = out_w != full_w || box[0] != 0.0f || box[2] != (float)out_w;
+	need_v = out_h != full_h || box[1] != 0.0f || box[3] != (float)out_h;
 
-	rc = resize_coeffs(r, &r->horiz, src_w, box[0], box[2], dst_w, kern,
-			   need_h && r->simd);
+	rc = resize_coeffs(r, &r->horiz, full_w, box[0], box[2], out_w, x_off, dst_w,
+			   buf_x0, buf_w, kern, need_h && r->simd);
 	if (rc == 0)
-		rc = resize_coeffs(r, &r->vert, src_h, box[1], box[3], dst_h, kern, false);
+		rc = resize_coeffs(r, &r->vert, full_h, box[1], box[3], out_h, y_off,
+				   dst_h, buf_y0, buf_h, kern, false);
 	if (rc < 0)
 		return rc;
 	/* First and one past the last source row the vertical pass reads. */
@@ -643,21 +649,82 @@ int resize_rgb(resizer_t *r, enum resize_filter f,
 			return rc;
 		for (int i = 0; i < dst_h; i++)
 			r->vert.bounds[i * 2] -= ybox_first;
-		resize_horizontal(r, &r->horiz, src_w, src, src_stride, ybox_first,
+		resize_horizontal(r, &r->horiz, buf_w, src, src_stride, ybox_first,
 				  ybox_last - ybox_first, r->tmp, tmp_stride, dst_w);
 		return resize_vertical(r, &r->vert, r->tmp, tmp_stride, dst, dst_stride,
 				       dst_w, dst_h);
 	}
 	if (need_h) {
-		/* Same height, whole height: Pillow's temp image is the result
-		 * (ybox_first == 0, ybox_last == src_h == dst_h). */
-		resize_horizontal(r, &r->horiz, src_w, src, src_stride, 0, dst_h, dst,
-				  dst_stride, dst_w);
+		/* Same height, whole height: Pillow's temp image is the result;
+		 * the window's rows of it. */
+		if (y_off - buf_y0 < 0 || y_off - buf_y0 + dst_h > buf_h)
+			return -ERANGE;
+		resize_horizontal(r, &r->horiz, buf_w, src, src_stride, y_off - buf_y0,
+				  dst_h, dst, dst_stride, dst_w);
 		return 0;
 	}
+	/* no horizontal pass: the window's columns as they are */
+	if (x_off - buf_x0 < 0 || x_off - buf_x0 + dst_w > buf_w)
+		return -ERANGE;
+	win = src + (size_t)(x_off - buf_x0) * 3;
 	if (need_v)
-		return resize_vertical(r, &r->vert, src, src_stride, dst, dst_stride,
+		return resize_vertical(r, &r->vert, win, src_stride, dst, dst_stride,
 				       dst_w, dst_h);
-	copy_rows(src, src_stride, dst, dst_stride, dst_w, dst_h);
+	if (y_off - buf_y0 < 0 || y_off - buf_y0 + dst_h > buf_h)
+		return -ERANGE;
+	copy_rows(win + (size_t)(y_off - buf_y0) * src_stride, src_stride, dst,
+		  dst_stride, dst_w, dst_h);
 	return 0;
+}
+
+int resize_rgb(resizer_t *r, enum resize_filter f,
+	       const uint8_t *src, int src_w, int src_h, size_t src_stride,
+	       double bx0, double by0, double bx1, double by1,
+	       uint8_t *dst, int dst_w, int dst_h, size_t dst_stride)
+{
+	float box[4];
+
+	if (!r || !src || !dst || (f != RESIZE_BILINEAR && f != RESIZE_BICUBIC))
+		return -EINVAL;
+	if (src_w < 1 || src_h < 1 || dst_w < 1 || dst_h < 1 ||
+	    src_w > RESIZE_MAX_DIM || src_h > RESIZE_MAX_DIM ||
+	    dst_w > RESIZE_MAX_DIM || dst_h > RESIZE_MAX_DIM)
+		return -EINVAL;
+	if (src_stride < (size_t)src_w * 3 || dst_stride < (size_t)dst_w * 3)
+		return -EINVAL;
+	/* Written so that NaN fails every test. */
+	if (!(bx0 >= 0 && bx0 < bx1 && bx1 <= src_w && by0 >= 0 && by0 < by1 &&
+	      by1 <= src_h))
+		return -EINVAL;
+	box[0] = (float)bx0;
+	box[1] = (float)by0;
+	box[2] = (float)bx1;
+	box[3] = (float)by1;
+	return resize_window(r, f, src, 0, 0, src_w, src_h, src_stride, src_w, src_h,
+			     box, dst_w, dst_h, 0, 0, dst, dst_w, dst_h, dst_stride);
+}
+
+int resize_rgb_crop(resizer_t *r, enum resize_filter f, const uint8_t *src,
+		    int buf_x0, int buf_y0, int buf_w, int buf_h, size_t src_stride,
+		    int full_w, int full_h, int out_w, int out_h, int x_off, int y_off,
+		    uint8_t *dst, int dst_w, int dst_h, size_t dst_stride)
+{
+	float box[4] = { 0.0f, 0.0f, (float)full_w, (float)full_h };
+
+	if (!r || !src || !dst || (f != RESIZE_BILINEAR && f != RESIZE_BICUBIC))
+		return -EINVAL;
+	if (full_w < 1 || full_h < 1 || full_w > RESIZE_MAX_DIM ||
+	    full_h > RESIZE_MAX_DIM || out_w < 1 || out_h < 1 ||
+	    out_w > RESIZE_MAX_DIM || out_h > RESIZE_MAX_DIM || dst_w < 1 ||
+	    dst_h < 1 || buf_w < 1 || buf_h < 1)
+		return -EINVAL;
+	if (x_off < 0 || y_off < 0 || x_off + dst_w > out_w || y_off + dst_h > out_h ||
+	    buf_x0 < 0 || buf_y0 < 0 || buf_x0 + buf_w > full_w ||
+	    buf_y0 + buf_h > full_h)
+		return -EINVAL;
+	if (src_stride < (size_t)buf_w * 3 || dst_stride < (size_t)dst_w * 3)
+		return -EINVAL;
+	return resize_window(r, f, src, buf_x0, buf_y0, buf_w, buf_h, src_stride,
+			     full_w, full_h, box, out_w, out_h, x_off, y_off, dst,
+			     dst_w, dst_h, dst_stride);
 }

@@ -41,4 +41,18 @@ int resize_rgb(resizer_t *r, enum resize_filter f,
 	       double bx0, double by0, double bx1, double by1,
 	       uint8_t *dst, int dst_w, int dst_h, size_t dst_stride);
 
+/*
+ * Pillow's im.resize((out_w, out_h)).crop((x_off, y_off, x_off + dst_w,
+ * y_off + dst_h)) of an image of full_w x full_h, byte for byte: the
+ * coefficients are those of the whole resize (so torchvision's Resize +
+ * CenterCrop on PIL images is matched exactly), only the window's outputs
+ * are computed, and src need hold only the image's pixels [buf_x0, buf_x0 +
+ * buf_w) x [buf_y0, buf_y0 + buf_h) (a decoded region) as long as every
+ * tap of the window falls inside them (-ERANGE if not). 0 or -errno.
+ */
+int resize_rgb_crop(resizer_t *r, enum resize_filter f, const uint8_t *src,
+		    int buf_x0, int buf_y0, int buf_w, int buf_h, size_t src_stride,
+		    int full_w, int full_h, int out_w, int out_h, int x_off, int y_off,
+		    uint8_t *dst, int dst_w, int dst_h, size_t dst_stride);
+
 #endif

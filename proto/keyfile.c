@@ -102,7 +102,9 @@ int keyfile_read(const char *path, char **out, size_t *len_out, unsigned *mode,
 	size_t len = 0;
 	int fd, rc = 0;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	/* O_NONBLOCK: a FIFO must not hang start-up or a reload in open();
+	 * it is refused below as not a regular file */
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
 	if (fd < 0)
 		return fail_errno(err, errlen, -errno, path, "cannot open");
 	if (fstat(fd, &st) < 0) {

@@ -442,6 +442,12 @@ static const struct bad_case bad_cases[] = {
 	{ "server", "log_level = verbose",
 	  "log_level: must be err, warning, notice, info or debug, got 'verbose'" },
 	/* endpoint lists */
+	{ "server", "endpoint = foo://bar",
+	  "endpoint: must be 1..8 distinct ZeroMQ endpoints, comma separated "
+	  "(tcp://HOST:PORT, ipc://PATH), got 'foo://bar'" },
+	{ "server", "endpoint = tcp://a:1, inproc://x",
+	  "endpoint: must be 1..8 distinct ZeroMQ endpoints, comma separated "
+	  "(tcp://HOST:PORT, ipc://PATH), got 'tcp://a:1, inproc://x'" },
 	{ "server", "endpoint = tcp://a:1,",
 	  "endpoint: must be 1..8 distinct ZeroMQ endpoints, comma separated "
 	  "(tcp://HOST:PORT, ipc://PATH), got 'tcp://a:1,'" },
@@ -1283,8 +1289,9 @@ static void test_shipped_configs(void **state)
 	static const char *const keys[] = {
 		"endpoint", "workers", "seed", "max_inflight",
 		"max_client_window", "max_clients", "max_pixels",
-		"max_file_bytes", "on_decode_error", "idle_timeout", "log_level",
-		"root", "manifest", "follow_symlinks",
+		"max_file_bytes", "max_scan_blocks", "max_batch_bytes",
+		"on_decode_error", "idle_timeout", "log_level",
+		"root", "manifest", "follow_symlinks", "digest_contents",
 		"dataset", "eval", "batch_size", "size", "crop", "resize",
 		"scale", "ratio", "flip", "interpolation", "dct_scale",
 		"shuffle", "drop_last", "cutout_prob", "cutout_holes",

@@ -10,10 +10,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
+#include <linux/capability.h>
 #include <cmocka.h>
 
 #include "dataset.h"
@@ -176,6 +180,33 @@ static int teardown(void **state)
 	return 0;
 }
 
+/*
+ * Permissions bind root only without CAP_DAC_OVERRIDE and
+ * CAP_DAC_READ_SEARCH: take them out of (or back into) the effective set,
+ * so that the unreadable-folder cases run as root too. Returns false when
+ * that is not possible (then the caller checks geteuid()).
+ */
+static bool dac_override(bool on)
+{
+	struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
+	struct __user_cap_data_struct d[2];
+	uint32_t bits = (1u << CAP_DAC_OVERRIDE) | (1u << CAP_DAC_READ_SEARCH);
+
+	if (syscall(SYS_capget, &h, d) != 0)
+		return false;
+	if (on)
+		d[0].effective |= bits & d[0].permitted;
+	else
+		d[0].effective &= ~bits;
+	return syscall(SYS_capset, &h, d) == 0;
+}
+
+/* Can this process be refused by permissions right now? */
+static bool permissions_bind(void)
+{
+	return geteuid() != 0 || dac_override(false);
+}
+
 /* ---- folder scan ------------------------------------------------------- */
 
 static void make_basic_tree(struct tree *t)
@@ -327,6 +358,163 @@ static void test_scan_symlinks(void **state)
 	tree_free(&t);
 }
 
+/*
+ * 36 levels, each folder holding two links to the next: 2^36 paths to one
+ * file. Each real folder is walked once per class, so the scan indexes
+ * the file once (under the first path in byte-wise order), plus once per
+ * file link, and finishes at once.
+ */
+static void test_scan_link_dag(void **state)
+{
+	enum { LEVELS = 36 };
+	struct tree t;
+	dataset_t *ds = NULL;
+	char err[512], rel[64], tg[64], want[PATH_MAX];
+	struct timespec t0, t1;
+	(void)state;
+
+	tree_new(&t);
+	for (int i = 0; i < LEVELS; i++) {
+		fmt(rel, sizeof(rel), "cls/d%02d", i);
+		mkd(&t, rel);
+		if (i + 1 < LEVELS) {
+			fmt(tg, sizeof(tg), "../d%02d", i + 1);
+			fmt(rel, sizeof(rel), "cls/d%02d/a", i);
+			ln(&t, tg, rel);
+			fmt(rel, sizeof(rel), "cls/d%02d/b", i);
+			ln(&t, tg, rel);
+		}
+	}
+	fmt(rel, sizeof(rel), "cls/d%02d/f.jpg", LEVELS - 1);
+	mk(&t, rel);
+	fmt(rel, sizeof(rel), "cls/d%02d/g.jpg", LEVELS - 1);
+	ln(&t, "f.jpg", rel);
+	mk(&t, "other/o.jpg");
+	ln(&t, "../cls/d00", "other/tree"); /* another class: walked again */
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	assert_int_equal(open_ds(t.root, NULL, false, &ds, err, sizeof(err)), 0);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	double s = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
+	print_message("      36-level link DAG indexed in %.3f s\n", s);
+	assert_true(s < 5.0);
+
+	assert_int_equal(dataset_size(ds), 5);
+	strcpy(want, "cls/d00");
+	for (int i = 1; i < LEVELS; i++)
+		strcat(want, "/a");
+	strcat(want, "/f.jpg");
+	assert_string_equal(dataset_path(ds, 0), want);
+	want[strlen(want) - 5] = 'g';
+	assert_string_equal(dataset_path(ds, 1), want);
+	assert_int_equal(dataset_label(ds, 1), 0);
+	assert_string_equal(dataset_path(ds, 2), "other/o.jpg");
+	assert_int_equal(dataset_label(ds, 2), 1);
+	assert_int_equal(strncmp(dataset_path(ds, 3), "other/tree/a/a/", 15), 0);
+	assert_int_equal(dataset_label(ds, 4), 1);
+	assert_non_null(strstr(logbuf, "folder already indexed under another path"));
+	dataset_destroy(&ds);
+	tree_free(&t);
+}
+
+/* A link swapped in after the index was built is refused when the sample
+ * is opened (the index was right when it was built; the open is what
+ * counts). */
+static void test_open_sample_contained(void **state)
+{
+	struct tree t;
+	dataset_t *ds = NULL;
+	char err[512], p[PATH_MAX], q[PATH_MAX];
+	(void)state;
+
+	tree_new(&t);
+	mk(&t, "cat/a.jpg");
+	mk(&t, "dog/b.jpg");
+	mk_outside(&t, "outside/a.jpg");
+	mk_outside(&t, "outside/b.jpg");
+	assert_int_equal(open_ds(t.root, NULL, false, &ds, err, sizeof(err)), 0);
+	int fd = dataset_open_sample(ds, 0);
+	assert_true(fd >= 0);
+	close(fd);
+
+	/* a file replaced by a link out */
+	fmt(p, sizeof(p), "%s/cat/a.jpg", t.root);
+	assert_int_equal(unlink(p), 0);
+	ln(&t, "@/outside/a.jpg", "cat/a.jpg");
+	assert_int_equal(dataset_open_sample(ds, 0), -EXDEV);
+	/* a class folder replaced by a (relative) link out */
+	fmt(p, sizeof(p), "%s/dog", t.root);
+	fmt(q, sizeof(q), "%s/dog.old", t.base);
+	assert_int_equal(rename(p, q), 0);
+	ln(&t, "../outside", "dog");
+	assert_int_equal(dataset_open_sample(ds, 1), -EXDEV);
+	dataset_destroy(&ds);
+
+	/* follow_symlinks: both allowed */
+	assert_int_equal(open_ds(t.root, NULL, true, &ds, err, sizeof(err)), 0);
+	assert_int_equal(dataset_size(ds), 3); /* cat/a.jpg, dog/a.jpg, dog/b.jpg */
+	fd = dataset_open_sample(ds, 2);
+	assert_true(fd >= 0);
+	close(fd);
+	dataset_destroy(&ds);
+	tree_free(&t);
+}
+
+/* The digest follows file size and mtime (or the bytes, digest_contents). */
+static void test_digest_stamps(void **state)
+{
+	struct tree t;
+	dataset_t *ds = NULL;
+	struct dataset_cfg cfg;
+	char err[512], p[PATH_MAX], h1[65], h2[65], h3[65], c1[65], c2[65];
+	struct timespec times[2] = { { 1000, 0 }, { 1000, 0 } };
+	(void)state;
+
+	tree_new(&t);
+	mk(&t, "cat/a.jpg");
+	fmt(p, sizeof(p), "%s/cat/a.jpg", t.root);
+	assert_int_equal(utimensat(AT_FDCWD, p, times, 0), 0);
+	assert_int_equal(open_ds(t.root, NULL, false, &ds, err, sizeof(err)), 0);
+	digest_of(ds, h1);
+	dataset_destroy(&ds);
+
+	write_file(p, "other bytes, same name");
+	assert_int_equal(utimensat(AT_FDCWD, p, times, 0), 0);
+	assert_int_equal(open_ds(t.root, NULL, false, &ds, err, sizeof(err)), 0);
+	digest_of(ds, h2);
+	dataset_destroy(&ds);
+	assert_string_not_equal(h1, h2); /* the size changed */
+
+	times[1].tv_nsec = 1;
+	assert_int_equal(utimensat(AT_FDCWD, p, times, 0), 0);
+	assert_int_equal(open_ds(t.root, NULL, false, &ds, err, sizeof(err)), 0);
+	digest_of(ds, h3);
+	dataset_destroy(&ds);
+	assert_string_not_equal(h2, h3); /* one nanosecond of mtime */
+
+	/* digest_contents: the bytes count, the mtime does not */
+	memset(&cfg, 0, sizeof(cfg));
+	strcpy(cfg.name, "default");
+	cfg.root = t.root;
+	cfg.digest_contents = true;
+	assert_int_equal(dataset_open(&cfg, &ds, err, sizeof(err)), 0);
+	digest_of(ds, c1);
+	dataset_destroy(&ds);
+	times[1].tv_sec = 5000;
+	assert_int_equal(utimensat(AT_FDCWD, p, times, 0), 0);
+	assert_int_equal(dataset_open(&cfg, &ds, err, sizeof(err)), 0);
+	digest_of(ds, c2);
+	dataset_destroy(&ds);
+	assert_string_equal(c1, c2);
+	assert_string_not_equal(c1, h3);
+	write_file(p, "other bytez, same name");
+	assert_int_equal(dataset_open(&cfg, &ds, err, sizeof(err)), 0);
+	digest_of(ds, c2);
+	dataset_destroy(&ds);
+	assert_string_not_equal(c1, c2);
+	tree_free(&t);
+}
+
 /* ---- manifests --------------------------------------------------------- */
 
 static void test_manifest_names(void **state)
@@ -436,6 +624,11 @@ static void test_manifest_errors(void **state)
 		  ":2: path 'evildir/secret.jpg' escapes the dataset root" },
 		{ "evildir/no/such/y.jpg\tx\n", false, -EXDEV,
 		  ":1: path 'evildir/no/such/y.jpg' escapes the dataset root" },
+		/* dangling links are links: their target may appear later */
+		{ "cat/later.jpg\tx\n", false, -EXDEV,
+		  ":1: path 'cat/later.jpg' escapes the dataset root" },
+		{ "cat/later_abs.jpg\tx\n", false, -EXDEV,
+		  ":1: path 'cat/later_abs.jpg' escapes the dataset root" },
 		{ "a.jpg\tx\nno tab here\n", false, -EINVAL, ":2: expected 'path<TAB>class'" },
 		{ "a.jpg\tx\n\tcat\n", false, -EINVAL, ":2: empty path" },
 		{ "a.jpg\tx\r\na.jpg\t\r\n", false, -EINVAL, ":2: path 'a.jpg' has an empty class" },
@@ -453,6 +646,8 @@ static void test_manifest_errors(void **state)
 	mk_outside(&t, "outside/secret.jpg");
 	ln(&t, "@/outside/secret.jpg", "cat/evil.jpg");
 	ln(&t, "@/outside", "evildir");
+	ln(&t, "../../outside/later.jpg", "cat/later.jpg");
+	ln(&t, "@/outside/later.jpg", "cat/later_abs.jpg");
 	manifest_path(&t, man, sizeof(man));
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -550,19 +745,44 @@ static void test_open_errors(void **state)
 	/* a NULL err buffer is allowed */
 	assert_int_equal(dataset_open(&cfg, &ds, NULL, 0), -ENOENT);
 
-	/* unreadable folders (permissions do not bind root) */
-	if (geteuid() != 0) {
+	/* An unreadable class folder is skipped with a warning (its class
+	 * stays, empty), not an error: one bad folder must not fail every
+	 * reload. An unreadable root is an error. */
+	if (permissions_bind()) {
 		mk(&t, "dog/x.jpg");
+		mk(&t, "dog/sub/y.jpg");
+		mk(&t, "eel/z.jpg");
+		fmt(p, sizeof(p), "%s/dog/sub", t.root);
+		assert_int_equal(chmod(p, 0), 0);
+		assert_int_equal(open_ds(t.root, NULL, false, &ds, err, sizeof(err)), 0);
+		assert_int_equal(dataset_size(ds), 2);
+		assert_int_equal(dataset_skipped_dirs(ds), 1);
+		assert_string_equal(dataset_path(ds, 0), "dog/x.jpg");
+		assert_string_equal(dataset_path(ds, 1), "eel/z.jpg");
+		assert_non_null(strstr(logbuf, "skipping folder 'dog/sub': "));
+		assert_non_null(strstr(logbuf, strerror(EACCES)));
+		assert_non_null(strstr(logbuf, "1 folder could not be read and was skipped"));
+		dataset_destroy(&ds);
+		assert_int_equal(chmod(p, 0755), 0);
+
 		fmt(p, sizeof(p), "%s/dog", t.root);
 		assert_int_equal(chmod(p, 0), 0);
-		assert_int_equal(open_ds(t.root, NULL, false, &ds, err, sizeof(err)), -EACCES);
-		assert_non_null(strstr(err, p));
-		assert_non_null(strstr(err, strerror(EACCES)));
+		assert_int_equal(open_ds(t.root, NULL, false, &ds, err, sizeof(err)), 0);
+		assert_int_equal(dataset_size(ds), 1);
+		assert_int_equal(dataset_num_classes(ds), 3); /* dog stays, empty */
+		assert_string_equal(dataset_path(ds, 0), "eel/z.jpg");
+		assert_int_equal(dataset_label(ds, 0), 2);
+		assert_non_null(strstr(logbuf, "skipping folder 'dog': "));
+		assert_non_null(strstr(logbuf, "class 'dog' has no JPEG files"));
+		dataset_destroy(&ds);
 		assert_int_equal(chmod(p, 0755), 0);
+
 		assert_int_equal(chmod(t.root, 0), 0);
 		assert_int_equal(open_ds(t.root, NULL, false, &ds, err, sizeof(err)), -EACCES);
 		assert_non_null(strstr(err, t.root));
 		assert_int_equal(chmod(t.root, 0755), 0);
+		if (geteuid() == 0)
+			assert_true(dac_override(true));
 	}
 
 	tree_free(&t);
@@ -666,6 +886,9 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_scan_order),
 		cmocka_unit_test(test_scan_symlinks),
+		cmocka_unit_test(test_scan_link_dag),
+		cmocka_unit_test(test_open_sample_contained),
+		cmocka_unit_test(test_digest_stamps),
 		cmocka_unit_test(test_manifest_names),
 		cmocka_unit_test(test_manifest_integers),
 		cmocka_unit_test(test_manifest_errors),

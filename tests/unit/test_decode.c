@@ -781,6 +781,95 @@ static void test_read_file(void **state)
 }
 
 /*
+ * The decode budget counts each scan's blocks before the scan is decoded:
+ * a 512x512 4:2:0 image has 4096 + 2 x 1024 = 6144 blocks; libjpeg's
+ * standard progression (10 scans) decodes 32768. A budget one below what a
+ * file needs fails it (-E2BIG, naming max_scan_blocks), the exact figure
+ * passes.
+ */
+static void test_scan_budget(void **state)
+{
+	struct jpeg_fixture_spec base = { .width = 512, .height = 512, .components = 3,
+					  .subsamp = JPEG_FIXTURE_420, .quality = 80 };
+	struct jpeg_fixture_spec prog = base;
+	struct decode_limits lim = test_limits;
+	decoder_t *d = decoder_new();
+	struct decoded out;
+	uint8_t *jb, *jp;
+	size_t lb, lp;
+	(void)state;
+
+	prog.progressive = true;
+	make_fixture(&base, &jb, &lb);
+	make_fixture(&prog, &jp, &lp);
+	struct { const uint8_t *jpg; size_t len; uint64_t need; } cases[] = {
+		{ jb, lb, 6144 }, { jp, lp, 32768 },
+	};
+	for (size_t i = 0; i < 2; i++) {
+		for (int k = 0; k < 3; k++) {
+			lim.max_scan_blocks = k == 0 ? 0 : k == 1 ? cases[i].need :
+					      cases[i].need - 1;
+			assert_int_equal(decoder_open(d, cases[i].jpg, cases[i].len, &lim,
+						      NULL, NULL), 0);
+			int rc = decoder_read(d, 1, 100, 200, 164, 264, &out);
+			if (k < 2) {
+				assert_int_equal(rc, 0);
+				continue;
+			}
+			assert_int_equal(rc, -E2BIG);
+			assert_non_null(strstr(decoder_error(d), "max_scan_blocks"));
+		}
+	}
+	assert_true(decode_error_transient(-EMFILE));
+	assert_true(decode_error_transient(-ENFILE));
+	assert_true(decode_error_transient(-ENOMEM));
+	assert_true(decode_error_transient(-EIO));
+	assert_false(decode_error_transient(-E2BIG));
+	assert_false(decode_error_transient(-ENOENT));
+	assert_false(decode_error_transient(-EACCES));
+	assert_false(decode_error_transient(-EXDEV));
+	assert_false(decode_error_transient(-EBADMSG));
+	free(jb);
+	free(jp);
+	decoder_destroy(&d);
+}
+
+/* A buffer one huge image grew past 16 MiB is given back when the next
+ * file is read. */
+static void test_scratch_trimmed(void **state)
+{
+	struct jpeg_fixture_spec big = { .width = 3200, .height = 2400, .components = 3,
+					 .subsamp = JPEG_FIXTURE_420, .quality = 30 };
+	struct jpeg_fixture_spec small = { .width = 64, .height = 48, .components = 3 };
+	decoder_t *d = decoder_new();
+	struct decoded out;
+	const uint8_t *data;
+	uint8_t *jpg;
+	size_t len, got;
+	char path[128];
+	FILE *f;
+	(void)state;
+
+	make_fixture(&big, &jpg, &len);
+	assert_int_equal(decoder_open(d, jpg, len, &test_limits, NULL, NULL), 0);
+	assert_int_equal(decoder_read(d, 1, 0, 0, 3200, 2400, &out), 0);
+	assert_true(decoder_retained(d) > (16u << 20));
+	free(jpg);
+	make_fixture(&small, &jpg, &len);
+	snprintf(path, sizeof(path), "%s/a.jpg", tmpdir);
+	f = fopen(path, "wb");
+	assert_non_null(f);
+	assert_int_equal(fwrite(jpg, 1, len, f), len);
+	assert_int_equal(fclose(f), 0);
+	assert_int_equal(decode_read_file(d, path, &test_limits, &data, &got), 0);
+	assert_int_equal(decoder_open(d, data, got, &test_limits, NULL, NULL), 0);
+	assert_int_equal(decoder_read(d, 1, 0, 0, 64, 48, &out), 0);
+	assert_true(decoder_retained(d) < (1u << 20));
+	free(jpg);
+	decoder_destroy(&d);
+}
+
+/*
  * Under valgrind (its preload library is in LD_PRELOAD), run libjpeg-turbo's
  * C code instead of its SIMD code. The SIMD path for 4:4:0 images makes
  * memcheck report the green byte of the last one or two pixels of every
@@ -818,6 +907,8 @@ int main(void)
 		cmocka_unit_test(test_leftover_scan_bytes),
 		cmocka_unit_test(test_bit_flips_and_noise),
 		cmocka_unit_test_setup_teardown(test_read_file, make_tmpdir, remove_tmpdir),
+		cmocka_unit_test(test_scan_budget),
+		cmocka_unit_test_setup_teardown(test_scratch_trimmed, make_tmpdir, remove_tmpdir),
 	};
 
 	avoid_simd_under_valgrind();

@@ -320,6 +320,80 @@ out:
 	resizer_destroy(&ref);
 }
 
+/* resize_rgb_crop(): a window of the whole resize, from the whole image
+ * or from a region of it holding the window's taps, equals cropping
+ * resize_rgb()'s full output; a region lacking taps is -ERANGE. */
+static void test_crop_window_of_whole_resize(void **state)
+{
+	static const int dims[][4] = {
+		/* W, H, out_w, out_h */
+		{ 300, 200, 110, 73 }, { 200, 300, 73, 109 }, { 50, 40, 91, 73 },
+		{ 73, 120, 73, 120 }, { 73, 90, 73, 100 }, { 80, 73, 90, 73 },
+	};
+	uint64_t seed = 99;
+	(void)state;
+
+	for (size_t t = 0; t < sizeof(dims) / sizeof(dims[0]); t++) {
+		int W = dims[t][0], H = dims[t][1], ow = dims[t][2], oh = dims[t][3];
+		int size = 64 < ow && 64 < oh ? 64 : (ow < oh ? ow : oh) - 1;
+		int left = (ow - size) / 2, top = (oh - size) / 2;
+		uint8_t *src = malloc((size_t)W * H * 3);
+		uint8_t *full = malloc((size_t)ow * oh * 3);
+		uint8_t *win = malloc((size_t)size * size * 3);
+		resizer_t *r = resizer_new();
+
+		assert_non_null(src);
+		assert_non_null(full);
+		assert_non_null(win);
+		for (size_t i = 0; i < (size_t)W * H * 3; i++)
+			src[i] = (uint8_t)rng_below(&seed, 256);
+		for (int f = RESIZE_BILINEAR; f <= RESIZE_BICUBIC; f++) {
+			assert_int_equal(resize_rgb(r, (enum resize_filter)f, src, W, H,
+						    (size_t)W * 3, 0, 0, W, H, full, ow, oh,
+						    (size_t)ow * 3), 0);
+			/* whole image as the buffer */
+			assert_int_equal(resize_rgb_crop(r, (enum resize_filter)f, src, 0, 0,
+							 W, H, (size_t)W * 3, W, H, ow, oh,
+							 left, top, win, size, size,
+							 (size_t)size * 3), 0);
+			for (int y = 0; y < size; y++)
+				assert_memory_equal(win + (size_t)y * size * 3,
+						    full + ((size_t)(top + y) * ow + left) * 3,
+						    (size_t)size * 3);
+			/* a region with a margin of 6 source pixels */
+			double sx = (double)W / ow, sy = (double)H / oh;
+			int x0 = (int)(left * sx) - 6, y0 = (int)(top * sy) - 6;
+			int x1 = (int)((left + size) * sx) + 7, y1 = (int)((top + size) * sy) + 7;
+			x0 = x0 < 0 ? 0 : x0;
+			y0 = y0 < 0 ? 0 : y0;
+			x1 = x1 > W ? W : x1;
+			y1 = y1 > H ? H : y1;
+			memset(win, 0, (size_t)size * size * 3);
+			assert_int_equal(resize_rgb_crop(r, (enum resize_filter)f,
+							 src + ((size_t)y0 * W + x0) * 3, x0, y0,
+							 x1 - x0, y1 - y0, (size_t)W * 3, W, H,
+							 ow, oh, left, top, win, size, size,
+							 (size_t)size * 3), 0);
+			for (int y = 0; y < size; y++)
+				assert_memory_equal(win + (size_t)y * size * 3,
+						    full + ((size_t)(top + y) * ow + left) * 3,
+						    (size_t)size * 3);
+		}
+		/* a region missing the window's first column of taps */
+		if (W != ow) {
+			int x0 = (int)(left * (double)W / ow) + 3;
+			assert_int_equal(resize_rgb_crop(r, RESIZE_BILINEAR, src + (size_t)x0 * 3,
+							 x0, 0, W - x0, H, (size_t)W * 3, W, H,
+							 ow, oh, left, top, win, size, size,
+							 (size_t)size * 3), -ERANGE);
+		}
+		resizer_destroy(&r);
+		free(src);
+		free(full);
+		free(win);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -330,6 +404,7 @@ int main(void)
 		cmocka_unit_test(test_invalid_arguments),
 		cmocka_unit_test(test_reuse_matches_fresh),
 		cmocka_unit_test(test_simd_matches_scalar),
+		cmocka_unit_test(test_crop_window_of_whole_resize),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
