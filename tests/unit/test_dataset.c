@@ -478,7 +478,7 @@ static void test_digest_stamps(void **state)
 	digest_of(ds, h1);
 	dataset_destroy(&ds);
 
-	write_file(p, "other bytes, same name");
+	tu_write_file(p, "other bytes, same name");
 	assert_int_equal(utimensat(AT_FDCWD, p, times, 0), 0);
 	assert_int_equal(open_ds(t.root, NULL, false, &ds, err, sizeof(err)), 0);
 	digest_of(ds, h2);
@@ -507,7 +507,7 @@ static void test_digest_stamps(void **state)
 	dataset_destroy(&ds);
 	assert_string_equal(c1, c2);
 	assert_string_not_equal(c1, h3);
-	write_file(p, "other bytez, same name");
+	tu_write_file(p, "other bytez, same name");
 	assert_int_equal(dataset_open(&cfg, &ds, err, sizeof(err)), 0);
 	digest_of(ds, c2);
 	dataset_destroy(&ds);
