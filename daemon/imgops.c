@@ -1,0 +1,539 @@
+/*
+ * imgops.c — the point and colour ops of imgops.h, with torchvision
+ * 0.14's tensor arithmetic reproduced step by step in float32 (see
+ * docs/AUGMENTATIONS.md, "Image operations"). The geometric ops and the
+ * Gaussian blur are in imgops_geom.c.
+ *
+ * Exactness: torchvision computes e.g. _blend as
+ *   (f32(ratio) * img1 + f32(1 - ratio) * img2).clamp(0, 255).to(uint8)
+ * i.e. two float32 products, one float32 sum, clamp, truncation. A product
+ * of a float32 constant and a byte takes 256 values, so each op builds
+ * float tables of the products once per call and does the per-pixel sum
+ * and truncation exactly as torch does: the result is bit-identical, not
+ * merely close. Only the Contrast mean of a huge image (more than 2^24 /
+ * 255 pixels, where torch's float32 sum is no longer exact) can differ, by
+ * one unit of the sum's last place.
+ */
+#include "imgops.h"
+#include "imgops_int.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+static const char *const op_names[IMGOP_COUNT] = {
+	[IMGOP_IDENTITY] = "Identity",
+	[IMGOP_SHEAR_X] = "ShearX",
+	[IMGOP_SHEAR_Y] = "ShearY",
+	[IMGOP_TRANSLATE_X] = "TranslateX",
+	[IMGOP_TRANSLATE_Y] = "TranslateY",
+	[IMGOP_ROTATE] = "Rotate",
+	[IMGOP_BRIGHTNESS] = "Brightness",
+	[IMGOP_COLOR] = "Color",
+	[IMGOP_CONTRAST] = "Contrast",
+	[IMGOP_SHARPNESS] = "Sharpness",
+	[IMGOP_POSTERIZE] = "Posterize",
+	[IMGOP_SOLARIZE] = "Solarize",
+	[IMGOP_AUTOCONTRAST] = "AutoContrast",
+	[IMGOP_EQUALIZE] = "Equalize",
+	[IMGOP_INVERT] = "Invert",
+	[IMGOP_HUE] = "Hue",
+	[IMGOP_SOLARIZE_ADD] = "SolarizeAdd",
+	[IMGOP_GRAYSCALE] = "Grayscale",
+	[IMGOP_GAUSSIAN_BLUR] = "GaussianBlur",
+};
+
+const char *imgop_name(unsigned op)
+{
+	return op < IMGOP_COUNT ? op_names[op] : NULL;
+}
+
+/*
+ * Scratch: the largest user is the Gaussian blur (one float per sample,
+ * its two kernels and a float row); the affine warp needs a copy of the
+ * image and two float tables of W, Sharpness a copy of the image.
+ */
+size_t imgop_scratch_bytes(int W, int H)
+{
+	size_t w = W > 0 ? (size_t)W : 1, h = H > 0 ? (size_t)H : 1;
+
+	/* blur: float image + two kernels (< 2w, < 2h) + a float row (3w) */
+	return (w * h * 3 + 5 * w + 2 * h + 16) * sizeof(float) + 8 * IMGOP_ALIGN;
+}
+
+/* ---- helpers -------------------------------------------------------- */
+
+/* torch's .clamp(0, 255).to(uint8) of a float32. */
+static inline uint8_t clamp_trunc(float v)
+{
+	if (!(v > 0.0f))
+		return 0;
+	if (v >= 255.0f)
+		return 255;
+	return (uint8_t)v;
+}
+
+/* Apply one 256-entry table to every byte of the image. */
+static void apply_lut(uint8_t *img, int W, int H, size_t stride,
+		      const uint8_t lut[256])
+{
+	for (int y = 0; y < H; y++) {
+		uint8_t *p = img + (size_t)y * stride;
+
+		for (int i = 0; i < 3 * W; i++)
+			p[i] = lut[p[i]];
+	}
+}
+
+/* Per-channel tables (R, G, B). */
+static void apply_lut3(uint8_t *img, int W, int H, size_t stride,
+		       uint8_t lut[3][256])
+{
+	for (int y = 0; y < H; y++) {
+		uint8_t *p = img + (size_t)y * stride;
+
+		for (int x = 0; x < W; x++, p += 3) {
+			p[0] = lut[0][p[0]];
+			p[1] = lut[1][p[1]];
+			p[2] = lut[2][p[2]];
+		}
+	}
+}
+
+/* f32(c) * v for v = 0..255: torch's `c * uint8_tensor`. */
+static void product_table(float t[256], double c)
+{
+	float cf = (float)c;
+
+	for (int v = 0; v < 256; v++)
+		t[v] = cf * (float)v;
+}
+
+/* The three weighted channels of rgb_to_grayscale. */
+static float gray_r[256], gray_g[256], gray_b[256];
+static int gray_ready;
+
+static void gray_tables(void)
+{
+	/* Idempotent and the same on every thread: a benign race at worst
+	 * recomputes identical values, so no lock (flag set last). */
+	if (__atomic_load_n(&gray_ready, __ATOMIC_ACQUIRE))
+		return;
+	product_table(gray_r, 0.2989);
+	product_table(gray_g, 0.587);
+	product_table(gray_b, 0.114);
+	__atomic_store_n(&gray_ready, 1, __ATOMIC_RELEASE);
+}
+
+/* (0.2989 * r + 0.587 * g + 0.114 * b).to(uint8), summed left to right. */
+static inline uint8_t gray_of(const uint8_t *p)
+{
+	return (uint8_t)((gray_r[p[0]] + gray_g[p[1]]) + gray_b[p[2]]);
+}
+
+static int check_factor(double magnitude)
+{
+	/* torchvision raises for a factor (1 + magnitude) below 0. */
+	if (!isfinite(magnitude) || 1.0 + magnitude < 0.0)
+		return -EINVAL;
+	return 0;
+}
+
+/* ---- point ops ------------------------------------------------------ */
+
+static void op_invert(uint8_t *img, int W, int H, size_t stride)
+{
+	for (int y = 0; y < H; y++) {
+		uint8_t *p = img + (size_t)y * stride;
+
+		for (int i = 0; i < 3 * W; i++)
+			p[i] = (uint8_t)(255 - p[i]);
+	}
+}
+
+static void op_posterize(uint8_t *img, int W, int H, size_t stride, int bits)
+{
+	/* img & -int(2 ** (8 - bits)) */
+	uint8_t mask = (uint8_t)(0xFF00u >> bits);
+
+	for (int y = 0; y < H; y++) {
+		uint8_t *p = img + (size_t)y * stride;
+
+		for (int i = 0; i < 3 * W; i++)
+			p[i] &= mask;
+	}
+}
+
+static void op_solarize(uint8_t *img, int W, int H, size_t stride, double thr)
+{
+	uint8_t lut[256];
+	float t = (float)thr;
+
+	/* torch.where(img >= threshold, 255 - img, img), compared in float. */
+	for (int v = 0; v < 256; v++)
+		lut[v] = (float)v >= t ? (uint8_t)(255 - v) : (uint8_t)v;
+	apply_lut(img, W, H, stride, lut);
+}
+
+static void op_solarize_add(uint8_t *img, int W, int H, size_t stride, double add)
+{
+	uint8_t lut[256];
+
+	/* timm: i + add below 128, clipped (timm's add is an integer; a
+	 * fraction is truncated after clipping, as a tensor's .to(uint8)). */
+	for (int v = 0; v < 256; v++) {
+		double r = v < 128 ? v + add : v;
+
+		lut[v] = r <= 0.0 ? 0 : r >= 255.0 ? 255 : (uint8_t)r;
+	}
+	apply_lut(img, W, H, stride, lut);
+}
+
+static void op_brightness(uint8_t *img, int W, int H, size_t stride, double f)
+{
+	float a[256];
+	float zero = (float)(1.0 - f) * 0.0f;
+	uint8_t lut[256];
+
+	product_table(a, f);
+	for (int v = 0; v < 256; v++)
+		lut[v] = clamp_trunc(a[v] + zero);
+	apply_lut(img, W, H, stride, lut);
+}
+
+static void op_grayscale(uint8_t *img, int W, int H, size_t stride)
+{
+	gray_tables();
+	for (int y = 0; y < H; y++) {
+		uint8_t *p = img + (size_t)y * stride;
+
+		for (int x = 0; x < W; x++, p += 3)
+			p[0] = p[1] = p[2] = gray_of(p);
+	}
+}
+
+/* _blend(img, rgb_to_grayscale(img), f) */
+static void op_color(uint8_t *img, int W, int H, size_t stride, double f)
+{
+	float a[256], b[256];
+
+	gray_tables();
+	product_table(a, f);
+	product_table(b, 1.0 - f);
+	for (int y = 0; y < H; y++) {
+		uint8_t *p = img + (size_t)y * stride;
+
+		for (int x = 0; x < W; x++, p += 3) {
+			float g = b[gray_of(p)];
+
+			p[0] = clamp_trunc(a[p[0]] + g);
+			p[1] = clamp_trunc(a[p[1]] + g);
+			p[2] = clamp_trunc(a[p[2]] + g);
+		}
+	}
+}
+
+/* _blend(img, mean(rgb_to_grayscale(img).float()), f) */
+static void op_contrast(uint8_t *img, int W, int H, size_t stride, double f)
+{
+	uint64_t sum = 0;
+	float a[256], mean, off;
+	uint8_t lut[256];
+
+	gray_tables();
+	for (int y = 0; y < H; y++) {
+		const uint8_t *p = img + (size_t)y * stride;
+
+		for (int x = 0; x < W; x++, p += 3)
+			sum += gray_of(p);
+	}
+	/* torch: float32 sum (exact below 2^24) divided by the count. */
+	mean = (float)sum / (float)((uint64_t)W * (uint64_t)H);
+	off = (float)(1.0 - f) * mean;
+	product_table(a, f);
+	for (int v = 0; v < 256; v++)
+		lut[v] = clamp_trunc(a[v] + off);
+	apply_lut(img, W, H, stride, lut);
+}
+
+/*
+ * _blend(img, blurred, f), blurred = the 3x3 kernel [1 1 1; 1 5 1; 1 1 1]
+ * / 13 in float32, rounded, on the interior; the border rows and columns
+ * keep the original (and still go through the blend). The float sum
+ * (S + 5c) / 13 is k / 13 for an integer k, at least 1/26 away from a
+ * rounding tie, so integer rounding gives torch's round() exactly.
+ */
+static void op_sharpness(uint8_t *img, int W, int H, size_t stride, double f,
+			 uint8_t *scratch)
+{
+	float a[256], b[256];
+	size_t row = (size_t)W * 3;
+	uint8_t *src = imgop_align(scratch);
+
+	if (W <= 2 || H <= 2)
+		return; /* torchvision returns such images unchanged */
+	for (int y = 0; y < H; y++)
+		memcpy(src + (size_t)y * row, img + (size_t)y * stride, row);
+	product_table(a, f);
+	product_table(b, 1.0 - f);
+	for (int y = 0; y < H; y++) {
+		const uint8_t *s = src + (size_t)y * row;
+		uint8_t *p = img + (size_t)y * stride;
+		int border = y == 0 || y == H - 1;
+
+		for (int i = 0; i < 3 * W; i++) {
+			int blur = s[i];
+
+			if (!border && i >= 3 && i < 3 * W - 3) {
+				const uint8_t *u = s - row, *d = s + row;
+				int k = u[i - 3] + u[i] + u[i + 3] + s[i - 3] +
+					5 * s[i] + s[i + 3] + d[i - 3] + d[i] + d[i + 3];
+
+				blur = (2 * k + 13) / 26;
+			}
+			p[i] = clamp_trunc(a[s[i]] + b[blur]);
+		}
+	}
+}
+
+static void op_autocontrast(uint8_t *img, int W, int H, size_t stride)
+{
+	uint8_t lo[3] = { 255, 255, 255 }, hi[3] = { 0, 0, 0 };
+	uint8_t lut[3][256];
+
+	for (int y = 0; y < H; y++) {
+		const uint8_t *p = img + (size_t)y * stride;
+
+		for (int x = 0; x < W; x++, p += 3)
+			for (int c = 0; c < 3; c++) {
+				if (p[c] < lo[c])
+					lo[c] = p[c];
+				if (p[c] > hi[c])
+					hi[c] = p[c];
+			}
+	}
+	for (int c = 0; c < 3; c++) {
+		/* scale = 255 / (max - min); a flat channel (inf scale) uses
+		 * min 0, scale 1: unchanged. */
+		float mn = lo[c], scale = 1.0f;
+
+		if (hi[c] != lo[c])
+			scale = 255.0f / ((float)hi[c] - (float)lo[c]);
+		else
+			mn = 0.0f;
+		for (int v = 0; v < 256; v++)
+			lut[c][v] = clamp_trunc(((float)v - mn) * scale);
+	}
+	apply_lut3(img, W, H, stride, lut);
+}
+
+/* torchvision's _scale_channel: histogram, step = (sum of the non-zero
+ * bins but the last) // 255, lut = (cumsum + step // 2) // step shifted
+ * right by one; step 0 leaves the channel unchanged. */
+static void equalize_lut(const uint64_t hist[256], uint8_t lut[256])
+{
+	uint64_t total = 0, last = 0, step, cum = 0;
+
+	for (int v = 0; v < 256; v++) {
+		total += hist[v];
+		if (hist[v])
+			last = hist[v];
+	}
+	step = (total - last) / 255;
+	for (int v = 0; v < 256; v++)
+		lut[v] = (uint8_t)v;
+	if (step == 0)
+		return;
+	lut[0] = 0;
+	for (int v = 0; v < 255; v++) {
+		uint64_t l;
+
+		cum += hist[v];
+		l = (cum + step / 2) / step;
+		lut[v + 1] = l > 255 ? 255 : (uint8_t)l;
+	}
+}
+
+static void op_equalize(uint8_t *img, int W, int H, size_t stride)
+{
+	uint64_t hist[3][256];
+	uint8_t lut[3][256];
+
+	memset(hist, 0, sizeof(hist));
+	for (int y = 0; y < H; y++) {
+		const uint8_t *p = img + (size_t)y * stride;
+
+		for (int x = 0; x < W; x++, p += 3) {
+			hist[0][p[0]]++;
+			hist[1][p[1]]++;
+			hist[2][p[2]]++;
+		}
+	}
+	for (int c = 0; c < 3; c++)
+		equalize_lut(hist[c], lut[c]);
+	apply_lut3(img, W, H, stride, lut);
+}
+
+/* ---- hue ------------------------------------------------------------ */
+
+/*
+ * F.adjust_hue: float32 RGB in [0, 1] (x / 255), torchvision's _rgb2hsv,
+ * h = (h + factor) mod 1 (torch.remainder), _hsv2rgb, * 255 truncated.
+ * Each float32 operation is the one torch does, in the same order.
+ */
+static void hue_pixel(uint8_t *p, float hf)
+{
+	float r = (float)p[0] / 255.0f, g = (float)p[1] / 255.0f,
+	      b = (float)p[2] / 255.0f;
+	float maxc = fmaxf(r, fmaxf(g, b)), minc = fminf(r, fminf(g, b));
+	int eqc = maxc == minc;
+	float cr = maxc - minc;
+	float s = cr / (eqc ? 1.0f : maxc);
+	float crd = eqc ? 1.0f : cr;
+	float rc = (maxc - r) / crd, gc = (maxc - g) / crd, bc = (maxc - b) / crd;
+	float h, f, v = maxc, pp, q, t, o[3];
+	int i;
+
+	if (maxc == r)
+		h = bc - gc;
+	else if (maxc == g)
+		h = (2.0f + rc) - bc;
+	else
+		h = (4.0f + gc) - rc;
+	h = fmodf(h / 6.0f + 1.0f, 1.0f);
+	h = fmodf(h + hf, 1.0f);
+	if (h != 0.0f && h < 0.0f)
+		h += 1.0f;
+	f = h * 6.0f;
+	i = (int)floorf(f);
+	f = f - (float)i;
+	pp = fminf(fmaxf(v * (1.0f - s), 0.0f), 1.0f);
+	q = fminf(fmaxf(v * (1.0f - s * f), 0.0f), 1.0f);
+	t = fminf(fmaxf(v * (1.0f - s * (1.0f - f)), 0.0f), 1.0f);
+	switch (((i % 6) + 6) % 6) {
+	case 0: o[0] = v; o[1] = t; o[2] = pp; break;
+	case 1: o[0] = q; o[1] = v; o[2] = pp; break;
+	case 2: o[0] = pp; o[1] = v; o[2] = t; break;
+	case 3: o[0] = pp; o[1] = q; o[2] = v; break;
+	case 4: o[0] = t; o[1] = pp; o[2] = v; break;
+	default: o[0] = v; o[1] = pp; o[2] = q; break;
+	}
+	for (int c = 0; c < 3; c++)
+		p[c] = clamp_trunc(o[c] * 255.0f);
+}
+
+static void op_hue(uint8_t *img, int W, int H, size_t stride, double factor)
+{
+	float hf = (float)factor;
+
+	for (int y = 0; y < H; y++) {
+		uint8_t *p = img + (size_t)y * stride;
+
+		for (int x = 0; x < W; x++, p += 3)
+			hue_pixel(p, hf);
+	}
+}
+
+/* ---- dispatch ------------------------------------------------------- */
+
+static int check_args(const uint8_t *img, int W, int H, size_t stride,
+		      const struct imgop_args *a, const uint8_t *scratch)
+{
+	double m;
+
+	if (!img || !a || !scratch || W <= 0 || H <= 0 ||
+	    W > (1 << 24) || H > (1 << 24) || stride < (size_t)W * 3 ||
+	    a->op >= IMGOP_COUNT || a->interp > IMGOP_BILINEAR)
+		return -EINVAL;
+	m = a->magnitude;
+	switch (a->op) {
+	case IMGOP_BRIGHTNESS:
+	case IMGOP_COLOR:
+	case IMGOP_CONTRAST:
+	case IMGOP_SHARPNESS:
+		return check_factor(m);
+	case IMGOP_POSTERIZE:
+		/* int(magnitude) must be 0..8 bits */
+		return isfinite(m) && m > -1.0 && m < 9.0 ? 0 : -EINVAL;
+	case IMGOP_SOLARIZE:
+		/* torchvision: "Threshold should be less than bound of img" */
+		return !isnan(m) && m <= 255.0 ? 0 : -EINVAL;
+	case IMGOP_HUE:
+		return m >= -0.5 && m <= 0.5 ? 0 : -EINVAL;
+	case IMGOP_SOLARIZE_ADD:
+		return isfinite(m) ? 0 : -EINVAL;
+	case IMGOP_GAUSSIAN_BLUR:
+		return isfinite(m) && m > 0.0 && m <= 64.0 ? 0 : -EINVAL;
+	case IMGOP_SHEAR_X:
+	case IMGOP_SHEAR_Y:
+	case IMGOP_ROTATE:
+		return isfinite(m) && fabs(m) <= 1e6 ? 0 : -EINVAL;
+	case IMGOP_TRANSLATE_X:
+	case IMGOP_TRANSLATE_Y:
+		return isfinite(m) && fabs(m) <= 1e7 ? 0 : -EINVAL;
+	default:
+		return 0;
+	}
+}
+
+int imgop_apply(uint8_t *img, int W, int H, size_t stride,
+		const struct imgop_args *a, uint8_t *scratch)
+{
+	int rc = check_args(img, W, H, stride, a, scratch);
+	double m;
+
+	if (rc < 0)
+		return rc;
+	m = a->magnitude;
+	switch (a->op) {
+	case IMGOP_IDENTITY:
+		return 0;
+	case IMGOP_SHEAR_X:
+	case IMGOP_SHEAR_Y:
+	case IMGOP_TRANSLATE_X:
+	case IMGOP_TRANSLATE_Y:
+	case IMGOP_ROTATE:
+		return imgop_affine(img, W, H, stride, a, scratch);
+	case IMGOP_BRIGHTNESS:
+		op_brightness(img, W, H, stride, 1.0 + m);
+		return 0;
+	case IMGOP_COLOR:
+		op_color(img, W, H, stride, 1.0 + m);
+		return 0;
+	case IMGOP_CONTRAST:
+		op_contrast(img, W, H, stride, 1.0 + m);
+		return 0;
+	case IMGOP_SHARPNESS:
+		op_sharpness(img, W, H, stride, 1.0 + m, scratch);
+		return 0;
+	case IMGOP_POSTERIZE:
+		op_posterize(img, W, H, stride, (int)m);
+		return 0;
+	case IMGOP_SOLARIZE:
+		op_solarize(img, W, H, stride, m);
+		return 0;
+	case IMGOP_AUTOCONTRAST:
+		op_autocontrast(img, W, H, stride);
+		return 0;
+	case IMGOP_EQUALIZE:
+		op_equalize(img, W, H, stride);
+		return 0;
+	case IMGOP_INVERT:
+		op_invert(img, W, H, stride);
+		return 0;
+	case IMGOP_HUE:
+		op_hue(img, W, H, stride, m);
+		return 0;
+	case IMGOP_SOLARIZE_ADD:
+		op_solarize_add(img, W, H, stride, m);
+		return 0;
+	case IMGOP_GRAYSCALE:
+		op_grayscale(img, W, H, stride);
+		return 0;
+	case IMGOP_GAUSSIAN_BLUR:
+		return imgop_gaussian_blur(img, W, H, stride, m, scratch);
+	default:
+		return -EINVAL;
+	}
+}

@@ -1,0 +1,33 @@
+/*
+ * imgops_int.h — what imgops.c (dispatch, point ops, colour) and
+ * imgops_geom.c (affine warps, Gaussian blur) share. Not a public header.
+ */
+#ifndef CUTMIXD_IMGOPS_INT_H
+#define CUTMIXD_IMGOPS_INT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "imgops.h"
+
+/* Scratch alignment of every sub-buffer handed out of `scratch`. */
+#define IMGOP_ALIGN 64
+
+static inline uint8_t *imgop_align(uint8_t *p)
+{
+	return (uint8_t *)(((uintptr_t)p + (IMGOP_ALIGN - 1)) & ~(uintptr_t)(IMGOP_ALIGN - 1));
+}
+
+/* The affine ops (ShearX/Y, TranslateX/Y, Rotate); arguments already
+ * checked. */
+int imgop_affine(uint8_t *img, int W, int H, size_t stride,
+		 const struct imgop_args *a, uint8_t *scratch);
+
+/* F.gaussian_blur with sigma = a->magnitude (checked > 0). */
+int imgop_gaussian_blur(uint8_t *img, int W, int H, size_t stride,
+			double sigma, uint8_t *scratch);
+
+/* Kernel size imgop_gaussian_blur uses for sigma on a W x H image. */
+int imgop_blur_ksize(double sigma, int W, int H);
+
+#endif
