@@ -58,8 +58,9 @@ size_t imgop_scratch_bytes(int W, int H)
 {
 	size_t w = W > 0 ? (size_t)W : 1, h = H > 0 ? (size_t)H : 1;
 
-	/* blur: float image + two kernels (< 2w, < 2h) + a float row (3w) */
-	return (w * h * 3 + 5 * w + 2 * h + 16) * sizeof(float) + 8 * IMGOP_ALIGN;
+	/* blur: float image + two kernels (< 2w, < 2h) + a padded float row
+	 * (< 3w pixels) */
+	return (w * h * 3 + 11 * w + 2 * h + 16) * sizeof(float) + 8 * IMGOP_ALIGN;
 }
 
 /* ---- helpers -------------------------------------------------------- */
@@ -377,61 +378,85 @@ static void op_equalize(uint8_t *img, int W, int H, size_t stride)
 
 /* ---- hue ------------------------------------------------------------ */
 
-/*
- * F.adjust_hue: float32 RGB in [0, 1] (x / 255), torchvision's _rgb2hsv,
- * h = (h + factor) mod 1 (torch.remainder), _hsv2rgb, * 255 truncated.
- * Each float32 operation is the one torch does, in the same order.
- */
-static void hue_pixel(uint8_t *p, float hf)
-{
-	float r = (float)p[0] / 255.0f, g = (float)p[1] / 255.0f,
-	      b = (float)p[2] / 255.0f;
-	float maxc = fmaxf(r, fmaxf(g, b)), minc = fminf(r, fminf(g, b));
-	int eqc = maxc == minc;
-	float cr = maxc - minc;
-	float s = cr / (eqc ? 1.0f : maxc);
-	float crd = eqc ? 1.0f : cr;
-	float rc = (maxc - r) / crd, gc = (maxc - g) / crd, bc = (maxc - b) / crd;
-	float h, f, v = maxc, pp, q, t, o[3];
-	int i;
+static inline float maxf(float a, float b) { return a > b ? a : b; }
+static inline float minf(float a, float b) { return a < b ? a : b; }
+static inline float clamp01(float a) { return minf(maxf(a, 0.0f), 1.0f); }
 
-	if (maxc == r)
-		h = bc - gc;
-	else if (maxc == g)
-		h = (2.0f + rc) - bc;
-	else
-		h = (4.0f + gc) - rc;
-	h = fmodf(h / 6.0f + 1.0f, 1.0f);
-	h = fmodf(h + hf, 1.0f);
-	if (h != 0.0f && h < 0.0f)
-		h += 1.0f;
-	f = h * 6.0f;
-	i = (int)floorf(f);
-	f = f - (float)i;
-	pp = fminf(fmaxf(v * (1.0f - s), 0.0f), 1.0f);
-	q = fminf(fmaxf(v * (1.0f - s * f), 0.0f), 1.0f);
-	t = fminf(fmaxf(v * (1.0f - s * (1.0f - f)), 0.0f), 1.0f);
-	switch (((i % 6) + 6) % 6) {
-	case 0: o[0] = v; o[1] = t; o[2] = pp; break;
-	case 1: o[0] = q; o[1] = v; o[2] = pp; break;
-	case 2: o[0] = pp; o[1] = v; o[2] = t; break;
-	case 3: o[0] = pp; o[1] = q; o[2] = v; break;
-	case 4: o[0] = t; o[1] = pp; o[2] = v; break;
-	default: o[0] = v; o[1] = pp; o[2] = q; break;
+/*
+ * F.adjust_hue on n pixels held as float planes r, g, b (x / 255), in
+ * place: torchvision's _rgb2hsv, h = (h + factor) mod 1
+ * (torch.remainder), _hsv2rgb. Each float32 operation is the one torch
+ * does, in the same order; the branches are selects so the loop
+ * vectorises. Two of torch's steps are rewritten with the same result:
+ * fmod(h / 6 + 1, 1) on [5/6, 11/6) is "x >= 1 ? x - 1 : x" (exact by
+ * Sterbenz), and the remainder of h + factor in [-0.5, 1.5) is the same
+ * subtraction or torch's "+ 1" for a negative fmod; floor(h * 6) of a
+ * non-negative value is a truncation.
+ */
+IMGOP_CLONES
+static void hue_planes(float *restrict r, float *restrict g, float *restrict b,
+		       int n, float hf)
+{
+	for (int k = 0; k < n; k++) {
+		float R = r[k], G = g[k], B = b[k];
+		float maxc = maxf(R, maxf(G, B)), minc = minf(R, minf(G, B));
+		int eqc = maxc == minc;
+		float cr = maxc - minc;
+		float s = cr / (eqc ? 1.0f : maxc);
+		float crd = eqc ? 1.0f : cr;
+		float rc = (maxc - R) / crd, gc = (maxc - G) / crd, bc = (maxc - B) / crd;
+		/* every candidate computed, then selected: float ops inside a
+		 * branch could trap, which stops if-conversion */
+		float hr = bc - gc, hg = (2.0f + rc) - bc, hb = (4.0f + gc) - rc;
+		float h = maxc == R ? hr : maxc == G ? hg : hb;
+		float f, v = maxc, p, q, t, hm, hp;
+		int i;
+
+		h = h / 6.0f + 1.0f;
+		hm = h - 1.0f;
+		h = h >= 1.0f ? hm : h;
+		h = h + hf;
+		hm = h - 1.0f;
+		hp = h + 1.0f;
+		h = h >= 1.0f ? hm : h < 0.0f ? hp : h;
+		f = h * 6.0f;
+		i = (int)f;
+		f = f - (float)i;
+		i = i >= 6 ? i - 6 : i;
+		p = clamp01(v * (1.0f - s));
+		q = clamp01(v * (1.0f - s * f));
+		t = clamp01(v * (1.0f - s * (1.0f - f)));
+		r[k] = i == 0 || i == 5 ? v : i == 1 ? q : i == 4 ? t : p;
+		g[k] = i == 0 ? t : i == 1 || i == 2 ? v : i == 3 ? q : p;
+		b[k] = i <= 1 ? p : i == 2 ? t : i == 5 ? q : v;
 	}
-	for (int c = 0; c < 3; c++)
-		p[c] = clamp_trunc(o[c] * 255.0f);
 }
 
-static void op_hue(uint8_t *img, int W, int H, size_t stride, double factor)
+static void op_hue(uint8_t *img, int W, int H, size_t stride, double factor,
+		   uint8_t *scratch)
 {
-	float hf = (float)factor;
+	float hf = (float)factor, unit[256];
+	float *r = (float *)imgop_align(scratch);
+	float *g = (float *)imgop_align((uint8_t *)(r + W));
+	float *b = (float *)imgop_align((uint8_t *)(g + W));
 
+	for (int v = 0; v < 256; v++)
+		unit[v] = (float)v / 255.0f;
 	for (int y = 0; y < H; y++) {
 		uint8_t *p = img + (size_t)y * stride;
 
-		for (int x = 0; x < W; x++, p += 3)
-			hue_pixel(p, hf);
+		for (int x = 0; x < W; x++) {
+			r[x] = unit[p[3 * x]];
+			g[x] = unit[p[3 * x + 1]];
+			b[x] = unit[p[3 * x + 2]];
+		}
+		hue_planes(r, g, b, W, hf);
+		/* (img * 255).to(uint8): in [0, 255], truncated */
+		for (int x = 0; x < W; x++) {
+			p[3 * x] = (uint8_t)(int)(r[x] * 255.0f);
+			p[3 * x + 1] = (uint8_t)(int)(g[x] * 255.0f);
+			p[3 * x + 2] = (uint8_t)(int)(b[x] * 255.0f);
+		}
 	}
 }
 
@@ -523,7 +548,7 @@ int imgop_apply(uint8_t *img, int W, int H, size_t stride,
 		op_invert(img, W, H, stride);
 		return 0;
 	case IMGOP_HUE:
-		op_hue(img, W, H, stride, m);
+		op_hue(img, W, H, stride, m, scratch);
 		return 0;
 	case IMGOP_SOLARIZE_ADD:
 		op_solarize_add(img, W, H, stride, m);

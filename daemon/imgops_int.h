@@ -10,6 +10,20 @@
 
 #include "imgops.h"
 
+/*
+ * Hot loops get an AVX2+FMA clone next to the baseline one, chosen at load
+ * time (GCC's target_clones, an ifunc). The float arithmetic is the same
+ * in both: the file is ISO C (-std=c11, so no FP contraction) and every
+ * fused multiply-add is an explicit fmaf(), which the "fma" clone inlines
+ * and the baseline calls from libm -- bit-identical either way.
+ */
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__) && \
+	!defined(__SANITIZE_ADDRESS__) && !defined(IMGOP_NO_CLONES)
+#define IMGOP_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define IMGOP_CLONES
+#endif
+
 /* Scratch alignment of every sub-buffer handed out of `scratch`. */
 #define IMGOP_ALIGN 64
 
