@@ -68,11 +68,10 @@ size_t imgop_scratch_bytes(int W, int H)
 /* torch's .clamp(0, 255).to(uint8) of a float32. */
 static inline uint8_t clamp_trunc(float v)
 {
-	if (!(v > 0.0f))
-		return 0;
-	if (v >= 255.0f)
-		return 255;
-	return (uint8_t)v;
+	/* selects, not branches (maxss/minss) */
+	v = v > 0.0f ? v : 0.0f;
+	v = v < 255.0f ? v : 255.0f;
+	return (uint8_t)(int)v;
 }
 
 /* Apply one 256-entry table to every byte of the image. */
@@ -269,8 +268,9 @@ static void op_sharpness(uint8_t *img, int W, int H, size_t stride, double f,
 			 uint8_t *scratch)
 {
 	float a[256], b[256];
-	size_t row = (size_t)W * 3;
+	size_t row = (size_t)W * 3, n = row - 3;
 	uint8_t *src = imgop_align(scratch);
+	uint8_t *blur = imgop_align(src + row * (size_t)H);
 
 	if (W <= 2 || H <= 2)
 		return; /* torchvision returns such images unchanged */
@@ -281,20 +281,20 @@ static void op_sharpness(uint8_t *img, int W, int H, size_t stride, double f,
 	for (int y = 0; y < H; y++) {
 		const uint8_t *s = src + (size_t)y * row;
 		uint8_t *p = img + (size_t)y * stride;
-		int border = y == 0 || y == H - 1;
 
-		for (int i = 0; i < 3 * W; i++) {
-			int blur = s[i];
+		memcpy(blur, s, row);
+		if (y > 0 && y < H - 1) {
+			const uint8_t *u = s - row, *d = s + row;
 
-			if (!border && i >= 3 && i < 3 * W - 3) {
-				const uint8_t *u = s - row, *d = s + row;
-				int k = u[i - 3] + u[i] + u[i + 3] + s[i - 3] +
-					5 * s[i] + s[i + 3] + d[i - 3] + d[i] + d[i + 3];
+			for (size_t i = 3; i < n; i++) {
+				int k = u[i - 3] + u[i] + u[i + 3] + s[i - 3] + 5 * s[i] +
+					s[i + 3] + d[i - 3] + d[i] + d[i + 3];
 
-				blur = (2 * k + 13) / 26;
+				blur[i] = (uint8_t)((2 * k + 13) / 26);
 			}
-			p[i] = clamp_trunc(a[s[i]] + b[blur]);
 		}
+		for (size_t i = 0; i < row; i++)
+			p[i] = clamp_trunc(a[s[i]] + b[blur[i]]);
 	}
 }
 
@@ -308,10 +308,8 @@ static void op_autocontrast(uint8_t *img, int W, int H, size_t stride)
 
 		for (int x = 0; x < W; x++, p += 3)
 			for (int c = 0; c < 3; c++) {
-				if (p[c] < lo[c])
-					lo[c] = p[c];
-				if (p[c] > hi[c])
-					hi[c] = p[c];
+				lo[c] = p[c] < lo[c] ? p[c] : lo[c];
+				hi[c] = p[c] > hi[c] ? p[c] : hi[c];
 			}
 	}
 	for (int c = 0; c < 3; c++) {
