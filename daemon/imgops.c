@@ -13,6 +13,10 @@
  * merely close. Only the Contrast mean of a huge image (more than 2^24 /
  * 255 pixels, where torch's float32 sum is no longer exact) can differ, by
  * one unit of the sum's last place.
+ *
+ * Threads: no state outside the call (tables live on the stack, working
+ * buffers in the caller's scratch), so any number of workers may call
+ * imgop_apply at once, each with its own scratch.
  */
 #include "imgops.h"
 #include "imgops_int.h"
@@ -110,26 +114,23 @@ static void product_table(float t[256], double c)
 		t[v] = cf * (float)v;
 }
 
-/* The three weighted channels of rgb_to_grayscale. */
-static float gray_r[256], gray_g[256], gray_b[256];
-static int gray_ready;
+/* The three weighted channels of rgb_to_grayscale (built per call, on the
+ * stack: 768 products, and no shared state between worker threads). */
+struct gray {
+	float r[256], g[256], b[256];
+};
 
-static void gray_tables(void)
+static void gray_tables(struct gray *t)
 {
-	/* Idempotent and the same on every thread: a benign race at worst
-	 * recomputes identical values, so no lock (flag set last). */
-	if (__atomic_load_n(&gray_ready, __ATOMIC_ACQUIRE))
-		return;
-	product_table(gray_r, 0.2989);
-	product_table(gray_g, 0.587);
-	product_table(gray_b, 0.114);
-	__atomic_store_n(&gray_ready, 1, __ATOMIC_RELEASE);
+	product_table(t->r, 0.2989);
+	product_table(t->g, 0.587);
+	product_table(t->b, 0.114);
 }
 
 /* (0.2989 * r + 0.587 * g + 0.114 * b).to(uint8), summed left to right. */
-static inline uint8_t gray_of(const uint8_t *p)
+static inline uint8_t gray_of(const struct gray *t, const uint8_t *p)
 {
-	return (uint8_t)((gray_r[p[0]] + gray_g[p[1]]) + gray_b[p[2]]);
+	return (uint8_t)((t->r[p[0]] + t->g[p[1]]) + t->b[p[2]]);
 }
 
 static int check_factor(double magnitude)
@@ -204,12 +205,14 @@ static void op_brightness(uint8_t *img, int W, int H, size_t stride, double f)
 
 static void op_grayscale(uint8_t *img, int W, int H, size_t stride)
 {
-	gray_tables();
+	struct gray t;
+
+	gray_tables(&t);
 	for (int y = 0; y < H; y++) {
 		uint8_t *p = img + (size_t)y * stride;
 
 		for (int x = 0; x < W; x++, p += 3)
-			p[0] = p[1] = p[2] = gray_of(p);
+			p[0] = p[1] = p[2] = gray_of(&t, p);
 	}
 }
 
@@ -217,15 +220,16 @@ static void op_grayscale(uint8_t *img, int W, int H, size_t stride)
 static void op_color(uint8_t *img, int W, int H, size_t stride, double f)
 {
 	float a[256], b[256];
+	struct gray t;
 
-	gray_tables();
+	gray_tables(&t);
 	product_table(a, f);
 	product_table(b, 1.0 - f);
 	for (int y = 0; y < H; y++) {
 		uint8_t *p = img + (size_t)y * stride;
 
 		for (int x = 0; x < W; x++, p += 3) {
-			float g = b[gray_of(p)];
+			float g = b[gray_of(&t, p)];
 
 			p[0] = clamp_trunc(a[p[0]] + g);
 			p[1] = clamp_trunc(a[p[1]] + g);
@@ -240,13 +244,14 @@ static void op_contrast(uint8_t *img, int W, int H, size_t stride, double f)
 	uint64_t sum = 0;
 	float a[256], mean, off;
 	uint8_t lut[256];
+	struct gray t;
 
-	gray_tables();
+	gray_tables(&t);
 	for (int y = 0; y < H; y++) {
 		const uint8_t *p = img + (size_t)y * stride;
 
 		for (int x = 0; x < W; x++, p += 3)
-			sum += gray_of(p);
+			sum += gray_of(&t, p);
 	}
 	/* torch: float32 sum (exact below 2^24) divided by the count. */
 	mean = (float)sum / (float)((uint64_t)W * (uint64_t)H);
