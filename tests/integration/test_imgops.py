@@ -66,8 +66,14 @@ MAGNITUDES = {
     "GaussianBlur": [0.1, 0.5, 1.0, 1.37, 2.0, 6.0],
 }
 
-# ops whose arithmetic is reproduced bit for bit (max difference 0)
+# ops whose arithmetic is reproduced bit for bit (max difference 0). The
+# affine ops reproduce torch's AVX2/AVX512 grid_sample kernel (fused
+# multiply-adds); on a CPU where torch runs its default kernel they are
+# held to the contract only (99.5% identical, +-1).
 EXACT = set(MAGNITUDES) - {"GaussianBlur"}
+if not any(k in torch.__config__.show() for k in ("CPU capability usage: AVX2",
+                                                  "CPU capability usage: AVX512")):
+    EXACT -= GEOMETRIC
 
 
 @pytest.fixture(scope="module")
