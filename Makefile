@@ -120,7 +120,7 @@ TEST_DEPS_test_client  := proto/wire proto/keyfile client/c/client client/c/disp
 TEST_DEPS_test_keys    := daemon/keys daemon/log proto/keyfile
 TEST_DEPS_test_keyfile := proto/keyfile proto/wire daemon/keys daemon/log client/c/client client/c/dispatch client/c/batch client/c/epoch client/c/json client/c/discovery
 TEST_DEPS_test_beneath := daemon/beneath
-TEST_DEPS_test_imgops  := daemon/imgops daemon/imgops_geom
+TEST_DEPS_test_imgops  := daemon/imgops daemon/imgops_geom daemon/imgops_avx2
 
 define unit_rule
 $(BUILD)/tests/$(1): $(BUILD)/tests/unit/$(1).o $(call obj,$(UNIT_HELP)) $(addprefix $(BUILD)/,$(addsuffix .o,$(TEST_DEPS_$(1))))
@@ -133,7 +133,7 @@ $(foreach t,$(patsubst tests/unit/%.c,%,$(UNIT_SRC)),$(eval $(call unit_rule,$(t
 # Small programs the integration tests drive (decode, resize, imgops).
 TESTTOOL_SRC := $(wildcard tests/tools/*.c)
 TESTTOOL_BIN := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(TESTTOOL_SRC))
-$(BUILD)/tools/%: $(BUILD)/tests/tools/%.o $(call obj,daemon/decode.c daemon/beneath.c daemon/resize.c daemon/log.c daemon/imgops.c daemon/imgops_geom.c)
+$(BUILD)/tools/%: $(BUILD)/tests/tools/%.o $(call obj,daemon/decode.c daemon/beneath.c daemon/resize.c daemon/log.c daemon/imgops.c daemon/imgops_geom.c daemon/imgops_avx2.c)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(FINAL_LDFLAGS) -o $@ $^ $(FINAL_LIBS)

@@ -183,6 +183,37 @@ static void warp_row(const struct warp *w, uint8_t *out, const float *xg0,
 	}
 }
 
+/* The bilinear warp on AVX2 + FMA CPUs: float planes of the source in
+ * `buf` (3 W H floats), rows by imgops_avx2.c. */
+static int affine_bilinear_simd(uint8_t *img, int W, int H, size_t stride,
+				const struct imgop_args *a, const float *xg0,
+				const float *xg1, const float r[6], uint8_t *buf)
+{
+	size_t n = (size_t)W * H;
+	float *P = (float *)buf;
+	struct imgop_planes pl = { { P, P + n, P + 2 * n }, W, H, { 0 } };
+
+	for (int y = 0; y < H; y++) {
+		const uint8_t *p = img + (size_t)y * stride;
+		float *q0 = P + (size_t)y * W, *q1 = q0 + n, *q2 = q1 + n;
+
+		for (int x = 0; x < W; x++) {
+			q0[x] = p[3 * x];
+			q1[x] = p[3 * x + 1];
+			q2[x] = p[3 * x + 2];
+		}
+	}
+	for (int c = 0; c < 3; c++)
+		pl.fill[c] = (float)a->fill[c];
+	for (int y = 0; y < H; y++) {
+		float by = (float)(-H * 0.5 + 0.5) + (float)y;
+
+		imgop_warp_row_bilinear_avx2(&pl, img + (size_t)y * stride, xg0, xg1,
+					     by * r[1], by * r[4], r[2], r[5]);
+	}
+	return 0;
+}
+
 /*
  * The grid: gx = x * r00 + y * r10 + r20 (float32, the bmm of the base
  * grid with the rescaled theta; torch's CPU gemm for this shape
@@ -197,9 +228,9 @@ int imgop_affine(uint8_t *img, int W, int H, size_t stride,
 	float t[6], r[6];
 	size_t row = (size_t)W * 3;
 	struct warp w;
-	uint8_t *src = imgop_align(scratch);
-	float *xg0 = (float *)imgop_align(src + row * (size_t)H);
+	float *xg0 = (float *)imgop_align(scratch);
 	float *xg1 = (float *)imgop_align((uint8_t *)(xg0 + W));
+	uint8_t *src = imgop_align((uint8_t *)(xg1 + W));
 
 	op_matrix(a, W, H, m);
 	for (int k = 0; k < 6; k++)
@@ -217,6 +248,9 @@ int imgop_affine(uint8_t *img, int W, int H, size_t stride,
 		xg0[x] = bx * r[0];
 		xg1[x] = bx * r[3];
 	}
+	if (a->interp == IMGOP_BILINEAR && imgop_simd())
+		return affine_bilinear_simd(img, W, H, stride, a, xg0, xg1, r,
+					    imgop_align((uint8_t *)(xg1 + W)));
 	for (int y = 0; y < H; y++)
 		memcpy(src + (size_t)y * row, img + (size_t)y * stride, row);
 	w.src = src;

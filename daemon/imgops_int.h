@@ -5,6 +5,7 @@
 #ifndef CUTMIXD_IMGOPS_INT_H
 #define CUTMIXD_IMGOPS_INT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -43,5 +44,34 @@ int imgop_gaussian_blur(uint8_t *img, int W, int H, size_t stride,
 
 /* Kernel size imgop_gaussian_blur uses for sigma on a W x H image. */
 int imgop_blur_ksize(double sigma, int W, int H);
+
+/* The AVX2 bilinear warp (imgops_avx2.c): x86-64 with GCC or clang. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#define IMGOP_HAVE_AVX2 1
+#else
+#define IMGOP_HAVE_AVX2 0
+#endif
+
+/* Whether the AVX2+FMA paths run (the CPU has them and they are not
+ * switched off). */
+bool imgop_simd(void);
+
+/* Test knob (optool --no-simd): 0 forces the scalar paths. Set it before
+ * any thread calls imgop_apply. */
+void imgop_set_simd(int on);
+
+/* The source of the vector warp: three float planes. */
+struct imgop_planes {
+	const float *p[3]; /* W*H each */
+	int W, H;
+	float fill[3];
+};
+
+/* One output row of the bilinear warp into `out` (packed RGB); xg0/xg1
+ * the per-column x terms of the grid, yx/yy the row's y terms, r2/r5 the
+ * constant terms. Only when imgop_simd(). */
+void imgop_warp_row_bilinear_avx2(const struct imgop_planes *pl, uint8_t *out,
+				  const float *xg0, const float *xg1, float yx,
+				  float yy, float r2, float r5);
 
 #endif

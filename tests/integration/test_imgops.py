@@ -143,12 +143,15 @@ def reference(a, op, mag, interp, fill):
     return o.permute(1, 2, 0).numpy()
 
 
-def apply(optool, tmp_path, src, op, mag, interp="nearest", fill=(0, 0, 0), pad=0):
+def apply(optool, tmp_path, src, op, mag, interp="nearest", fill=(0, 0, 0), pad=0,
+          simd=True):
     out = tmp_path / "out.ppm"
     args = [optool, "apply", str(src), str(out), op, repr(float(mag)), interp,
             "%d,%d,%d" % fill]
     if pad:
         args += ["--pad", str(pad)]
+    if not simd:
+        args.append("--no-simd")
     r = subprocess.run(args, capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, f"{' '.join(args)}: {r.stderr.strip()}"
     with Image.open(out) as im:
@@ -156,22 +159,27 @@ def apply(optool, tmp_path, src, op, mag, interp="nearest", fill=(0, 0, 0), pad=
 
 
 def cases():
+    """Bilinear warps twice: the AVX2 path (where the CPU has it) and the
+    scalar one (--no-simd); both must give torchvision's bytes."""
     for op, mags in MAGNITUDES.items():
         interps = ["nearest", "bilinear"] if op in GEOMETRIC else ["nearest"]
         for interp in interps:
-            yield pytest.param(op, mags, interp, id=f"{op}-{interp}")
+            yield pytest.param(op, mags, interp, True, id=f"{op}-{interp}")
+            if interp == "bilinear":
+                yield pytest.param(op, mags, interp, False, id=f"{op}-{interp}-scalar")
 
 
-@pytest.mark.parametrize("op,mags,interp", list(cases()))
-def test_op_matches_torchvision(optool, fixtures, tmp_path, op, mags, interp):
+@pytest.mark.parametrize("op,mags,interp,simd", list(cases()))
+def test_op_matches_torchvision(optool, fixtures, tmp_path, op, mags, interp, simd):
     tol = 2 if op == "Hue" else 1
     fills = [FILL, (0, 0, 0)] if op in GEOMETRIC else [(0, 0, 0)]
     for (w, h), (path, a) in fixtures.items():
         for mag in mags:
             for fill in fills:
-                got = apply(optool, tmp_path, path, op, mag, interp, fill).astype(int)
+                got = apply(optool, tmp_path, path, op, mag, interp, fill,
+                            simd=simd).astype(int)
                 want = reference(a, op, mag, interp, fill).astype(int)
-                what = f"{op}({mag}) {interp} fill={fill} on {w}x{h}"
+                what = f"{op}({mag}) {interp}{'' if simd else ' scalar'} fill={fill} on {w}x{h}"
                 assert got.shape == want.shape, what
                 diff = np.abs(got - want)
                 if op in GEOMETRIC:

@@ -2,11 +2,12 @@
  * optool.c — drive daemon/imgops.c from the command line so the
  * integration tests can compare its pixels with torchvision's, and time it.
  *
- *   optool apply IN.ppm OUT.ppm OP MAGNITUDE [nearest|bilinear] [R,G,B] [--pad N]
+ *   optool apply IN.ppm OUT.ppm OP MAGNITUDE [nearest|bilinear] [R,G,B] [--pad N] [--no-simd]
  *       applies one op (name as imgop_name, e.g. "Rotate", or its code)
  *       with that magnitude, interpolation (default nearest) and fill
- *       (default 0,0,0); --pad N adds N bytes to every row's stride.
- *   optool bench OP [MAGNITUDE] [--size WxH] [--iters N] [--interp bilinear]
+ *       (default 0,0,0); --pad N adds N bytes to every row's stride;
+ *       --no-simd takes the scalar paths even on an AVX2 CPU.
+ *   optool bench OP [MAGNITUDE] [--size WxH] [--iters N] [--interp bilinear] [--no-simd]
  *       prints the mean nanoseconds per image (default 224x224, on a
  *       synthetic photo-like image; the op is re-applied to a fresh copy
  *       each iteration and the copy is not timed).
@@ -17,6 +18,7 @@
  * an op error (message on stderr), 2 on a usage error.
  */
 #include "imgops.h"
+#include "imgops_int.h"
 
 #include <errno.h>
 #include <math.h>
@@ -30,8 +32,8 @@
 static int usage(void)
 {
 	fprintf(stderr,
-		"usage: optool apply IN.ppm OUT.ppm OP MAGNITUDE [nearest|bilinear] [R,G,B] [--pad N]\n"
-		"       optool bench OP [MAGNITUDE] [--size WxH] [--iters N] [--interp bilinear]\n"
+		"usage: optool apply IN.ppm OUT.ppm OP MAGNITUDE [nearest|bilinear] [R,G,B] [--pad N] [--no-simd]\n"
+		"       optool bench OP [MAGNITUDE] [--size WxH] [--iters N] [--interp bilinear] [--no-simd]\n"
 		"       optool list\n");
 	return 2;
 }
@@ -201,7 +203,9 @@ static int cmd_apply(int argc, char **argv)
 		return 2;
 	a.op = (uint8_t)op;
 	for (int i = 6; i < argc; i++) {
-		if (strcmp(argv[i], "--pad") == 0 && i + 1 < argc) {
+		if (strcmp(argv[i], "--no-simd") == 0) {
+			imgop_set_simd(0);
+		} else if (strcmp(argv[i], "--pad") == 0 && i + 1 < argc) {
 			if (parse_long(argv[++i], 0, 4096, &pad) < 0)
 				return 2;
 		} else if (parse_interp(argv[i], &a.interp) < 0 &&
@@ -285,6 +289,8 @@ static int cmd_bench(int argc, char **argv)
 		} else if (strcmp(argv[i], "--iters") == 0 && i + 1 < argc) {
 			if (parse_long(argv[++i], 1, 1000000, &iters) < 0)
 				return 2;
+		} else if (strcmp(argv[i], "--no-simd") == 0) {
+			imgop_set_simd(0);
 		} else if (strcmp(argv[i], "--interp") == 0 && i + 1 < argc) {
 			if (parse_interp(argv[++i], &a.interp) < 0)
 				return usage();
