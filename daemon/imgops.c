@@ -105,6 +105,49 @@ static void apply_lut3(uint8_t *img, int W, int H, size_t stride,
 	}
 }
 
+/*
+ * The blends as straight float32 arithmetic over a row of bytes
+ * (vectorised): f32(fa) * x is exactly the product torch forms, then the
+ * same sum, clamp and truncation. blend_row: fa * x[i] + fb * y[i]
+ * (blend_inplace with x = out); blend_const_row: fa * x[i] + off.
+ */
+IMGOP_CLONES
+static void blend_row(uint8_t *restrict out, const uint8_t *restrict x,
+		      const uint8_t *restrict y, size_t n, float fa, float fb)
+{
+	for (size_t i = 0; i < n; i++)
+		out[i] = clamp_trunc(fa * (float)x[i] + fb * (float)y[i]);
+}
+
+IMGOP_CLONES
+static void blend_inplace(uint8_t *p, const uint8_t *restrict y, size_t n,
+			  float fa, float fb)
+{
+	for (size_t i = 0; i < n; i++)
+		p[i] = clamp_trunc(fa * (float)p[i] + fb * (float)y[i]);
+}
+
+IMGOP_CLONES
+static void blend_const_row(uint8_t *p, size_t n, float fa, float off)
+{
+	for (size_t i = 0; i < n; i++)
+		p[i] = clamp_trunc(fa * (float)p[i] + off);
+}
+
+/* rgb_to_grayscale of a row, spread to the three channels of g3. */
+IMGOP_CLONES
+static void gray_row(const uint8_t *restrict p, uint8_t *restrict g3, int W)
+{
+	const float cr = 0.2989f, cg = 0.587f, cb = 0.114f;
+
+	for (int x = 0; x < W; x++) {
+		uint8_t g = (uint8_t)(int)((cr * (float)p[3 * x] + cg * (float)p[3 * x + 1]) +
+					   cb * (float)p[3 * x + 2]);
+
+		g3[3 * x] = g3[3 * x + 1] = g3[3 * x + 2] = g;
+	}
+}
+
 /* f32(c) * v for v = 0..255: torch's `c * uint8_tensor`. */
 static void product_table(float t[256], double c)
 {
@@ -191,16 +234,12 @@ static void op_solarize_add(uint8_t *img, int W, int H, size_t stride, double ad
 	apply_lut(img, W, H, stride, lut);
 }
 
+/* _blend(img, zeros, f): f * x + (1 - f) * 0, and adding a zero changes
+ * no sum that survives the clamp. */
 static void op_brightness(uint8_t *img, int W, int H, size_t stride, double f)
 {
-	float a[256];
-	float zero = (float)(1.0 - f) * 0.0f;
-	uint8_t lut[256];
-
-	product_table(a, f);
-	for (int v = 0; v < 256; v++)
-		lut[v] = clamp_trunc(a[v] + zero);
-	apply_lut(img, W, H, stride, lut);
+	for (int y = 0; y < H; y++)
+		blend_const_row(img + (size_t)y * stride, (size_t)W * 3, (float)f, 0.0f);
 }
 
 static void op_grayscale(uint8_t *img, int W, int H, size_t stride)
@@ -217,24 +256,16 @@ static void op_grayscale(uint8_t *img, int W, int H, size_t stride)
 }
 
 /* _blend(img, rgb_to_grayscale(img), f) */
-static void op_color(uint8_t *img, int W, int H, size_t stride, double f)
+static void op_color(uint8_t *img, int W, int H, size_t stride, double f,
+		     uint8_t *scratch)
 {
-	float a[256], b[256];
-	struct gray t;
+	uint8_t *g3 = imgop_align(scratch);
 
-	gray_tables(&t);
-	product_table(a, f);
-	product_table(b, 1.0 - f);
 	for (int y = 0; y < H; y++) {
 		uint8_t *p = img + (size_t)y * stride;
 
-		for (int x = 0; x < W; x++, p += 3) {
-			float g = b[gray_of(&t, p)];
-
-			p[0] = clamp_trunc(a[p[0]] + g);
-			p[1] = clamp_trunc(a[p[1]] + g);
-			p[2] = clamp_trunc(a[p[2]] + g);
-		}
+		gray_row(p, g3, W);
+		blend_inplace(p, g3, (size_t)W * 3, (float)f, (float)(1.0 - f));
 	}
 }
 
@@ -242,8 +273,7 @@ static void op_color(uint8_t *img, int W, int H, size_t stride, double f)
 static void op_contrast(uint8_t *img, int W, int H, size_t stride, double f)
 {
 	uint64_t sum = 0;
-	float a[256], mean, off;
-	uint8_t lut[256];
+	float mean, off;
 	struct gray t;
 
 	gray_tables(&t);
@@ -256,10 +286,8 @@ static void op_contrast(uint8_t *img, int W, int H, size_t stride, double f)
 	/* torch: float32 sum (exact below 2^24) divided by the count. */
 	mean = (float)sum / (float)((uint64_t)W * (uint64_t)H);
 	off = (float)(1.0 - f) * mean;
-	product_table(a, f);
-	for (int v = 0; v < 256; v++)
-		lut[v] = clamp_trunc(a[v] + off);
-	apply_lut(img, W, H, stride, lut);
+	for (int y = 0; y < H; y++)
+		blend_const_row(img + (size_t)y * stride, (size_t)W * 3, (float)f, off);
 }
 
 /*
@@ -272,7 +300,6 @@ static void op_contrast(uint8_t *img, int W, int H, size_t stride, double f)
 static void op_sharpness(uint8_t *img, int W, int H, size_t stride, double f,
 			 uint8_t *scratch)
 {
-	float a[256], b[256];
 	size_t row = (size_t)W * 3, n = row - 3;
 	uint8_t *src = imgop_align(scratch);
 	uint8_t *blur = imgop_align(src + row * (size_t)H);
@@ -281,8 +308,6 @@ static void op_sharpness(uint8_t *img, int W, int H, size_t stride, double f,
 		return; /* torchvision returns such images unchanged */
 	for (int y = 0; y < H; y++)
 		memcpy(src + (size_t)y * row, img + (size_t)y * stride, row);
-	product_table(a, f);
-	product_table(b, 1.0 - f);
 	for (int y = 0; y < H; y++) {
 		const uint8_t *s = src + (size_t)y * row;
 		uint8_t *p = img + (size_t)y * stride;
@@ -298,8 +323,7 @@ static void op_sharpness(uint8_t *img, int W, int H, size_t stride, double f,
 				blur[i] = (uint8_t)((2 * k + 13) / 26);
 			}
 		}
-		for (size_t i = 0; i < row; i++)
-			p[i] = clamp_trunc(a[s[i]] + b[blur[i]]);
+		blend_row(p, s, blur, row, (float)f, (float)(1.0 - f));
 	}
 }
 
@@ -527,7 +551,7 @@ int imgop_apply(uint8_t *img, int W, int H, size_t stride,
 		op_brightness(img, W, H, stride, 1.0 + m);
 		return 0;
 	case IMGOP_COLOR:
-		op_color(img, W, H, stride, 1.0 + m);
+		op_color(img, W, H, stride, 1.0 + m, scratch);
 		return 0;
 	case IMGOP_CONTRAST:
 		op_contrast(img, W, H, stride, 1.0 + m);
