@@ -6,15 +6,15 @@
  *
  * Exactness: torchvision computes e.g. _blend as
  *   (f32(ratio) * img1 + f32(1 - ratio) * img2).clamp(0, 255).to(uint8)
- * i.e. two float32 products, one float32 sum, clamp, truncation. A product
- * of a float32 constant and a byte takes 256 values, so each op builds
- * float tables of the products once per call and does the per-pixel sum
- * and truncation exactly as torch does: the result is bit-identical, not
- * merely close. Only the Contrast mean of a huge image (more than 2^24 /
+ * i.e. two float32 products, one float32 sum, clamp, truncation. The
+ * blends here do those very operations (vectorised rows); the ops that
+ * depend on the value only (Solarize, AutoContrast, Equalize, ...) build
+ * a 256-entry table with torch's arithmetic. Either way the result is
+ * bit-identical, not merely close. Only the Contrast mean of a huge image (more than 2^24 /
  * 255 pixels, where torch's float32 sum is no longer exact) can differ, by
  * one unit of the sum's last place.
  *
- * Threads: no state outside the call (tables live on the stack, working
+ * Threads: no state outside the call (tables on the stack, working
  * buffers in the caller's scratch), so any number of workers may call
  * imgop_apply at once, each with its own scratch.
  */
