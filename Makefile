@@ -12,7 +12,7 @@ B       := $(OUT)/bin
 L       := $(OUT)/lib
 
 CC      ?= cc
-PKGS    := libzmq inih libjpeg libsystemd libsodium
+PKGS    := libzmq inih libjpeg libsystemd libsodium libmicrohttpd
 # A missing -dev package is named here, not as a wall of missing headers.
 # (Skipped for the goals that run scripts/deps.sh first and build in a sub-make.)
 ifeq ($(filter deps clean test demo bench asan tsan,$(MAKECMDGOALS)),)

@@ -39,6 +39,7 @@
 #include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <arpa/inet.h>
 
 #include "log.h"
 
@@ -66,6 +67,7 @@ enum opt_type {
 	OT_RGB,       /* double[3] "r,g,b", each in min..max */
 	OT_SIZES,     /* uint32_t[2] "N" or "MIN-MAX", umin..umax, MIN <= MAX */
 	OT_FILL,      /* enum fill_mode at off, uint8_t value at off2 */
+	OT_HOSTPORT,  /* char *, "HOST:PORT" (IPv4, [IPv6], localhost) or "off" = NULL */
 };
 
 enum {
@@ -169,6 +171,9 @@ static const struct option options[] = {
 	     S_(idle_timeout_s), 0),
 	WORD(SEC_SERVER, "log_level", kw_log_level, "info", NULL,
 	     S_(log_level), 0),
+	TEXT(SEC_SERVER, "metrics", OT_HOSTPORT, "off", S_(metrics), 0, 0),
+	UINT(SEC_SERVER, "batch_cache_mb", OT_U64, 0, 1ull << 20, "0", NULL,
+	     S_(batch_cache_mb), 0),
 
 	/* [security]: both or neither (check_all); not F_DIGEST */
 	TEXT(SEC_SECURITY, "curve_secret_key_file", OT_PATH, NULL,
@@ -580,6 +585,39 @@ static char *join_path(const char *dir, const char *v)
 	return out;
 }
 
+/* "off", or HOST:PORT for an HTTP listener: an IPv4 literal, [IPv6] or
+ * localhost, and a port 1..65535. */
+static bool parse_hostport(const char *v)
+{
+	const char *colon = strrchr(v, ':');
+	char host[64], *end;
+	unsigned char addr[16];
+	size_t hl;
+	unsigned long port;
+
+	if (!strcasecmp(v, "off"))
+		return true;
+	if (!colon || colon == v || !colon[1])
+		return false;
+	errno = 0;
+	port = strtoul(colon + 1, &end, 10);
+	if (*end || errno || port < 1 || port > 65535 || !isdigit((unsigned char)colon[1]))
+		return false;
+	hl = (size_t)(colon - v);
+	if (v[0] == '[') {
+		if (hl < 3 || v[hl - 1] != ']' || hl - 2 >= sizeof(host))
+			return false;
+		memcpy(host, v + 1, hl - 2);
+		host[hl - 2] = '\0';
+		return inet_pton(AF_INET6, host, addr) == 1;
+	}
+	if (hl >= sizeof(host))
+		return false;
+	memcpy(host, v, hl);
+	host[hl] = '\0';
+	return !strcmp(host, "localhost") || inet_pton(AF_INET, host, addr) == 1;
+}
+
 /* What an option takes, for "must be WHAT". */
 static void describe(const struct option *o, char *buf, size_t n)
 {
@@ -655,6 +693,10 @@ static void describe(const struct option *o, char *buf, size_t n)
 		snprintf(buf, n, "1..%d distinct ZeroMQ endpoints, comma "
 			 "separated (tcp://HOST:PORT, ipc://PATH)",
 			 CONFIG_MAX_ENDPOINTS);
+		break;
+	case OT_HOSTPORT:
+		snprintf(buf, n, "off or HOST:PORT with an IPv4 address, [IPv6] "
+			 "or localhost and a port 1..65535");
 		break;
 	}
 }
@@ -735,6 +777,17 @@ static int set_value(struct loader *ld, const struct section *s,
 		break;
 	case OT_SIZES:
 		ok = parse_sizes(o, v, (uint32_t *)dst);
+		break;
+	case OT_HOSTPORT:
+		ok = parse_hostport(v);
+		if (ok) {
+			char *p = strcasecmp(v, "off") ? strdup(v) : NULL;
+
+			if (!p && strcasecmp(v, "off"))
+				return fail_errno(ld, -ENOMEM, "loading config");
+			free(*(char **)dst);
+			*(char **)dst = p;
+		}
 		break;
 	case OT_FILL: {
 		uint8_t *value = (uint8_t *)s->base + o->off2;
@@ -1459,6 +1512,7 @@ void config_destroy(config_t **cfgp)
 		return;
 	cfg = *cfgp;
 	free_endpoints(cfg->server.endpoints, cfg->server.n_endpoints);
+	free(cfg->server.metrics);
 	free(cfg->security.curve_secret_key_file);
 	free(cfg->security.authorized_keys);
 	for (int i = 0; i < cfg->n_datasets; i++) {
@@ -1523,6 +1577,9 @@ static void canon_value(FILE *f, const char *prefix, const struct option *o,
 		break;
 	case OT_PATH:
 		fputs(*(char *const *)src ? *(char *const *)src : "", f);
+		break;
+	case OT_HOSTPORT:
+		fputs(*(char *const *)src ? *(char *const *)src : "off", f);
 		break;
 	case OT_ENDPOINTS: {
 		char *const *eps = src;
@@ -1630,4 +1687,33 @@ char *config_canonical(const config_t *cfg)
 		return NULL;
 	}
 	return text;
+}
+
+/* ------------------------------------------------- the table, for docs */
+
+int config_option_count(void)
+{
+	return N_OPTIONS;
+}
+
+int config_option_get(int i, struct config_option_doc *d)
+{
+	static const char *const sec_names[] = {
+		[SEC_SERVER] = "server", [SEC_SECURITY] = "security",
+		[SEC_DATASET] = "dataset", [SEC_PIPELINE] = "pipeline.NAME",
+	};
+	const struct option *o;
+
+	if (i < 0 || i >= N_OPTIONS || !d)
+		return -EINVAL;
+	o = &options[i];
+	d->section = sec_names[o->sec];
+	d->key = o->key;
+	describe(o, d->takes, sizeof(d->takes));
+	d->def = o->def;
+	d->def_eval = o->def_eval;
+	d->required = o->flags & F_REQUIRED;
+	d->digest = o->flags & F_DIGEST;
+	d->aug = o->flags & F_AUG;
+	return 0;
 }

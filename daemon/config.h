@@ -45,6 +45,8 @@ struct server_cfg {
 	enum on_error on_decode_error;
 	uint32_t idle_timeout_s;  /* forget a silent client after this */
 	int log_level;            /* enum log_level */
+	char *metrics;            /* HTTP /metrics at HOST:PORT; NULL = off */
+	uint64_t batch_cache_mb;  /* batch cache budget in MiB; 0 = off */
 };
 
 struct dataset_cfg {
@@ -148,5 +150,19 @@ bool config_has_curve(const config_t *cfg);
 
 /* True when the pipeline may flip, cut out or mix (used for eval checks). */
 bool config_pipeline_augments(const struct pipeline_cfg *p);
+
+/* One row of the options table, for generated documentation (the
+ * cutmixd.ini(5) man page): what the key takes, as in error messages. */
+struct config_option_doc {
+	const char *section;      /* "server", "security", "dataset", "pipeline.NAME" */
+	const char *key;
+	char takes[200];          /* "1..1024", "true or false", ... */
+	const char *def;          /* NULL: no default */
+	const char *def_eval;     /* default in an eval pipeline, or NULL */
+	bool required, digest, aug;
+};
+int config_option_count(void);
+/* Row i (0..count-1) into *d. 0, or -EINVAL. */
+int config_option_get(int i, struct config_option_doc *d);
 
 #endif

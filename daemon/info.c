@@ -143,7 +143,9 @@ char *stats_json(const struct stats *st, const struct server_gauges *g,
 		  "\"batches\":%llu,\"images\":%llu,\"bytes_sent\":%llu,"
 		  "\"img_per_s\":%.1f,\"decode_errors\":%llu,\"replaced\":%llu,"
 		  "\"bad_files\":%llu,\"clients\":%u,\"pending\":%u,\"inflight\":%u,"
-		  "\"unsent\":%u,\"queue_depth\":%u,\"rss_bytes\":%llu,",
+		  "\"unsent\":%u,\"queue_depth\":%u,\"rss_bytes\":%llu,"
+		  "\"cache_hits\":%llu,\"cache_misses\":%llu,\"cache_bytes\":%llu,"
+		  "\"cache_entries\":%llu,",
 		  stats_now() - st->started,
 		  (unsigned long long)stats_get(st, requests),
 		  (unsigned long long)stats_get(st, bad_requests),
@@ -155,7 +157,11 @@ char *stats_json(const struct stats *st, const struct server_gauges *g,
 		  (unsigned long long)stats_get(st, replaced),
 		  (unsigned long long)stats_get(st, bad_files), g->clients,
 		  g->pending, g->inflight, g->unsent, g->queue_depth,
-		  (unsigned long long)stats_rss_bytes());
+		  (unsigned long long)stats_rss_bytes(),
+		  (unsigned long long)stats_get(st, cache_hits),
+		  (unsigned long long)stats_get(st, cache_misses),
+		  (unsigned long long)stats_get(st, cache_bytes),
+		  (unsigned long long)stats_get(st, cache_entries));
 	/* Per file: which failed, how often, and the first error. */
 	sb_printf(&b, "\"bad_file_list\":[");
 	pthread_mutex_lock(&e->bad_lock);

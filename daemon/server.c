@@ -18,6 +18,12 @@
  * - Ownership: a reply's frame buffers go to ZeroMQ (zmq_msg_init_data,
  *   released with free() from ZeroMQ's I/O thread); everything else is
  *   freed here.
+ * - Batch cache ([server] batch_cache_mb, cache.h): a request is looked
+ *   up before its batch is built; a hit replies with frames lent from the
+ *   cache entry (one reference per ZeroMQ message), a request for a batch
+ *   being built waits on that build. Only this thread touches the cache.
+ * - Metrics ([server] metrics, metrics.h): this thread publishes gauges
+ *   (tick) and histogram observations; the HTTP thread only reads them.
  * - CURVE ([security]): the ROUTER is a CURVE server, and the same thread
  *   owns the ZAP handler (RFC 27), a REP socket bound on the ROUTER's
  *   context at inproc://zeromq.zap.01 before any endpoint is bound, and
@@ -45,8 +51,10 @@
 
 #include "batch.h"
 #include "bufpool.h"
+#include "cache.h"
 #include "info.h"
 #include "log.h"
+#include "metrics.h"
 #include "wire.h"
 
 #define CLIENT_BUCKETS 1024
@@ -74,6 +82,8 @@ struct pending {
 	struct client *cl;
 	bool delim;
 	struct wire_request rq;
+	double t_arrival, t_start; /* metrics: queued, handed to the pool */
+	cache_entry_t *ce;    /* the cache entry this request builds, or NULL */
 	struct pending *next;
 };
 
@@ -87,6 +97,7 @@ struct reply {
 	int n_body;
 	bool counts;          /* decrements cl->outstanding once sent */
 	bool pooled0;         /* body[0] belongs to the bufpool */
+	cache_entry_t *ce;    /* body[] lent by this cache entry (a reference) */
 	struct reply *next;
 };
 
@@ -98,6 +109,8 @@ struct server {
 	engine_t *eng;
 	pool_t *pool;
 	struct stats *stats;
+	metrics_t *metrics;   /* NULL: [server] metrics off */
+	cache_t *cache;       /* NULL: batch_cache_mb = 0 */
 	struct server_opts opts;
 	uint32_t max_inflight;
 
@@ -192,6 +205,11 @@ static void free_cb(void *data, void *hint)
 
 static void reply_free(struct reply *r)
 {
+	if (r->ce) { /* the frames are the cache entry's */
+		cache_unref(&r->ce);
+		free(r);
+		return;
+	}
 	if (r->pooled0) {
 		bufpool_put(r->body[0]);
 		r->body[0] = NULL;
@@ -199,6 +217,20 @@ static void reply_free(struct reply *r)
 	for (int i = 0; i < r->n_body; i++)
 		free(r->body[i]);
 	free(r);
+}
+
+/* The message for body frame i: an owned buffer goes to ZeroMQ, a cached
+ * one is lent with a reference that ZeroMQ's free callback drops. */
+static int frame_init(struct reply *r, int i, zmq_msg_t *m)
+{
+	if (!r->ce)
+		return zmq_msg_init_data(m, r->body[i], r->body_len[i],
+					 i == 0 && r->pooled0 ? bufpool_free_cb : free_cb, NULL);
+	cache_entry_t *ref = cache_ref(r->ce);
+	int rc = zmq_msg_init_data(m, r->body[i], r->body_len[i], cache_frame_free, ref);
+	if (rc)
+		cache_unref(&ref);
+	return rc;
 }
 
 /* 1 = sent (or dropped: peer gone), 0 = ZeroMQ queue full, try later. */
@@ -225,8 +257,7 @@ static int reply_try_send(server_t *s, struct reply *r)
 		}
 		/* The buffer now belongs to ZeroMQ, which frees it after the
 		 * bytes have left (possibly on its I/O thread). */
-		if (zmq_msg_init_data(&m, r->body[i], r->body_len[i],
-				      i == 0 && r->pooled0 ? bufpool_free_cb : free_cb, NULL)) {
+		if (frame_init(r, i, &m)) {
 			zmq_send(s->router, "", 0, flags); /* keep the frame count */
 			continue;
 		}
@@ -384,6 +415,90 @@ static void batch_complete(batch_t *b, void *arg)
 		log_err("server: eventfd write: %s", strerror(errno));
 }
 
+/* A batch reply for pq with the frames lent by cache entry ce. */
+static void reply_cached(server_t *s, struct pending *pq, cache_entry_t *ce)
+{
+	const struct cache_frames *f = cache_frames(ce);
+	struct wire_reply h = f->header;
+	struct reply *r = calloc(1, sizeof(*r));
+
+	if (!r) {
+		reply_error(s, pq->cl, pq->delim, true, &pq->rq, WIRE_E_INTERNAL, "out of memory");
+		return;
+	}
+	h.request_id = pq->rq.request_id;
+	wire_encode_reply(&h, r->header);
+	r->cl = pq->cl;
+	r->delim = pq->delim;
+	r->counts = true;
+	r->n_body = 3;
+	for (int i = 0; i < 3; i++) {
+		r->body[i] = f->body[i];
+		r->body_len[i] = f->len[i];
+	}
+	r->ce = cache_ref(ce);
+	stats_add(s->stats, batches, 1);
+	stats_add(s->stats, images, h.batch_size);
+	stats_add(s->stats, bytes_sent, f->len[0] + f->len[1] + f->len[2]);
+	reply_queue(s, r);
+}
+
+/* pq's batch b is built: into the cache, then to pq and every request
+ * that waited on it. */
+static void cache_answer(server_t *s, struct pending *pq, batch_t *b,
+			 const struct wire_reply *h)
+{
+	struct pending *w;
+
+	cache_fill(s->cache, pq->ce, b, h);
+	reply_cached(s, pq, pq->ce);
+	while ((w = cache_take_waiter(pq->ce))) {
+		reply_cached(s, w, pq->ce);
+		free(w);
+	}
+	cache_unref(&pq->ce);
+}
+
+/* pq's batch failed (pq itself was answered): the same error to every
+ * request that waited on it; the entry leaves the cache. */
+static void cache_fail(server_t *s, struct pending *pq, uint32_t status, const char *msg)
+{
+	struct pending *w;
+
+	if (!pq->ce)
+		return;
+	while ((w = cache_take_waiter(pq->ce))) {
+		reply_error(s, w->cl, w->delim, true, &w->rq, status, "%s", msg);
+		free(w);
+	}
+	cache_abort(s->cache, &pq->ce);
+}
+
+/* Before a batch is built: answer pq from the cache, or park it on the
+ * build of the same batch (true: pq is taken). False: build it, with
+ * pq->ce set when the cache is on. */
+static bool cache_serve(server_t *s, struct pending *pq)
+{
+	struct cache_key k;
+	bool ready = false;
+	cache_entry_t *ce;
+
+	if (!s->cache)
+		return false;
+	cache_key_make(&k, s->eng->digest, pq->rq.pipeline, pq->rq.epoch, pq->rq.rank,
+		       pq->rq.world, pq->rq.batch);
+	ce = cache_find(s->cache, &k, &ready);
+	if (ce && ready) {
+		reply_cached(s, pq, ce);
+		free(pq);
+		return true;
+	}
+	if (ce)
+		return cache_wait(ce, pq) == 0; /* no memory to wait: build it */
+	pq->ce = cache_begin(s->cache, &k);
+	return false;
+}
+
 static void batch_reply(server_t *s, batch_t *b)
 {
 	struct pending *rq = b->user;
@@ -391,13 +506,10 @@ static void batch_reply(server_t *s, batch_t *b)
 	struct wire_reply h;
 	struct reply *r;
 
+	metrics_observe_build(s->metrics, rq->rq.pipeline, stats_now() - rq->t_start);
 	if (atomic_load(&b->failed)) {
 		reply_error(s, rq->cl, rq->delim, true, &rq->rq, b->status, "%s", b->error);
-		return;
-	}
-	r = calloc(1, sizeof(*r));
-	if (!r) {
-		reply_error(s, rq->cl, rq->delim, true, &rq->rq, WIRE_E_INTERNAL, "out of memory");
+		cache_fail(s, rq, b->status, b->error);
 		return;
 	}
 	header_init(s, &h, WIRE_BATCH, &rq->rq);
@@ -414,6 +526,15 @@ static void batch_reply(server_t *s, batch_t *b)
 	h.body_bytes[0] = b->images_bytes;
 	h.body_bytes[1] = b->labels_bytes;
 	h.body_bytes[2] = b->meta_bytes;
+	if (rq->ce) {
+		cache_answer(s, rq, b, &h);
+		return;
+	}
+	r = calloc(1, sizeof(*r));
+	if (!r) {
+		reply_error(s, rq->cl, rq->delim, true, &rq->rq, WIRE_E_INTERNAL, "out of memory");
+		return;
+	}
 	wire_encode_reply(&h, r->header);
 	r->cl = rq->cl;
 	r->delim = rq->delim;
@@ -480,13 +601,18 @@ static void schedule(server_t *s)
 			free(pq);
 			continue;
 		}
+		metrics_observe_wait(s->metrics, pq->rq.pipeline, stats_now() - pq->t_arrival);
+		if (cache_serve(s, pq))
+			continue;
 		b = batch_new(s->eng, pi, pq->rq.epoch, pq->rq.rank, pq->rq.world,
 			      pq->rq.batch, &status, msg, sizeof(msg));
 		if (!b) {
 			reply_error(s, pq->cl, pq->delim, true, &pq->rq, status, "%s", msg);
+			cache_fail(s, pq, status, msg);
 			free(pq);
 			continue;
 		}
+		pq->t_start = stats_now();
 		b->user = pq;
 		s->inflight++;
 		batch_submit(b, s->pool, batch_complete, s);
@@ -624,6 +750,7 @@ static void handle_request(server_t *s, struct client *cl, bool delim,
 	pq->cl = cl;
 	pq->delim = delim;
 	pq->rq = rq;
+	pq->t_arrival = stats_now();
 	cl->outstanding++;
 	if (s->pend_tail)
 		s->pend_tail->next = pq;
@@ -944,6 +1071,7 @@ static void reload(server_t *s)
 		log_notice("reload: config digest %.16s -> %.16s", s->eng->digest_hex, eng->digest_hex);
 		engine_unref(&s->eng);
 		s->eng = eng;
+		cache_keep_digest(s->cache, s->eng->digest);
 	}
 	server_keys_clear(&keys);
 	config_destroy(&cfg); /* left when the keys failed; engine_new takes it */
@@ -982,6 +1110,22 @@ static void handle_signals(server_t *s)
 	}
 }
 
+/* The gauges the HTTP thread shows (metrics.h), from this thread. */
+static void metrics_publish(server_t *s)
+{
+	struct metrics_gauges g = {
+		.clients = s->n_clients, .pending = s->n_pending, .inflight = s->inflight,
+		.unsent = s->n_unsent, .queue_depth = pool_depth(s->pool),
+		.workers = pool_workers(s->pool),
+		.cache_limit_bytes = s->eng->cfg->server.batch_cache_mb << 20,
+	};
+
+	if (!s->metrics)
+		return;
+	memcpy(g.digest_hex, s->eng->digest_hex, sizeof(g.digest_hex));
+	metrics_gauges(s->metrics, &g);
+}
+
 static void tick(server_t *s, double now)
 {
 	if (now - s->last_tick < 1.0)
@@ -992,6 +1136,7 @@ static void tick(server_t *s, double now)
 	s->rate_n[s->rate_i] = stats_get(s->stats, images);
 	clients_expire(s, now, false);
 
+	metrics_publish(s);
 	double rate = current_rate(s, now);
 	sd_notifyf(0, "STATUS=%.0f img/s, %u clients, %u in flight, %" PRIu64 " batches served",
 		   rate, s->n_clients, s->inflight, stats_get(s->stats, batches));
@@ -1098,6 +1243,13 @@ server_t *server_new(engine_t *eng, pool_t *pool, struct stats *stats,
 			log_warning("server: '%s' is reachable from other machines and not authenticated: any client there can read the dataset",
 				    ep);
 	}
+	if (sv->metrics && !(s->metrics = metrics_new(sv->metrics, stats, err, errlen)))
+		goto out_fail;
+	if (sv->batch_cache_mb && !(s->cache = cache_new(sv->batch_cache_mb << 20, stats))) {
+		snprintf(err, errlen, "out of memory for the batch cache");
+		goto out_fail;
+	}
+	metrics_publish(s);
 	s->watchdog = sd_watchdog_enabled(0, NULL) > 0;
 	return s;
 
@@ -1164,9 +1316,11 @@ void server_destroy(server_t **sp)
 		return;
 	/* The pool must be stopped first (the caller's job) so no worker
 	 * can still complete a batch into `done`. */
+	metrics_destroy(&s->metrics); /* joins the HTTP thread */
 	while (s->done) {
 		batch_t *b = s->done;
 		s->done = b->next;
+		cache_abort(s->cache, &((struct pending *)b->user)->ce);
 		free(b->user);
 		batch_destroy(&b);
 	}
@@ -1186,6 +1340,7 @@ void server_destroy(server_t **sp)
 			s->clients[h] = c->next;
 			free(c);
 		}
+	cache_destroy(&s->cache);
 	if (s->router)
 		zmq_close(s->router);
 	if (s->zap)

@@ -18,6 +18,10 @@ struct stats {
 	atomic_uint_fast64_t decode_errors; /* failed decode attempts */
 	atomic_uint_fast64_t replaced;      /* samples filled by a replacement */
 	atomic_uint_fast64_t bad_files;     /* distinct files that failed, per config generation */
+	atomic_uint_fast64_t cache_hits;    /* batch requests answered from the cache */
+	atomic_uint_fast64_t cache_misses;  /* ... computed (cache on) */
+	atomic_uint_fast64_t cache_bytes;   /* gauge: bytes held by the cache */
+	atomic_uint_fast64_t cache_entries; /* gauge: batches held by the cache */
 	double started;                     /* monotonic seconds at start */
 };
 
