@@ -384,7 +384,7 @@ metrics_t *metrics_new(const char *hostport, struct stats *st, char *err, size_t
 	metrics_t *m;
 
 	if (!hostport || parse_addr(hostport, &sa, &v6)) {
-		snprintf(err, errlen, "cannot listen on '%s': not HOST:PORT",
+		snprintf(err, errlen, "metrics: cannot listen on '%s': not HOST:PORT",
 			 hostport ? hostport : "(null)");
 		return NULL;
 	}
@@ -410,7 +410,7 @@ metrics_t *metrics_new(const char *hostport, struct stats *st, char *err, size_t
 				    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
 				    MHD_OPTION_END);
 	if (!m->httpd) {
-		snprintf(err, errlen, "cannot listen on '%s': %s", hostport,
+		snprintf(err, errlen, "metrics: cannot listen on '%s': %s", hostport,
 			 errno ? strerror(errno) : "libmicrohttpd could not start");
 		metrics_destroy(&m);
 		return NULL;
