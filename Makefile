@@ -164,27 +164,56 @@ bench:
 SYSCONFDIR ?= /etc
 PYDIR      ?= $(PREFIX)/lib/python3/dist-packages
 UNITDIR    ?= $(PREFIX)/lib/systemd/system
+LIBDIR     ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+MANDIR     ?= $(PREFIX)/share/man
+DOCDIR     ?= $(PREFIX)/share/doc/cutmixd
+# Install paths into the templates (unit, pkg-config file, man pages).
+SUBST = sed -e 's|@BINDIR@|$(PREFIX)/bin|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
+	-e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
+	-e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@DOCDIR@|$(DOCDIR)|g' \
+	-e 's|@VERSION@|$(VERSION_STR)|g'
+# The installed config: the annotated example with `root` pointing at a
+# folder to edit (`cutmixd --check` names the key until it exists).
+CONFIG_ROOT_EDIT = sed -e 's|^root = \.\./build/demo-data$$|; EDIT: the folder of your dataset (the unit may read /srv/datasets).\nroot = /srv/datasets/CHANGE-ME|'
+
+# Man pages; cutmixd.ini(5) is generated from the daemon's options table
+# (scripts/gen_ini_man.c), so the build fails when they disagree.
+MAN_PAGES := $(BUILD)/man/cutmixd.8 $(BUILD)/man/cutmixd-count.1 $(BUILD)/man/cutmixd.ini.5
+all: $(MAN_PAGES)
+$(BUILD)/man/cutmixd.ini.5: man/cutmixd.ini.5.in $(B)/gen_ini_man
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  GEN     $@")
+	$(Q)$(B)/gen_ini_man $(VERSION_STR) < $< > $@.tmp && mv $@.tmp $@
+$(BUILD)/man/%: man/%
+	@mkdir -p $(dir $@)
+	$(Q)cp $< $@
 
 install: all
 	install -D -m 755 bin/cutmixd $(DESTDIR)$(PREFIX)/bin/cutmixd
 	install -D -m 755 bin/cutmixd-count $(DESTDIR)$(PREFIX)/bin/cutmixd-count
-	install -D -m 644 lib/libcutmixd.a $(DESTDIR)$(PREFIX)/lib/libcutmixd.a
-	install -D -m 755 lib/libcutmixd.so $(DESTDIR)$(PREFIX)/lib/libcutmixd.so.0
-	ln -sf libcutmixd.so.0 $(DESTDIR)$(PREFIX)/lib/libcutmixd.so
-	install -D -m 644 client/c/cutmixd.h $(DESTDIR)$(PREFIX)/include/cutmixd.h
-	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig
-	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION_STR)|g' \
-		scripts/cutmixd.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/cutmixd.pc
+	install -D -m 644 lib/libcutmixd.a $(DESTDIR)$(LIBDIR)/libcutmixd.a
+	install -D -m 755 lib/libcutmixd.so $(DESTDIR)$(LIBDIR)/libcutmixd.so.0
+	ln -sf libcutmixd.so.0 $(DESTDIR)$(LIBDIR)/libcutmixd.so
+	install -D -m 644 client/c/cutmixd.h $(DESTDIR)$(INCLUDEDIR)/cutmixd.h
+	install -d $(DESTDIR)$(LIBDIR)/pkgconfig
+	$(SUBST) scripts/cutmixd.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/cutmixd.pc
 	install -d $(DESTDIR)$(PYDIR)/cutmixd
 	install -m 644 client/python/cutmixd/*.py $(DESTDIR)$(PYDIR)/cutmixd/
 	install -d $(DESTDIR)$(UNITDIR)
-	sed -e 's|@BINDIR@|$(PREFIX)/bin|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
-		scripts/cutmixd.service.in > $(DESTDIR)$(UNITDIR)/cutmixd.service
-	install -D -m 644 config/default.ini $(DESTDIR)$(PREFIX)/share/cutmixd/cutmixd.ini.example
+	$(SUBST) scripts/cutmixd.service.in > $(DESTDIR)$(UNITDIR)/cutmixd.service
+	install -d $(DESTDIR)$(PREFIX)/share/cutmixd $(DESTDIR)$(SYSCONFDIR)/cutmixd
+	$(CONFIG_ROOT_EDIT) config/default.ini > $(DESTDIR)$(PREFIX)/share/cutmixd/cutmixd.ini.example
 	test -e $(DESTDIR)$(SYSCONFDIR)/cutmixd/cutmixd.ini || \
-		install -D -m 644 config/default.ini $(DESTDIR)$(SYSCONFDIR)/cutmixd/cutmixd.ini
-	install -D -m 644 README.md $(DESTDIR)$(PREFIX)/share/doc/cutmixd/README.md
-	install -D -m 644 proto/PROTOCOL.md $(DESTDIR)$(PREFIX)/share/doc/cutmixd/PROTOCOL.md
+		$(CONFIG_ROOT_EDIT) config/default.ini > $(DESTDIR)$(SYSCONFDIR)/cutmixd/cutmixd.ini
+	install -d $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8
+	$(SUBST) $(BUILD)/man/cutmixd.8 > $(DESTDIR)$(MANDIR)/man8/cutmixd.8
+	$(SUBST) $(BUILD)/man/cutmixd.ini.5 > $(DESTDIR)$(MANDIR)/man5/cutmixd.ini.5
+	$(SUBST) $(BUILD)/man/cutmixd-count.1 > $(DESTDIR)$(MANDIR)/man1/cutmixd-count.1
+	install -D -m 644 README.md $(DESTDIR)$(DOCDIR)/README.md
+	install -D -m 644 -t $(DESTDIR)$(DOCDIR)/docs docs/*.md
+	install -D -m 644 proto/PROTOCOL.md $(DESTDIR)$(DOCDIR)/proto/PROTOCOL.md
+	install -D -m 644 -t $(DESTDIR)$(DOCDIR)/config config/*.ini
 
 # The whole suite on sanitizer builds (own folders, same tests).
 SAN_FLAGS_asan := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined

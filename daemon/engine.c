@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "budget.h"
 #include "log.h"
@@ -32,6 +33,17 @@ int engine_new(config_t **cfgp, struct stats *stats, engine_t **out,
 
 	for (int d = 0; d < cfg->n_datasets; d++) {
 		rc = dataset_open(&cfg->datasets[d], &e->datasets[d], err, errlen);
+		if (rc && access(cfg->datasets[d].root, F_OK) != 0) {
+			/* The usual first-run mistake (the installed example
+			 * config's root): say which key of which file to edit. */
+			const char *name = cfg->datasets[d].name;
+			bool dflt = strcmp(name, "default") == 0;
+
+			snprintf(err, errlen, "%s: [dataset%s%s] root: cannot open '%s': %s: "
+				 "edit root to the folder of your dataset", cfg->path,
+				 dflt ? "" : ".", dflt ? "" : name, cfg->datasets[d].root,
+				 strerror(errno));
+		}
 		if (rc)
 			goto out_free;
 		e->bad[d] = calloc(dataset_size(e->datasets[d]), 1);
