@@ -214,6 +214,8 @@ install: all
 	install -D -m 644 -t $(DESTDIR)$(DOCDIR)/docs docs/*.md
 	install -D -m 644 proto/PROTOCOL.md $(DESTDIR)$(DOCDIR)/proto/PROTOCOL.md
 	install -D -m 644 -t $(DESTDIR)$(DOCDIR)/config config/*.ini
+	install -D -m 644 -t $(DESTDIR)$(DOCDIR)/deploy/k8s deploy/k8s/*.yaml
+	install -D -m 755 -t $(DESTDIR)$(DOCDIR)/deploy/slurm deploy/slurm/*.sbatch
 
 # The whole suite on sanitizer builds (own folders, same tests).
 SAN_FLAGS_asan := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined

@@ -25,7 +25,7 @@ import urllib.request
 import pytest
 
 import gen_dataset
-from helpers import BIN, EX_CONFIG, Daemon, config_text, require_binary
+from helpers import BIN, EX_CONFIG, REPO, Daemon, config_text, require_binary
 
 PIPELINES = {
     "train": dict(batch_size=8, size=32, cutmix_alpha=1.0, cutout_size=8),
@@ -195,6 +195,14 @@ def prom_query(port, query):
     return body["data"]["result"]
 
 
+def doc_queries():
+    """The PromQL of the Grafana table in docs/OPERATIONS.md."""
+    ops = (REPO / "docs" / "OPERATIONS.md").read_text()
+    table = ops[ops.index("| panel | PromQL |"):]
+    table = table[:table.index("\n\n")]
+    return [q for row in table.splitlines()[2:] for q in re.findall(r"`([^`]+)`", row)]
+
+
 def test_real_prometheus_sees_the_rate(daemon, tmp_path):
     prom = shutil.which("prometheus")
     assert prom, "prometheus is missing: scripts/deps.sh installs it"
@@ -245,6 +253,13 @@ def test_real_prometheus_sees_the_rate(daemon, tmp_path):
         assert any(r["metric"].get("pipeline") == "train" for r in res), res
         up = prom_query(web, 'up{job="cutmixd"}')
         assert up and up[0]["value"][1] == "1"
+        # Every query OPERATIONS.md offers for Grafana is valid PromQL and
+        # finds the series it names.
+        queries = doc_queries()
+        assert len(queries) >= 10
+        for q in queries:
+            res = prom_query(web, q.replace("$__rate_interval", "5s"))
+            assert res, "no result for the documented query %s" % q
     finally:
         stop.set()
         t.join(timeout=30)
