@@ -43,6 +43,8 @@ struct cache_entry {
 struct cache {
 	uint64_t budget, bytes;
 	uint64_t n_ready;
+	bool stale_set;              /* `current` is set (a reload happened) */
+	uint8_t current[WIRE_DIGEST_SIZE];
 	struct stats *st;
 	cache_entry_t *buckets[BUCKETS];
 	cache_entry_t *head, *tail;  /* LRU */
@@ -270,7 +272,8 @@ const struct cache_frames *cache_fill(cache_t *c, cache_entry_t *e, batch_t *b,
 	e->ready = true;
 	if (!e->in_table)
 		return &e->f;
-	if (e->bytes > c->budget) { /* answered, then gone */
+	if (e->bytes > c->budget || /* answered, then gone */
+	    (c->stale_set && memcmp(e->key.digest, c->current, WIRE_DIGEST_SIZE))) {
 		e->ready = false;
 		remove_entry(c, e);
 		return &e->f;
@@ -299,6 +302,8 @@ void cache_keep_digest(cache_t *c, const uint8_t digest[WIRE_DIGEST_SIZE])
 {
 	if (!c)
 		return;
+	memcpy(c->current, digest, WIRE_DIGEST_SIZE); /* builds of the old one finish uncached */
+	c->stale_set = true;
 	for (cache_entry_t *e = c->head, *next; e; e = next) {
 		next = e->next;
 		if (memcmp(e->key.digest, digest, WIRE_DIGEST_SIZE) != 0)
