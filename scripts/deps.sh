@@ -7,7 +7,8 @@ set -eu
 
 pkgs="build-essential pkgconf libjpeg62-turbo-dev libturbojpeg0-dev libzmq3-dev
 libinih-dev libsystemd-dev libcmocka-dev python3-zmq python3-numpy
-python3-pytest python3-pil iproute2 libsodium-dev libmicrohttpd-dev"
+python3-pytest python3-pil iproute2 libsodium-dev libmicrohttpd-dev prometheus groff
+man-db python3-yaml systemd shellcheck"
 case "${1:-}" in
 bench) pkgs="$pkgs python3-torch python3-torchvision" ;;
 fuzz)  pkgs="$pkgs clang libclang-rt-14-dev" ;;
