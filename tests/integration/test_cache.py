@@ -20,7 +20,7 @@ import time
 import pytest
 
 import gen_dataset
-from helpers import Daemon
+from helpers import SANITIZER, Daemon
 
 TRAIN = dict(batch_size=8, size=32, cutmix_alpha=1.0, mixup_alpha=0.5, cutout_size=8,
              flip=0.5)
@@ -127,8 +127,11 @@ def test_budget_is_never_exceeded(tmp_path, tmp_path_factory):
             n = len(list(c.epoch(1)))
             assert c.stats()["cache_misses"] == before + n
     assert streamed > 30 * budget
-    # Without eviction the daemon would hold every batch streamed.
-    assert rss1 - rss0 < streamed / 3, (rss0, rss1, streamed)
+    # Without eviction the daemon would hold every batch streamed; with it,
+    # RSS grows by at most the budget (plus allocator slack). ASan's
+    # quarantine keeps freed memory resident, so RSS says nothing there.
+    if SANITIZER is None:
+        assert rss1 - rss0 < budget + (4 << 20), (rss0, rss1, streamed)
 
 
 def test_reload_never_serves_old_entries(tmp_path, dataset):
