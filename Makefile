@@ -67,7 +67,7 @@ TOOLS      := $(patsubst scripts/%.c,$(B)/%,$(TOOL_SRC))
 all: $(B)/cutmixd $(L)/libcutmixd.a $(L)/libcutmixd.so $(B)/cutmixd-count $(TOOLS)
 
 # What prints or reports the version is rebuilt when VERSION changes.
-$(call obj,daemon/main.c daemon/info.c client/c/client.c client/c/examples/count_epoch.c): VERSION
+$(call obj,daemon/main.c daemon/info.c daemon/metrics.c client/c/client.c client/c/examples/count_epoch.c): VERSION
 
 
 $(BUILD)/%.o: %.c

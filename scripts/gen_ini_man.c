@@ -111,7 +111,7 @@ int main(int argc, char **argv)
 		lineno++;
 		line[strcspn(line, "\n")] = '\0';
 		if (!strncmp(line, "@section ", 9)) {
-			snprintf(section, sizeof(section), "%s", line + 9);
+			snprintf(section, sizeof(section), "%.63s", line + 9);
 			in_section = true;
 		} else if (!strncmp(line, "@key ", 5)) {
 			int i = in_section ? find(section, line + 5, &d) : -1;
