@@ -121,6 +121,9 @@ TEST_DEPS_test_keys    := daemon/keys daemon/log proto/keyfile
 TEST_DEPS_test_keyfile := proto/keyfile proto/wire daemon/keys daemon/log client/c/client client/c/dispatch client/c/batch client/c/epoch client/c/json client/c/discovery
 TEST_DEPS_test_beneath := daemon/beneath
 TEST_DEPS_test_imgops  := daemon/imgops daemon/imgops_geom daemon/imgops_avx2
+TEST_DEPS_test_pool    := daemon/pool daemon/log
+TEST_DEPS_test_bufpool := daemon/bufpool
+TEST_DEPS_test_engine  := daemon/engine daemon/budget daemon/config daemon/dataset daemon/dataset_scan daemon/dataset_manifest daemon/beneath daemon/digest daemon/sampler daemon/rng daemon/log
 
 define unit_rule
 $(BUILD)/tests/$(1): $(BUILD)/tests/unit/$(1).o $(call obj,$(UNIT_HELP)) $(addprefix $(BUILD)/,$(addsuffix .o,$(TEST_DEPS_$(1))))
