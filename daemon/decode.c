@@ -4,18 +4,26 @@
  * DESIGN
  * A decoder_t belongs to one worker thread; nothing in here is shared, so
  * there are no locks. It owns:
- *   - one jpeg_decompress_struct, created in decoder_new() and reused: every
- *     image ends with jpeg_abort_decompress(), which frees libjpeg's
- *     per-image pool and leaves the object ready for the next header;
+ *   - one jpeg_decompress_struct, made afresh for every image: decoder_open()
+ *     destroys the previous image's object and creates a new one
+ *     (jpeg_create_decompress) before it reads the header, because libjpeg
+ *     keeps DQT/DHT tables in the object and a file that lacks a table
+ *     would otherwise decode with the tables of whatever image this worker
+ *     saw last (bytes that depend on the worker; found by fuzzing). An
+ *     image still ends with jpeg_finish_decompress() or
+ *     jpeg_abort_decompress() (below); decoder_destroy() frees the last one;
+ *   - the error manager and progress monitor, set up once in decoder_new()
+ *     and pointed at by every new decompressor;
  *   - the input buffer of decode_read_fd();
  *   - the RGB region buffer, a CMYK scanline buffer and the row-pointer
  *     array handed to jpeg_read_scanlines().
- * They grow to the largest image seen and are kept, so after warm-up no
- * buffer of ours is allocated per image (libjpeg's own per-image pool is
- * the only allocation left) — except that a buffer grown past
- * DECODE_KEEP_BYTES (16 MiB: a region of about 5.6 Mpx) by one huge image
- * is freed when the next file is read, so one 49 Mpx image does not
- * leave a worker holding hundreds of MB.
+ * The buffers grow to the largest image seen and are kept, so after
+ * warm-up no buffer of ours is allocated per image (the decompressor and
+ * libjpeg's own pools are the only allocations left, microseconds per
+ * image) — except that a buffer grown past DECODE_KEEP_BYTES (16 MiB: a
+ * region of about 5.6 Mpx) by one huge image is freed when the next file
+ * is read, so one 49 Mpx image does not leave a worker holding hundreds
+ * of MB.
  *
  * A region that reaches the bottom row is followed by
  * jpeg_finish_decompress(), which reads on to EOI: corrupt entropy data that
@@ -105,7 +113,7 @@ struct decoder {
 	bool cmyk;                 /* CMYK or YCCK: decoded as JCS_CMYK */
 	bool inverted;             /* Adobe marker: CMYK stored inverted */
 
-	uint8_t *in;               /* decode_read_file() */
+	uint8_t *in;               /* decode_read_fd() (and _file) */
 	size_t in_cap;
 	uint8_t *rgb;              /* region rows (plus margins) */
 	size_t rgb_cap;

@@ -3,7 +3,8 @@
  * region a crop keeps.
  *
  * A decoder_t belongs to one worker thread and is reused for every image:
- * the decompressor object and the row buffers live as long as the worker.
+ * its input and row buffers live as long as the worker; the libjpeg
+ * decompressor inside it is made afresh for each image (decode.c).
  *
  *   decoder_open()        reads the headers, refuses absurd sizes before any
  *                         pixel buffer is allocated, reports width/height;

@@ -5,7 +5,8 @@
  *   → [security] key files (exit 78 on a bad one)
  *   → datasets, samplers, digest (engine; exit 78 on a bad dataset)
  *   → signals blocked in every thread, worker pool, ROUTER bound
- *   → serve until SIGTERM, then stop the pool and exit 0.
+ *   → serve until SIGTERM, then tear down in the order written at `out:`
+ *     (pool, server with its ZeroMQ context, engine) and exit 0.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -342,10 +343,14 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &mask, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	/* Batch buffers are megabytes and short-lived: serve them from mmap
-	 * so a freed batch goes back to the kernel at once, instead of
-	 * lingering in per-thread heaps (glibc's dynamic threshold would move
-	 * them there after the first free). Costs page faults, not copies. */
+	/* A batch's images (the uint8 pixels and any float or NCHW copy)
+	 * come from bufpool, its own recycled mmaps. The other large,
+	 * short-lived buffers are malloc'ed (a batch's soft labels, which
+	 * grow with num_classes, and a decoder's buffers after a huge
+	 * image): serve those of 1 MiB and more from mmap so a freed one
+	 * goes back to the kernel at once, instead of lingering in
+	 * per-thread heaps (glibc's dynamic threshold would move them there
+	 * after the first free). Costs page faults, not copies. */
 	mallopt(M_MMAP_THRESHOLD, 1 << 20);
 
 	uint32_t workers = eng->cfg->server.workers; /* config resolved 0 */
@@ -370,6 +375,31 @@ int main(int argc, char **argv)
 		   (unsigned long long)stats_get(&stats, images));
 
 out:
+	/*
+	 * Teardown order, relied on (every destructor is NULL-safe, so an
+	 * early `goto out` runs the same steps on what exists):
+	 * 1. pool_destroy: runs every batch still queued to its done step,
+	 *    which hands it to the server (batch_complete: the server's
+	 *    `done` list under `done_lock`, then its eventfd), and joins the
+	 *    workers. After it no thread but this one touches the server,
+	 *    so it must come before server_destroy, which frees that list,
+	 *    closes the eventfd and destroys the lock.
+	 * 2. server_destroy: frees the batches never sent (each drops its
+	 *    engine reference) and the replies ZeroMQ refused, closes the
+	 *    sockets, then zmq_ctx_term, which waits up to the ROUTER's
+	 *    ZMQ_LINGER (500 ms) to deliver queued replies; their frame
+	 *    buffers come back through bufpool_free_cb / free() on
+	 *    ZeroMQ's threads before it returns (bufpool is process-wide and
+	 *    never torn down, so that is safe).
+	 *    Then it drops its own engine reference (after a SIGHUP, the
+	 *    newest generation).
+	 * 3. engine_unref: this function's reference to the first
+	 *    generation, the last one once the pool and the server are gone.
+	 *    Batches and the server read the engine's config, datasets and
+	 *    samplers, so the engine goes after both.
+	 * cfg is NULL here unless engine_new was never reached (it takes
+	 * the config); the keys are cleared again for the early exits.
+	 */
 	pool_destroy(&pool);
 	server_destroy(&srv);
 	engine_unref(&eng);

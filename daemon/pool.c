@@ -3,16 +3,21 @@
  *
  * DESIGN
  * - `lock` guards the task FIFO (head/tail), every queued task's `next`,
- *   `depth` and `stopping`. Items are handed out under the lock; the work
- *   itself runs outside it.
+ *   `depth`, `stopping` and the start-up counts `ready` and `failed`.
+ *   Items are handed out under the lock; the work itself runs outside it.
  * - A task leaves the FIFO when its last item has been handed out; it is
  *   finished when `remaining` (atomic, decremented after each item) hits
- *   zero, and the worker that takes it to zero calls done(). After that the
- *   pool never touches the task again.
+ *   zero, and the worker that takes it to zero takes it out of `depth`
+ *   and then calls done() (so whoever done() hands it to never sees it
+ *   counted). After that the pool never touches the task again.
  * - Shutdown sets `stopping` and broadcasts; workers drain the FIFO first,
- *   then exit; pool_destroy joins them. No pthread_cancel.
- * - Start-up: pool_new waits on `ready_cond` until every worker has made its
- *   context (memcached's init wait), so a pool that exists can work.
+ *   then free their context and exit; pool_destroy joins them. No
+ *   pthread_cancel.
+ * - Start-up: pool_new waits on `ready_cond` until every started worker has
+ *   made its context or failed to (memcached's init wait), so a pool that
+ *   exists can work. A worker whose ctx_new fails exits at once; pool_new
+ *   then stops and joins the others (they free their contexts) and
+ *   returns NULL.
  */
 #include "pool.h"
 
