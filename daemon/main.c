@@ -384,15 +384,16 @@ out:
 	 *    workers. After it no thread but this one touches the server,
 	 *    so it must come before server_destroy, which frees that list,
 	 *    closes the eventfd and destroys the lock.
-	 * 2. server_destroy: frees the batches never sent (each drops its
-	 *    engine reference) and the replies ZeroMQ refused, closes the
+	 * 2. server_destroy: joins the metrics HTTP thread, frees the
+	 *    batches never sent (each drops its engine reference), the
+	 *    replies ZeroMQ refused and the batch cache's table, closes the
 	 *    sockets, then zmq_ctx_term, which waits up to the ROUTER's
-	 *    ZMQ_LINGER (500 ms) to deliver queued replies; their frame
-	 *    buffers come back through bufpool_free_cb / free() on
-	 *    ZeroMQ's threads before it returns (bufpool is process-wide and
-	 *    never torn down, so that is safe).
-	 *    Then it drops its own engine reference (after a SIGHUP, the
-	 *    newest generation).
+	 *    ZMQ_LINGER (500 ms) to deliver queued replies. Frames still
+	 *    held by ZeroMQ messages (cached ones are reference counted)
+	 *    are released on ZeroMQ's threads before it returns, into
+	 *    bufpool or free(): bufpool is process-wide and never torn
+	 *    down, so that is safe. Then it drops its own engine reference
+	 *    (after a SIGHUP, the newest generation).
 	 * 3. engine_unref: this function's reference to the first
 	 *    generation, the last one once the pool and the server are gone.
 	 *    Batches and the server read the engine's config, datasets and
