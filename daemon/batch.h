@@ -74,6 +74,10 @@ void *batch_take_images(batch_t *b);
 void *batch_take_labels(batch_t *b);
 void *batch_take_meta(batch_t *b);
 
+/* Mark the batch failed (the first failure wins its status and message). */
+void batch_fail(batch_t *b, uint32_t status, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
 /* Per-worker context for pool_new(). */
 void *batch_worker_new(void);
 void batch_worker_free(void *ctx);

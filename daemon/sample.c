@@ -1,0 +1,213 @@
+/*
+ * sample.c — the per-image work of a batch, in data-flow order: read the
+ * file, decode only the crop region, resize into the batch slot, flip,
+ * Cutout; a file that fails is replaced (or fails the batch).
+ *
+ * DESIGN
+ * - sample_run(pos) writes only slot `pos` of the batch's pixels and
+ *   meta[pos]; any worker may run any position, in any order.
+ * - Every random draw comes from streams keyed on the batch coordinates
+ *   and the position (rng.h), never from the worker or its context.
+ * - struct worker_ctx is one worker's private scratch (decoder, resizer,
+ *   mix buffers); only that worker touches it.
+ */
+#include "sample.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "augment.h"
+#include "decode.h"
+#include "log.h"
+#include "resize.h"
+#include "rng.h"
+
+/* How many different files a sample tries before its batch fails. */
+#define MAX_REPLACE_TRIES 16
+
+/* Filter support in source pixels at scale 1 (resize.c's filters). */
+static double filter_support(int interpolation)
+{
+	return interpolation == RESIZE_BICUBIC ? 2.0 : 1.0;
+}
+
+/*
+ * Read, decode and resample dataset file `source` into `slot`, choosing the
+ * crop from `r`. Returns 0, or -errno with w->why set.
+ */
+static int load_sample(struct worker_ctx *w, batch_t *b, uint32_t source,
+		       rng_t *r, uint8_t *slot, struct wire_meta *m)
+{
+	const struct pipeline_cfg *p = b->pl->cfg;
+	const struct server_cfg *sv = &b->eng->cfg->server;
+	struct decode_limits lim = { sv->max_pixels, sv->max_file_bytes,
+				     sv->max_scan_blocks };
+	const int out = (int)p->size;
+	const uint8_t *data;
+	struct crop_box box;
+	struct decoded d;
+	size_t len;
+	int W, H, rc;
+
+	/* opened relative to the dataset root: containment is checked at
+	 * every open (dataset.h), not only when the index was built */
+	rc = decode_read_fd(w->dec, dataset_open_sample(b->pl->ds, source),
+			    NULL, &lim, &data, &len);
+	if (rc == 0)
+		rc = decoder_open(w->dec, data, len, &lim, &W, &H);
+	if (rc) {
+		snprintf(w->why, sizeof(w->why), "%s", decoder_error(w->dec));
+		return rc;
+	}
+
+	if (p->crop == CROP_RANDOM_RESIZED)
+		augment_rrc(r, W, H, p->scale, p->ratio, &box);
+	else
+		augment_center(W, H, p->resize, p->size, &box);
+	m->crop[0] = (float)box.x0;
+	m->crop[1] = (float)box.y0;
+	m->crop[2] = (float)box.x1;
+	m->crop[3] = (float)box.y1;
+	m->src_w = W;
+	m->src_h = H;
+
+	/* DCT-domain downscaling by 1/2, 1/4 or 1/8 (the SIMD factors) when
+	 * the crop stays at least the output size after it: the final
+	 * resample then still only shrinks. */
+	int denom = 1;
+	if (p->dct_scale) {
+		for (int dd = 8; dd >= 2; dd /= 2) {
+			if ((box.x1 - box.x0) / dd >= out && (box.y1 - box.y0) / dd >= out) {
+				denom = dd;
+				break;
+			}
+		}
+	}
+	int sw, sh;
+	decoder_scaled_size(w->dec, denom, &sw, &sh);
+	double sx0 = box.x0 / denom, sy0 = box.y0 / denom;
+	double sx1 = fmin(box.x1 / denom, sw), sy1 = fmin(box.y1 / denom, sh);
+
+	/* Decode only the region the resample reads. A center crop is a
+	 * resize of the whole image followed by a crop, so its filter taps
+	 * may reach past the box: keep a margin. A random-resized crop is a
+	 * crop followed by a resize: taps stop at the box, as in torchvision. */
+	double margin = 0;
+	if (p->crop == CROP_CENTER) {
+		double scale = fmax((sx1 - sx0) / out, (sy1 - sy0) / out);
+		margin = ceil(filter_support(p->interpolation) * fmax(scale, 1.0)) + 1;
+	}
+	int rx0 = (int)fmax(floor(sx0 - margin), 0);
+	int ry0 = (int)fmax(floor(sy0 - margin), 0);
+	int rx1 = (int)fmin(ceil(sx1 + margin), sw);
+	int ry1 = (int)fmin(ceil(sy1 + margin), sh);
+	if (rx1 <= rx0 || ry1 <= ry0) {
+		snprintf(w->why, sizeof(w->why), "empty crop region");
+		return -EINVAL;
+	}
+
+	rc = decoder_read(w->dec, denom, rx0, ry0, rx1, ry1, &d);
+	if (rc) {
+		snprintf(w->why, sizeof(w->why), "%s", decoder_error(w->dec));
+		return rc;
+	}
+	if (p->crop == CROP_CENTER && denom == 1) {
+		/* the coefficients of torchvision's whole Resize, then the
+		 * crop: byte-identical to its PIL path (resize.h) */
+		struct center_geom g;
+		augment_center_geom(W, H, p->resize, p->size, &g);
+		rc = resize_rgb_crop(w->rz, (enum resize_filter)p->interpolation,
+				     d.rgb, rx0, ry0, d.width, d.height, d.stride, W, H,
+				     g.new_w, g.new_h, g.left, g.top, slot, out, out,
+				     (size_t)out * 3);
+	} else {
+		rc = resize_rgb(w->rz, (enum resize_filter)p->interpolation, d.rgb,
+				d.width, d.height, d.stride, sx0 - rx0, sy0 - ry0,
+				sx1 - rx0, sy1 - ry0, slot, out, out, (size_t)out * 3);
+	}
+	if (rc) {
+		snprintf(w->why, sizeof(w->why), "resize failed: %s", strerror(-rc));
+		return rc;
+	}
+	return 0;
+}
+
+void sample_run(struct pool_task *t, uint32_t pos, void *ctx)
+{
+	batch_t *b = (batch_t *)t;
+	struct worker_ctx *w = ctx;
+	const struct pipeline_rt *pl = b->pl;
+	const struct pipeline_cfg *p = pl->cfg;
+	const int out = (int)p->size;
+	uint8_t *slot = b->pixels + (size_t)pos * pl->pixel_bytes;
+	struct wire_meta *m = &b->meta[pos];
+	uint32_t source = b->idx[pos];
+	uint32_t n = dataset_size(pl->ds);
+	unsigned attempt;
+	rng_t r;
+
+	if (atomic_load_explicit(&b->failed, memory_order_relaxed))
+		return;
+
+	memset(m, 0, sizeof(*m));
+	m->index = b->idx[pos];
+	m->partner = -1;
+	m->partner_label = -1;
+	m->partner_pos = -1;
+	m->lam = 1.0;
+	m->pad = b->pad[pos];
+
+	for (attempt = 0;; attempt++) {
+		rng_init(&r, b->key, b->epoch, b->index, pos, RNG_SAMPLE, attempt);
+		int rc = load_sample(w, b, source, &r, slot, m);
+		if (rc == 0)
+			break;
+		if (decode_error_transient(rc)) {
+			/* the daemon's trouble (memory, descriptors, I/O), not
+			 * the file's: fail retryably, keep it off the bad list */
+			batch_fail(b, WIRE_E_INTERNAL, "cannot read '%s' now: %s "
+				   "(not a bad file; retry)", dataset_path(pl->ds, source),
+				   w->why[0] ? w->why : strerror(-rc));
+			return;
+		}
+		engine_note_bad(b->eng, pl->ds_index, source, w->why);
+		if (b->eng->cfg->server.on_decode_error == ON_ERROR_FAIL) {
+			batch_fail(b, WIRE_E_DECODE, "decode failed: '%s': %s",
+				   dataset_path(pl->ds, source), w->why);
+			return;
+		}
+		if (attempt + 1 >= MAX_REPLACE_TRIES) {
+			batch_fail(b, WIRE_E_DECODE,
+				   "no readable replacement for '%s' after %d tries; last: '%s': %s",
+				   dataset_path(pl->ds, b->idx[pos]), MAX_REPLACE_TRIES,
+				   dataset_path(pl->ds, source), w->why);
+			return;
+		}
+		/* Deterministic replacement: any sample, from a stream of
+		 * this position and attempt. */
+		rng_t rr;
+		rng_init(&rr, b->key, b->epoch, b->index, pos, RNG_REPLACE, attempt);
+		source = rng_below(&rr, n);
+		m->status = WIRE_SAMPLE_REPLACED;
+	}
+	if (m->status == WIRE_SAMPLE_REPLACED)
+		stats_add(b->eng->stats, replaced, 1);
+	m->source = source;
+	m->label = dataset_label(pl->ds, source);
+
+	if (rng_uniform(&r) < p->flip) {
+		augment_flip(slot, out, out, (size_t)out * 3);
+		m->flip = 1;
+	}
+	int nh = augment_cutout_boxes(&r, p, out, out, m->holes);
+	if (nh > 0) {
+		rng_t noise;
+		rng_init(&noise, b->key, b->epoch, b->index, pos, RNG_NOISE, attempt);
+		augment_cutout_fill(slot, out, out, (size_t)out * 3, p,
+				    (const int32_t(*)[4])m->holes, nh, &noise);
+	}
+	m->n_holes = (uint8_t)nh;
+}
