@@ -233,9 +233,17 @@ static void batch_finish(struct pool_task *t, void *ctx)
 	const struct pipeline_cfg *p = b->pl->cfg;
 	const int out = (int)p->size;
 	uint32_t K = dataset_num_classes(b->pl->ds);
+	/* a version 1 record is the first 224 bytes of the current one */
+	size_t rec_size = wire_meta_size(b->version ? b->version : WIRE_VERSION);
+	uint8_t rec[WIRE_META_SIZE];
 
 	if (atomic_load(&b->failed))
 		goto out_complete;
+	if (rec_size == 0) {
+		batch_fail(b, WIRE_E_VERSION, "no metadata layout for protocol version %u",
+			   b->version);
+		goto out_complete;
+	}
 
 	if (w->items_cap < b->n) {
 		struct mix_item *it = realloc(w->items, b->n * sizeof(*it));
@@ -278,8 +286,10 @@ static void batch_finish(struct pool_task *t, void *ctx)
 			m->partner_label = b->meta[it->partner].label;
 			memcpy(m->box, it->box, sizeof(m->box));
 		}
-		wire_encode_meta(m, b->meta_wire + (size_t)i * WIRE_META_SIZE);
+		wire_encode_meta(m, rec);
+		memcpy(b->meta_wire + (size_t)i * rec_size, rec, rec_size);
 	}
+	b->meta_bytes = (size_t)b->n * rec_size;
 
 	if (b->images != b->pixels)
 		convert_output(b);

@@ -38,6 +38,9 @@ struct batch {
 	uint32_t epoch, rank, world, index, n;
 	uint64_t key;              /* rng_key(seed, pipeline, rank, world) */
 	uint32_t batches_per_epoch;
+	unsigned version;          /* the request's protocol version (set by
+	                            * the server before batch_submit; 0 =
+	                            * WIRE_VERSION): the metadata's layout */
 	uint32_t *idx;
 	uint8_t *pad;
 
@@ -47,7 +50,7 @@ struct batch {
 	float *labels;             /* n * num_classes */
 	size_t labels_bytes;
 	struct wire_meta *meta;    /* n records while working */
-	uint8_t *meta_wire;        /* n * WIRE_META_SIZE once finished */
+	uint8_t *meta_wire;        /* n * wire_meta_size(version) once finished */
 	size_t meta_bytes;
 
 	atomic_int failed;         /* first failure wins */

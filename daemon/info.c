@@ -85,19 +85,23 @@ static char *sb_finish(struct sbuf *b)
 }
 
 char *info_json(const engine_t *e, int pipeline, uint32_t rank, uint32_t world,
-		uint32_t max_window)
+		unsigned version, uint32_t max_window)
 {
 	struct sbuf b = { .ok = true };
 	const config_t *cfg = e->cfg;
 
-	sb_printf(&b, "{\"protocol\":%d,\"version\":", WIRE_VERSION);
+	if (!wire_version_ok(version))
+		version = WIRE_VERSION;
+	sb_printf(&b, "{\"protocol\":%u,\"protocols\":[%d,%d],\"version\":", version,
+		  WIRE_VERSION_MIN, WIRE_VERSION);
 	sb_json_str(&b, CUTMIXD_VERSION);
 	sb_printf(&b, ",\"config_digest\":\"%s\",\"pipelines\":[", e->digest_hex);
 	for (int i = 0; i < cfg->n_pipelines; i++) {
 		sb_printf(&b, i ? "," : "");
 		sb_json_str(&b, cfg->pipelines[i].name);
 	}
-	sb_printf(&b, "],\"max_window\":%u,\"meta_size\":%d", max_window, WIRE_META_SIZE);
+	sb_printf(&b, "],\"max_window\":%u,\"meta_size\":%d", max_window,
+		  (int)wire_meta_size(version));
 
 	if (pipeline >= 0) {
 		const struct pipeline_rt *rt = &e->pipelines[pipeline];

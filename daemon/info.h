@@ -10,9 +10,11 @@
 
 #include "engine.h"
 
-/* pipeline < 0: global keys only. Returns malloc'd text or NULL. */
+/* pipeline < 0: global keys only; `version` is the request's protocol
+ * version ("protocol" and "meta_size" answer for it). Returns malloc'd
+ * text or NULL. */
 char *info_json(const engine_t *e, int pipeline, uint32_t rank, uint32_t world,
-		uint32_t max_window);
+		unsigned version, uint32_t max_window);
 
 struct server_gauges {
 	uint32_t clients, pending, inflight, unsent, queue_depth;

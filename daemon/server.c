@@ -321,7 +321,8 @@ static void header_init(server_t *s, struct wire_reply *h, uint16_t type,
 			const struct wire_request *rq)
 {
 	memset(h, 0, sizeof(*h));
-	h->version = WIRE_VERSION;
+	/* answer in the request's version when it is one spoken here */
+	h->version = rq && wire_version_ok(rq->version) ? rq->version : WIRE_VERSION;
 	h->type = type;
 	if (rq) {
 		h->request_id = rq->request_id;
@@ -519,7 +520,7 @@ static void batch_reply(server_t *s, batch_t *b)
 	h.channels = 3;
 	h.layout = (uint8_t)p->layout;
 	h.dtype = (uint8_t)p->dtype;
-	h.meta_size = WIRE_META_SIZE;
+	h.meta_size = (uint16_t)wire_meta_size(h.version);
 	h.num_classes = dataset_num_classes(b->pl->ds);
 	h.batches_per_epoch = b->batches_per_epoch;
 	h.flags = b->index + 1 == b->batches_per_epoch ? WIRE_RFLAG_LAST : 0;
@@ -614,6 +615,7 @@ static void schedule(server_t *s)
 		}
 		pq->t_start = stats_now();
 		b->user = pq;
+		b->version = pq->rq.version;
 		s->inflight++;
 		batch_submit(b, s->pool, batch_complete, s);
 	}
@@ -691,7 +693,8 @@ static void handle_request(server_t *s, struct client *cl, bool delim,
 	rc = wire_decode_request(buf, len, &rq);
 	if (rc == -WIRE_E_VERSION) {
 		reply_error(s, cl, delim, false, &rq, WIRE_E_VERSION,
-			    "this daemon speaks protocol version %d, got %u", WIRE_VERSION, rq.version);
+			    "this daemon speaks protocol versions %d..%d, got %u",
+			    WIRE_VERSION_MIN, WIRE_VERSION, rq.version);
 		return;
 	}
 	if (rc) {
@@ -711,7 +714,7 @@ static void handle_request(server_t *s, struct client *cl, bool delim,
 			return;
 		header_init(s, &h, WIRE_INFO, &rq);
 		reply_text(s, cl, delim, false, &h,
-			   info_json(s->eng, pi, rq.rank, rq.world,
+			   info_json(s->eng, pi, rq.rank, rq.world, rq.version,
 				     s->eng->cfg->server.max_client_window));
 		return;
 	case WIRE_STATS: {

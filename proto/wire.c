@@ -197,7 +197,7 @@ int wire_decode_request(const void *buf, size_t len, struct wire_request *rq)
 
 	if (len != WIRE_REQUEST_SIZE || !magic_ok)
 		return -WIRE_E_MALFORMED;
-	if (rq->version != WIRE_VERSION)
+	if (!wire_version_ok(rq->version))
 		return -WIRE_E_VERSION;
 	if (!name_ok)
 		return -WIRE_E_MALFORMED;
@@ -298,7 +298,7 @@ int wire_decode_reply(const void *buf, size_t len, struct wire_reply *rp)
 
 	if (len != WIRE_REPLY_SIZE || !magic_ok)
 		return -WIRE_E_MALFORMED;
-	if (rp->version != WIRE_VERSION)
+	if (!wire_version_ok(rp->version))
 		return -WIRE_E_VERSION;
 	return 0;
 }
@@ -310,7 +310,23 @@ enum {
 	M_PARTNER_LABEL = 36, M_PARTNER_POS = 40, M_BOX = 44, M_CROP = 60,
 	M_SRC_W = 76, M_SRC_H = 80, M_OP = 84, M_FLIP = 85, M_STATUS = 86,
 	M_N_HOLES = 87, M_PAD = 88, M_RESERVED = 89, M_HOLES = 96,
+	/* version 2 */
+	M_N_OPS = 224, M_N_ERASE = 225, M_ERASE_MODE = 226, M_RESIZE_INTERP = 227,
+	M_OPS = 232, M_OP_SIZE = 16, M_ERASE = 360,
 };
+
+_Static_assert(M_ERASE + 16 * WIRE_MAX_ERASE == WIRE_META_SIZE_V2, "v2 record size");
+_Static_assert(M_OPS + M_OP_SIZE * WIRE_MAX_OPS == M_ERASE, "v2 op entries");
+
+size_t wire_meta_size(unsigned version)
+{
+	return version == 1 ? WIRE_META_SIZE_V1 : version == 2 ? WIRE_META_SIZE_V2 : 0;
+}
+
+bool wire_version_ok(unsigned version)
+{
+	return version >= WIRE_VERSION_MIN && version <= WIRE_VERSION;
+}
 
 void wire_encode_meta(const struct wire_meta *m, uint8_t out[WIRE_META_SIZE])
 {
@@ -336,6 +352,21 @@ void wire_encode_meta(const struct wire_meta *m, uint8_t out[WIRE_META_SIZE])
 	for (int h = 0; h < WIRE_MAX_HOLES; h++)
 		for (int i = 0; i < 4; i++)
 			put_u32(out + M_HOLES + 16 * h + 4 * i, (uint32_t)m->holes[h][i]);
+	out[M_N_OPS] = m->n_ops;
+	out[M_N_ERASE] = m->n_erase;
+	out[M_ERASE_MODE] = m->erase_mode;
+	out[M_RESIZE_INTERP] = m->resize_interp;
+	for (int k = 0; k < WIRE_MAX_OPS; k++) {
+		uint8_t *e = out + M_OPS + M_OP_SIZE * k;
+
+		e[0] = m->ops[k].op;
+		e[1] = m->ops[k].interp;
+		memcpy(e + 2, m->ops[k].fill, 3);
+		put_f64(e + 8, m->ops[k].magnitude);
+	}
+	for (int h = 0; h < WIRE_MAX_ERASE; h++)
+		for (int i = 0; i < 4; i++)
+			put_u32(out + M_ERASE + 16 * h + 4 * i, (uint32_t)m->erase[h][i]);
 }
 
 /* n_holes is passed through as sent; only holes[0..min(n_holes, 8)) are
@@ -364,6 +395,35 @@ void wire_decode_meta(const uint8_t in[WIRE_META_SIZE], struct wire_meta *m)
 	for (int h = 0; h < WIRE_MAX_HOLES; h++)
 		for (int i = 0; i < 4; i++)
 			m->holes[h][i] = get_i32(in + M_HOLES + 16 * h + 4 * i);
+	m->n_ops = in[M_N_OPS];
+	m->n_erase = in[M_N_ERASE];
+	m->erase_mode = in[M_ERASE_MODE];
+	m->resize_interp = in[M_RESIZE_INTERP];
+	for (int k = 0; k < WIRE_MAX_OPS; k++) {
+		const uint8_t *e = in + M_OPS + M_OP_SIZE * k;
+
+		m->ops[k].op = e[0];
+		m->ops[k].interp = e[1];
+		memcpy(m->ops[k].fill, e + 2, 3);
+		m->ops[k].magnitude = get_f64(e + 8);
+	}
+	for (int h = 0; h < WIRE_MAX_ERASE; h++)
+		for (int i = 0; i < 4; i++)
+			m->erase[h][i] = get_i32(in + M_ERASE + 16 * h + 4 * i);
+}
+
+int wire_decode_meta_n(const uint8_t *in, size_t size, struct wire_meta *m)
+{
+	uint8_t rec[WIRE_META_SIZE];
+
+	if (size < WIRE_META_SIZE_V1)
+		return -EINVAL;
+	memset(rec, 0, sizeof(rec));
+	memcpy(rec, in, size < sizeof(rec) ? size : sizeof(rec));
+	if (size < WIRE_META_SIZE_V2) /* a v1 record: no v2 fields */
+		memset(rec + WIRE_META_SIZE_V1, 0, sizeof(rec) - WIRE_META_SIZE_V1);
+	wire_decode_meta(rec, m);
+	return 0;
 }
 
 /* ---- status names ------------------------------------------------------- */

@@ -26,6 +26,12 @@
  *                  80 src_h i32 | 84 op u8 | 85 flip u8 | 86 status u8 |
  *                  87 n_holes u8 | 88 pad u8 | 89 r u8[7] |
  *                  96 holes i32[8][4]
+ *   meta v2 (488): the 224 bytes of v1, then
+ *                  224 n_ops u8 | 225 n_erase u8 | 226 erase_mode u8 |
+ *                  227 resize_interp u8 | 228 r u8[4] |
+ *                  232 ops[8] of 16: (0 op u8 | 1 interp u8 | 2 fill u8[3] |
+ *                                     5 r u8[3] | 8 magnitude f64) |
+ *                  360 erase i32[8][4]
  *
  * A request is one frame of WIRE_REQUEST_SIZE bytes. A reply is a header
  * frame of WIRE_REPLY_SIZE bytes followed by body frames that depend on
@@ -41,14 +47,19 @@
 
 #define WIRE_REQUEST_MAGIC 0x51584d43u /* "CMXQ" as bytes on the wire */
 #define WIRE_REPLY_MAGIC   0x52584d43u /* "CMXR" */
-#define WIRE_VERSION       1
+#define WIRE_VERSION       2 /* spoken by default */
+#define WIRE_VERSION_MIN   1 /* oldest version still answered */
 
 #define WIRE_REQUEST_SIZE  80
 #define WIRE_REPLY_SIZE    128
-#define WIRE_META_SIZE     224
+#define WIRE_META_SIZE_V1  224
+#define WIRE_META_SIZE_V2  488
+#define WIRE_META_SIZE     WIRE_META_SIZE_V2 /* of WIRE_VERSION */
 #define WIRE_PIPELINE_MAX  32 /* bytes incl. NUL padding: names <= 31 chars */
 #define WIRE_DIGEST_SIZE   32 /* SHA-256 */
 #define WIRE_MAX_HOLES     8  /* Cutout holes recorded per sample */
+#define WIRE_MAX_OPS       8  /* per-sample ops recorded (v2) */
+#define WIRE_MAX_ERASE     8  /* RandomErasing boxes recorded (v2) */
 
 enum wire_type {
 	WIRE_INFO  = 1, /* JSON description of the daemon / one pipeline */
@@ -82,6 +93,9 @@ enum wire_dtype  { WIRE_UINT8 = 0, WIRE_FLOAT32 = 1 };
 
 enum wire_op     { WIRE_OP_NONE = 0, WIRE_OP_CUTMIX = 1, WIRE_OP_MIXUP = 2 };
 enum wire_sample_status { WIRE_SAMPLE_OK = 0, WIRE_SAMPLE_REPLACED = 1 };
+/* RandomErasing fill (v2 erase_mode): the pipeline's mean, one random
+ * colour per box, random bytes per pixel. */
+enum wire_erase_mode { WIRE_ERASE_CONST = 0, WIRE_ERASE_RAND = 1, WIRE_ERASE_PIXEL = 2 };
 
 /* Reply flags. */
 #define WIRE_RFLAG_LAST 0x1u /* last batch of the epoch for this shard */
@@ -134,7 +148,24 @@ struct wire_meta {
 	uint8_t n_holes;     /* Cutout holes applied (<= WIRE_MAX_HOLES) */
 	uint8_t pad;         /* 1 = duplicate added to equalise shard sizes */
 	int32_t holes[WIRE_MAX_HOLES][4]; /* x0,y0,x1,y1 each */
+	/* version 2: the per-sample ops after the flip, in order (op codes:
+	 * daemon/imgops.h, PROTOCOL.md section 7), and RandomErasing */
+	uint8_t n_ops;       /* <= WIRE_MAX_OPS */
+	uint8_t n_erase;     /* <= WIRE_MAX_ERASE */
+	uint8_t erase_mode;  /* enum wire_erase_mode */
+	uint8_t resize_interp; /* 0 bilinear, 1 bicubic: the crop's resample */
+	struct wire_op_rec {
+		uint8_t op, interp;
+		uint8_t fill[3];
+		double magnitude;
+	} ops[WIRE_MAX_OPS];
+	int32_t erase[WIRE_MAX_ERASE][4]; /* x0,y0,x1,y1 each */
 };
+
+/* Bytes of one metadata record in protocol `version` (0 if unknown). */
+size_t wire_meta_size(unsigned version);
+/* True when the daemon answers requests of this version. */
+bool wire_version_ok(unsigned version);
 
 int wire_encode_request(const struct wire_request *rq, uint8_t out[WIRE_REQUEST_SIZE]);
 /* 0, or -WIRE_E_MALFORMED / -WIRE_E_VERSION (the request was still decoded
@@ -144,8 +175,14 @@ int wire_decode_request(const void *buf, size_t len, struct wire_request *rq);
 void wire_encode_reply(const struct wire_reply *rp, uint8_t out[WIRE_REPLY_SIZE]);
 int wire_decode_reply(const void *buf, size_t len, struct wire_reply *rp);
 
+/* The record of the current version (WIRE_META_SIZE bytes). A version 1
+ * record is its first WIRE_META_SIZE_V1 bytes. */
 void wire_encode_meta(const struct wire_meta *m, uint8_t out[WIRE_META_SIZE]);
 void wire_decode_meta(const uint8_t in[WIRE_META_SIZE], struct wire_meta *m);
+/* Decode a record of `size` bytes (>= WIRE_META_SIZE_V1): the version 2
+ * fields only when size >= WIRE_META_SIZE_V2, else zero. 0, or -EINVAL
+ * when size is too small. */
+int wire_decode_meta_n(const uint8_t *in, size_t size, struct wire_meta *m);
 
 /* Static English text for a status code ("unknown pipeline", ...). */
 const char *wire_status_name(uint32_t status);

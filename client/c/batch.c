@@ -164,7 +164,7 @@ int cmx_make_batch(cutmixd_client_t *c, struct reply *r, const struct wire_reque
 		return f->err;
 	if (h->batch_size == 0 || h->height == 0 || h->width == 0 || h->channels == 0 ||
 	    h->num_classes == 0 || h->layout > WIRE_NCHW || h->dtype > WIRE_FLOAT32 ||
-	    h->meta_size < WIRE_META_SIZE) {
+	    h->meta_size < WIRE_META_SIZE_V1) {
 		cmx_fail_set(f, -EPROTO, 0,
 			 "batch: bad shape in reply to batch %u: B=%u H=%u W=%u C=%u K=%u layout=%u dtype=%u meta_size=%u",
 			 rq->batch, h->batch_size, h->height, h->width, h->channels,
@@ -343,7 +343,8 @@ int cutmixd_batch_meta(const cutmixd_batch_t *b, uint32_t i, struct cutmixd_meta
 	if (i >= b->h.batch_size)
 		return -ERANGE;
 	raw = zmq_msg_data((zmq_msg_t *)&b->f[3]);
-	wire_decode_meta(raw + (size_t)i * b->h.meta_size, &m);
+	if (wire_decode_meta_n(raw + (size_t)i * b->h.meta_size, b->h.meta_size, &m))
+		return -EPROTO;
 	memset(out, 0, sizeof(*out));
 	out->index = m.index;
 	out->source = m.source;
@@ -362,7 +363,30 @@ int cutmixd_batch_meta(const cutmixd_batch_t *b, uint32_t i, struct cutmixd_meta
 	out->n_holes = m.n_holes > CUTMIXD_MAX_HOLES ? CUTMIXD_MAX_HOLES : m.n_holes;
 	out->pad = m.pad;
 	memcpy(out->holes, m.holes, sizeof(out->holes));
+	out->resize_interp = m.resize_interp;
+	out->n_ops = m.n_ops > CUTMIXD_MAX_OPS ? CUTMIXD_MAX_OPS : m.n_ops;
+	for (int k = 0; k < CUTMIXD_MAX_OPS; k++) {
+		out->ops[k].op = m.ops[k].op;
+		out->ops[k].interp = m.ops[k].interp;
+		memcpy(out->ops[k].fill, m.ops[k].fill, 3);
+		out->ops[k].magnitude = m.ops[k].magnitude;
+	}
+	out->erase_mode = m.erase_mode;
+	out->n_erase = m.n_erase > CUTMIXD_MAX_ERASE ? CUTMIXD_MAX_ERASE : m.n_erase;
+	memcpy(out->erase, m.erase, sizeof(out->erase));
 	return 0;
+}
+
+const char *cutmixd_op_name(unsigned op)
+{
+	static const char *const names[] = {
+		"Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate",
+		"Brightness", "Color", "Contrast", "Sharpness", "Posterize", "Solarize",
+		"AutoContrast", "Equalize", "Invert", "Hue", "SolarizeAdd", "Grayscale",
+		"GaussianBlur",
+	};
+
+	return op < sizeof(names) / sizeof(names[0]) ? names[op] : NULL;
 }
 
 int cutmixd_batch_peer(const cutmixd_batch_t *b)

@@ -107,10 +107,12 @@
 extern "C" {
 #endif
 
-#define CUTMIXD_PROTOCOL_VERSION 1   /* wire protocol spoken */
+#define CUTMIXD_PROTOCOL_VERSION 2   /* wire protocol spoken (reads 1 and 2) */
 #define CUTMIXD_DIGEST_SIZE      32  /* SHA-256 of the daemon's config */
 #define CUTMIXD_PIPELINE_MAX     31  /* longest pipeline name, bytes */
 #define CUTMIXD_MAX_HOLES        8   /* Cutout holes recorded per sample */
+#define CUTMIXD_MAX_OPS          8   /* per-sample ops recorded (protocol 2) */
+#define CUTMIXD_MAX_ERASE        8   /* RandomErasing boxes recorded (protocol 2) */
 #define CUTMIXD_DEFAULT_TIMEOUT_MS 60000
 #define CUTMIXD_DEFAULT_RESEND_TIMEOUT_MS 3000
 #define CUTMIXD_DEFAULT_WINDOW   4   /* per endpoint, when window == 0 */
@@ -138,6 +140,32 @@ enum cutmixd_dtype  { CUTMIXD_UINT8 = 0, CUTMIXD_FLOAT32 = 1 };
 enum cutmixd_op     { CUTMIXD_OP_NONE = 0, CUTMIXD_OP_CUTMIX = 1, CUTMIXD_OP_MIXUP = 2 };
 enum cutmixd_sample_status { CUTMIXD_SAMPLE_OK = 0, CUTMIXD_SAMPLE_REPLACED = 1 };
 
+/* Per-sample op codes (protocol 2; PROTOCOL.md section 7): torchvision
+ * _apply_op names, cutmixd_op_name() spells them. */
+enum cutmixd_imgop {
+	CUTMIXD_IMGOP_IDENTITY = 0, CUTMIXD_IMGOP_SHEAR_X = 1, CUTMIXD_IMGOP_SHEAR_Y = 2,
+	CUTMIXD_IMGOP_TRANSLATE_X = 3, CUTMIXD_IMGOP_TRANSLATE_Y = 4,
+	CUTMIXD_IMGOP_ROTATE = 5, CUTMIXD_IMGOP_BRIGHTNESS = 6, CUTMIXD_IMGOP_COLOR = 7,
+	CUTMIXD_IMGOP_CONTRAST = 8, CUTMIXD_IMGOP_SHARPNESS = 9,
+	CUTMIXD_IMGOP_POSTERIZE = 10, CUTMIXD_IMGOP_SOLARIZE = 11,
+	CUTMIXD_IMGOP_AUTOCONTRAST = 12, CUTMIXD_IMGOP_EQUALIZE = 13,
+	CUTMIXD_IMGOP_INVERT = 14, CUTMIXD_IMGOP_HUE = 15,
+	CUTMIXD_IMGOP_SOLARIZE_ADD = 16, CUTMIXD_IMGOP_GRAYSCALE = 17,
+	CUTMIXD_IMGOP_GAUSSIAN_BLUR = 18,
+};
+enum cutmixd_erase_mode { CUTMIXD_ERASE_CONST = 0, CUTMIXD_ERASE_RAND = 1, CUTMIXD_ERASE_PIXEL = 2 };
+
+/* torchvision's name of an op code ("Rotate"), or NULL if unknown. */
+const char *cutmixd_op_name(unsigned op);
+
+/* One applied per-sample op, in the order applied. */
+struct cutmixd_op_rec {
+	uint8_t op;            /* enum cutmixd_imgop */
+	uint8_t interp;        /* geometric ops: 0 nearest, 1 bilinear */
+	uint8_t fill[3];       /* geometric ops: value of pixels from outside */
+	double magnitude;      /* the argument of torchvision's _apply_op */
+};
+
 /* Flags for cutmixd_client_set_flags(). */
 #define CUTMIXD_EXPECT_EVAL 0x1u /* daemon refuses (-EPERM) unless eval pipeline */
 
@@ -159,6 +187,13 @@ struct cutmixd_meta {
 	uint8_t n_holes;       /* Cutout holes in holes[], <= CUTMIXD_MAX_HOLES */
 	uint8_t pad;           /* 1 = wrap-around duplicate equalising shards */
 	int32_t holes[CUTMIXD_MAX_HOLES][4]; /* x0,y0,x1,y1 in output pixels */
+	/* protocol 2 (all 0 in a version 1 reply): */
+	uint8_t resize_interp; /* resample of the crop: 0 bilinear, 1 bicubic */
+	uint8_t n_ops;         /* ops in ops[], <= CUTMIXD_MAX_OPS */
+	struct cutmixd_op_rec ops[CUTMIXD_MAX_OPS]; /* after the flip, in order */
+	uint8_t erase_mode;    /* enum cutmixd_erase_mode */
+	uint8_t n_erase;       /* RandomErasing boxes, <= CUTMIXD_MAX_ERASE */
+	int32_t erase[CUTMIXD_MAX_ERASE][4]; /* x0,y0,x1,y1 in output pixels */
 };
 
 typedef struct cutmixd_client cutmixd_client_t;

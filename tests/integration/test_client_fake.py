@@ -152,12 +152,13 @@ def endpoint(tmp_path):
 
 
 def test_wire_sizes_match_header():
-    assert _wire.REQUEST_SIZE == 80 and _wire.REPLY_SIZE == 128 and _wire.META_SIZE == 224
+    assert _wire.REQUEST_SIZE == 80 and _wire.REPLY_SIZE == 128 and _wire.META_SIZE == 488
+    assert _wire.META_SIZE_V1 == 224 and _wire.META_DTYPE_V1.itemsize == 224
     rq = _wire.encode_request(_wire.BATCH, 0x0102030405060708, "train", epoch=3, batch=9,
                               rank=1, world=4, flags=1)
     assert len(rq) == 80
     assert rq[0:4] == b"CMXQ"
-    assert struct.unpack_from("<HHIIQIII", rq, 4) == (1, 2, 1, 9, 0x0102030405060708, 3, 1, 4)
+    assert struct.unpack_from("<HHIIQIII", rq, 4) == (2, 2, 1, 9, 0x0102030405060708, 3, 1, 4)
     assert rq[36:40] == b"\0" * 4 and rq[40:45] == b"train" and rq[45:80] == b"\0" * 35
     hdr = _wire.encode_reply(_wire.BATCH, 5, body_bytes=(1, 2, 3), meta_size=224)
     assert hdr[0:4] == b"CMXR" and struct.unpack_from("<3Q", hdr, 104) == (1, 2, 3)
@@ -201,7 +202,7 @@ def test_batch_views_and_meta_offsets(endpoint):
     assert b.digest == fake.digest.hex()
     assert len(b.raw_frames) == 4 and len(bytes(b.raw_frames[0])) == 128
     m = b.meta
-    assert m.dtype.itemsize == 224
+    assert m.dtype.itemsize == 488  # protocol 2 records
     assert list(m["index"]) == [6, 7, 8] and list(m["source"]) == [1006, 1007, 1008]
     assert list(m["partner"]) == [2006, 2007, 2008] and list(m["lam"]) == [0.25, 1.25, 2.25]
     assert list(m["label"]) == [0, 1, 2] and list(m["partner_label"]) == [1, 2, 3]
@@ -262,9 +263,9 @@ def test_window_capped_by_max_window(endpoint):
 
 
 def test_version_mismatch(endpoint):
-    with FakeDaemon(endpoint, version=2):
+    with FakeDaemon(endpoint, version=3):  # 1 and 2 are read (issue 8)
         with cutmixd.Client(endpoint, timeout=5) as c:
-            with pytest.raises(cutmixd.VersionError, match="protocol version 2.*speaks 1"):
+            with pytest.raises(cutmixd.VersionError, match="protocol version 3.*speaks 2"):
                 c.info()
 
 

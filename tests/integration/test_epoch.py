@@ -51,7 +51,8 @@ def test_info(d, ds_mixed):
     assert info["rank"] == 0 and info["world"] == 1
     assert list(info["image_shape"]) in ([48, 48, 3], [3, 48, 48])
     assert info["layout"] == "nhwc" and info["dtype"] == "uint8"
-    assert info["meta_size"] == 224 and info["protocol"] == cutmixd.PROTOCOL_VERSION
+    # protocol 2 (issue 8): the record grew to 488 bytes (224 for a v1 request)
+    assert info["meta_size"] == 488 and info["protocol"] == cutmixd.PROTOCOL_VERSION == 2
     assert re.fullmatch(r"[0-9a-f]{64}", info["config_digest"])
     assert set(info["pipelines"]) == set(PIPELINES)
     for key in ("version", "dataset", "samples_per_rank", "drop_last", "shuffle", "max_window"):

@@ -110,7 +110,7 @@ def test_client_level_errors(d):
     ("unknown type", [_wire.encode_request(9, 15, "train")], {Status.UNKNOWN_TYPE}),
     ("type ERROR as request", [_wire.encode_request(_wire.ERROR, 16, "train")],
      {Status.UNKNOWN_TYPE, Status.MALFORMED}),
-    ("wrong version", [_wire.encode_request(_wire.INFO, 17, "train", version=2)],
+    ("wrong version", [_wire.encode_request(_wire.INFO, 17, "train", version=3)],
      {Status.VERSION}),
     ("version 0", [_wire.encode_request(_wire.INFO, 18, "train", version=0)],
      {Status.VERSION, Status.MALFORMED}),

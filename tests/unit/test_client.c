@@ -41,7 +41,7 @@ enum corrupt {
 	CORRUPT_SHAPE,      /* images one byte short, body_bytes agreeing */
 	CORRUPT_BODY_BYTES, /* body_bytes disagree with the frame */
 	CORRUPT_ECHO,       /* wrong batch index echoed */
-	CORRUPT_VERSION,    /* reply header version 2 */
+	CORRUPT_VERSION,    /* reply header version 3 (not spoken) */
 	CORRUPT_FRAMES,     /* metadata frame missing */
 };
 
@@ -269,7 +269,7 @@ static void send_batch(struct fake *f, zmq_msg_t *id, const struct wire_request 
 	switch (cfg->corrupt) {
 	case CORRUPT_SHAPE: sizes[1]--; break;
 	case CORRUPT_ECHO: rp.batch++; break;
-	case CORRUPT_VERSION: rp.version = 2; break;
+	case CORRUPT_VERSION: rp.version = 3; break;
 	default: break;
 	}
 	rp.body_bytes[0] = sizes[1];
@@ -1148,7 +1148,7 @@ static void test_protocol_violations(void **state)
 		{ CORRUPT_SHAPE, -EPROTO, "do not match shape" },
 		{ CORRUPT_BODY_BYTES, -EPROTO, "header says" },
 		{ CORRUPT_ECHO, -EPROTO, "asked for epoch 0 batch 1" },
-		{ CORRUPT_VERSION, -EPROTONOSUPPORT, "protocol version 2" },
+		{ CORRUPT_VERSION, -EPROTONOSUPPORT, "protocol version 3" },
 		{ CORRUPT_FRAMES, -EPROTO, "3 frames, expected 4" },
 	};
 

@@ -23,7 +23,7 @@ static struct wire_request sample_request(void)
 	struct wire_request rq;
 
 	memset(&rq, 0, sizeof(rq));
-	rq.version = WIRE_VERSION;
+	rq.version = 1; /* the fixture bytes are a version 1 request */
 	rq.type = WIRE_BATCH;
 	rq.flags = WIRE_FLAG_EXPECT_EVAL | 0x00a0b000u;
 	rq.batch = 0x00012345u;
@@ -56,7 +56,7 @@ static struct wire_reply sample_reply(void)
 	struct wire_reply rp;
 
 	memset(&rp, 0, sizeof(rp));
-	rp.version = WIRE_VERSION;
+	rp.version = 1; /* the fixture bytes are a version 1 reply */
 	rp.type = WIRE_BATCH;
 	rp.status = 0x00000a0bu;
 	rp.flags = WIRE_RFLAG_LAST | 0x00020000u;
@@ -71,7 +71,7 @@ static struct wire_reply sample_reply(void)
 	rp.channels = 3;
 	rp.layout = WIRE_NCHW;
 	rp.dtype = WIRE_FLOAT32;
-	rp.meta_size = WIRE_META_SIZE;
+	rp.meta_size = WIRE_META_SIZE_V1;
 	rp.num_classes = 1000;
 	rp.batches_per_epoch = 0x00010000u;
 	for (int i = 0; i < WIRE_DIGEST_SIZE; i++)
@@ -327,9 +327,12 @@ static void test_request_rejects_version(void **state)
 	struct wire_request rq;
 
 	memcpy(buf, sample_request_bytes, sizeof(buf));
-	buf[4] = 2;
-	assert_int_equal(wire_decode_request(buf, sizeof(buf), &rq), -WIRE_E_VERSION);
+	buf[4] = 2; /* version 2 is spoken too */
+	assert_int_equal(wire_decode_request(buf, sizeof(buf), &rq), 0);
 	assert_int_equal(rq.version, 2);
+	buf[4] = 3;
+	assert_int_equal(wire_decode_request(buf, sizeof(buf), &rq), -WIRE_E_VERSION);
+	assert_int_equal(rq.version, 3);
 	assert_true(rq.request_id == 0x0102030405060708ull);
 	assert_string_equal(rq.pipeline, "train");
 
@@ -552,6 +555,68 @@ static void test_meta_reserved_ignored(void **state)
 	assert_int_equal(m.holes[0][0], 10);
 }
 
+/* Version 2: the ops and erase boxes land at their documented offsets and
+ * survive a round trip; a version 1 record (224 bytes) decodes with them
+ * zero. */
+static void test_meta_v2_fields(void **state)
+{
+	struct wire_meta in = sample_meta(), out;
+	uint8_t buf[WIRE_META_SIZE];
+
+	in.n_ops = 2;
+	in.n_erase = 1;
+	in.erase_mode = WIRE_ERASE_PIXEL;
+	in.resize_interp = 1;
+	in.ops[0].op = 5;
+	in.ops[0].interp = 1;
+	in.ops[0].fill[0] = 124; in.ops[0].fill[1] = 116; in.ops[0].fill[2] = 104;
+	in.ops[0].magnitude = -27.5;
+	in.ops[7].op = 15;
+	in.ops[7].magnitude = 0.125;
+	in.erase[0][0] = 3; in.erase[0][1] = 4; in.erase[0][2] = 50; in.erase[0][3] = 60;
+	in.erase[7][3] = -7;
+	wire_encode_meta(&in, buf);
+	assert_memory_equal(buf, sample_meta_bytes, WIRE_META_SIZE_V1);
+	assert_int_equal(buf[224], 2);
+	assert_int_equal(buf[225], 1);
+	assert_int_equal(buf[226], WIRE_ERASE_PIXEL);
+	assert_int_equal(buf[227], 1);
+	assert_int_equal(buf[232], 5);
+	assert_int_equal(buf[233], 1);
+	assert_int_equal(buf[234], 124);
+	assert_int_equal(buf[236], 104);
+	/* -27.5 = 0xc03b800000000000, little-endian */
+	assert_int_equal(buf[232 + 15], 0xc0);
+	assert_int_equal(buf[232 + 14], 0x3b);
+	assert_int_equal(buf[232 + 13], 0x80);
+	assert_int_equal(buf[232 + 7 * 16], 15);
+	assert_int_equal(buf[360], 3);
+	assert_int_equal(buf[360 + 12], 60);
+	assert_int_equal(buf[487], 0xff);
+
+	memset(&out, 0x5a, sizeof(out));
+	assert_int_equal(wire_decode_meta_n(buf, WIRE_META_SIZE_V2, &out), 0);
+	assert_int_equal(out.n_ops, 2);
+	assert_int_equal(out.n_erase, 1);
+	assert_int_equal(out.erase_mode, WIRE_ERASE_PIXEL);
+	assert_int_equal(out.resize_interp, 1);
+	assert_int_equal(out.ops[0].op, 5);
+	assert_int_equal(out.ops[0].fill[1], 116);
+	assert_true(out.ops[0].magnitude == -27.5);
+	assert_true(out.ops[7].magnitude == 0.125);
+	assert_memory_equal(out.erase, in.erase, sizeof(in.erase));
+
+	/* a v1 record: the v2 fields read as zero, the v1 fields as sent */
+	assert_int_equal(wire_decode_meta_n(buf, WIRE_META_SIZE_V1, &out), 0);
+	assert_int_equal(out.n_ops, 0);
+	assert_int_equal(out.n_erase, 0);
+	assert_true(out.ops[0].magnitude == 0);
+	assert_int_equal(out.erase[0][0], 0);
+	assert_int_equal(out.n_holes, 2);
+	assert_int_equal(out.holes[0][0], 10);
+	assert_int_equal(wire_decode_meta_n(buf, WIRE_META_SIZE_V1 - 1, &out), -EINVAL);
+}
+
 /* ---- status names ------------------------------------------------------- */
 
 static void test_status_names(void **state)
@@ -588,7 +653,12 @@ static void test_sizes(void **state)
 	/* The constants the layouts above were written against. */
 	assert_int_equal(WIRE_REQUEST_SIZE, 80);
 	assert_int_equal(WIRE_REPLY_SIZE, 128);
-	assert_int_equal(WIRE_META_SIZE, 224);
+	assert_int_equal(WIRE_META_SIZE_V1, 224);
+	assert_int_equal(WIRE_META_SIZE_V2, 488);
+	assert_int_equal(WIRE_META_SIZE, WIRE_META_SIZE_V2);
+	assert_int_equal(wire_meta_size(1), 224);
+	assert_int_equal(wire_meta_size(2), 488);
+	assert_int_equal(wire_meta_size(3), 0);
 	assert_int_equal(WIRE_REQUEST_MAGIC, 0x51584d43u);
 	assert_int_equal(WIRE_REPLY_MAGIC, 0x52584d43u);
 }
@@ -616,6 +686,7 @@ int main(void)
 		cmocka_unit_test(test_meta_round_trip),
 		cmocka_unit_test(test_meta_extremes),
 		cmocka_unit_test(test_meta_reserved_ignored),
+		cmocka_unit_test(test_meta_v2_fields),
 		cmocka_unit_test(test_status_names),
 	};
 

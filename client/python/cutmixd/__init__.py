@@ -53,7 +53,9 @@ import zmq
 from . import _wire
 from ._wire import (  # noqa: F401  (re-exported)
     META_DTYPE,
+    META_DTYPE_V1,
     META_SIZE,
+    OP_TABLE,
     OP_CUTMIX,
     OP_MIXUP,
     OP_NAMES,
@@ -68,6 +70,7 @@ from ._wire import (  # noqa: F401  (re-exported)
 __all__ = [
     "Client", "Batch", "Error", "DaemonError", "ProtocolError", "VersionError",
     "TimeoutError", "DigestMismatch", "KeyFileError", "Status", "META_DTYPE",
+    "META_DTYPE_V1", "OP_TABLE",
     "PROTOCOL_VERSION", "META_SIZE", "OP_NONE", "OP_CUTMIX", "OP_MIXUP", "OP_NAMES",
     "SAMPLE_OK", "SAMPLE_REPLACED", "meta_dtype", "status_name", "load_keypair",
     "load_public_key", "curve_keypair",
@@ -501,7 +504,7 @@ class Client:
         hdr, frames, peer = self._wait(job, "info")
         info = self._json(hdr, frames, "info", peer)
         proto = info.get("protocol")
-        if proto is not None and proto != PROTOCOL_VERSION:
+        if proto is not None and proto not in _wire.VERSIONS:
             raise VersionError(
                 "cutmixd %s speaks protocol version %s, this client speaks %d"
                 % (peer.endpoint, proto, PROTOCOL_VERSION))
@@ -813,7 +816,7 @@ class Client:
         head = frames[0].bytes
         if len(head) >= 8:
             magic, version, type_ = struct.unpack_from("<IHH", head)
-            if magic == _wire.REPLY_MAGIC and version != _wire.VERSION:
+            if magic == _wire.REPLY_MAGIC and version not in _wire.VERSIONS:
                 msg = ""
                 if type_ == _wire.ERROR and len(frames) > 1:
                     msg = ": " + frames[1].bytes.decode("utf-8", "replace")

@@ -16,7 +16,7 @@ change there shows up as a size mismatch here.
                    58 meta_size u16 | 60 num_classes u32 |
                    64 batches_per_epoch u32 | 68 r u32 | 72 digest u8[32] |
                    104 body_bytes u64[3]
-    meta (224):    see META_FIELDS
+    meta (224 in version 1, 488 in version 2): see META_FIELDS_V1/V2
 """
 
 import enum
@@ -27,14 +27,19 @@ import numpy as np
 
 REQUEST_MAGIC = 0x51584D43  # "CMXQ" as bytes on the wire
 REPLY_MAGIC = 0x52584D43  # "CMXR"
-VERSION = 1
+VERSION = 2  # spoken by this client
+VERSIONS = (1, 2)  # reply versions this client reads
 
 REQUEST_SIZE = 80
 REPLY_SIZE = 128
-META_SIZE = 224
+META_SIZE_V1 = 224
+META_SIZE_V2 = 488
+META_SIZE = META_SIZE_V2  # of VERSION
 PIPELINE_MAX = 32  # bytes incl. NUL padding: names <= 31 bytes
 DIGEST_SIZE = 32
 MAX_HOLES = 8
+MAX_OPS = 8  # per-sample ops recorded (version 2)
+MAX_ERASE = 8  # RandomErasing boxes recorded (version 2)
 
 # Message types.
 INFO = 1
@@ -53,6 +58,18 @@ UINT8, FLOAT32 = 0, 1
 OP_NONE, OP_CUTMIX, OP_MIXUP = 0, 1, 2
 OP_NAMES = {OP_NONE: "none", OP_CUTMIX: "cutmix", OP_MIXUP: "mixup"}
 SAMPLE_OK, SAMPLE_REPLACED = 0, 1
+
+# Per-sample op codes of the version 2 record (daemon/imgops.h, PROTOCOL.md
+# section 7): torchvision _apply_op names where torchvision has the op.
+OP_TABLE = {
+    0: "Identity", 1: "ShearX", 2: "ShearY", 3: "TranslateX", 4: "TranslateY",
+    5: "Rotate", 6: "Brightness", 7: "Color", 8: "Contrast", 9: "Sharpness",
+    10: "Posterize", 11: "Solarize", 12: "AutoContrast", 13: "Equalize",
+    14: "Invert", 15: "Hue", 16: "SolarizeAdd", 17: "Grayscale", 18: "GaussianBlur",
+}
+INTERP_NAMES = {0: "nearest", 1: "bilinear"}
+ERASE_CONST, ERASE_RAND, ERASE_PIXEL = 0, 1, 2
+ERASE_NAMES = {ERASE_CONST: "const", ERASE_RAND: "rand", ERASE_PIXEL: "pixel"}
 
 LAYOUT_NAMES = {NHWC: "nhwc", NCHW: "nchw"}
 DTYPES = {UINT8: np.dtype(np.uint8), FLOAT32: np.dtype("<f4")}
@@ -151,7 +168,7 @@ def decode_reply(buf):
 
 
 # name, numpy type, byte offset — exactly the meta layout of proto/wire.h.
-META_FIELDS = [
+META_FIELDS_V1 = [
     ("index", "<i8", 0),
     ("source", "<i8", 8),
     ("partner", "<i8", 16),
@@ -171,20 +188,44 @@ META_FIELDS = [
     ("holes", ("<i4", (MAX_HOLES, 4)), 96),
 ]
 
+# One applied op (16 bytes): the code, the interpolation of geometric ops,
+# the fill of pixels from outside, and the argument of torchvision's
+# _apply_op (or the op's documented parameter).
+OP_DTYPE = np.dtype({
+    "names": ["op", "interp", "fill", "magnitude"],
+    "formats": ["u1", "u1", ("u1", (3,)), "<f8"],
+    "offsets": [0, 1, 2, 8],
+    "itemsize": 16,
+})
+
+META_FIELDS_V2 = META_FIELDS_V1 + [
+    ("n_ops", "u1", 224),
+    ("n_erase", "u1", 225),
+    ("erase_mode", "u1", 226),
+    ("resize_interp", "u1", 227),
+    ("ops", (OP_DTYPE, (MAX_OPS,)), 232),
+    ("erase", ("<i4", (MAX_ERASE, 4)), 360),
+]
+META_FIELDS = META_FIELDS_V2
+
 
 def meta_dtype(itemsize=META_SIZE):
-    """Structured dtype of one metadata record (itemsize may grow in a
-    later minor revision; the known fields keep their offsets)."""
-    if itemsize < META_SIZE:
-        raise ValueError("meta_size %d is smaller than %d" % (itemsize, META_SIZE))
+    """Structured dtype of one metadata record of `itemsize` bytes: the
+    version 1 fields for 224..487 bytes, the version 2 fields from 488 on
+    (a later revision may grow the record; the known fields keep their
+    offsets)."""
+    if itemsize < META_SIZE_V1:
+        raise ValueError("meta_size %d is smaller than %d" % (itemsize, META_SIZE_V1))
+    fields = META_FIELDS_V2 if itemsize >= META_SIZE_V2 else META_FIELDS_V1
     return np.dtype({
-        "names": [f[0] for f in META_FIELDS],
-        "formats": [f[1] for f in META_FIELDS],
-        "offsets": [f[2] for f in META_FIELDS],
+        "names": [f[0] for f in fields],
+        "formats": [f[1] for f in fields],
+        "offsets": [f[2] for f in fields],
         "itemsize": itemsize,
     })
 
 
+META_DTYPE_V1 = meta_dtype(META_SIZE_V1)
 META_DTYPE = meta_dtype()
 assert META_DTYPE.itemsize == META_SIZE
 

@@ -40,11 +40,23 @@ def to_torch(batch, meta="numpy"):
     if meta == "numpy":
         m = batch.meta
     elif meta == "dict":
-        m = {name: torch.from_numpy(np.ascontiguousarray(batch.meta[name]))
-             for name in batch.meta.dtype.names}
+        m = _meta_dict(batch.meta)
     else:
         raise ValueError("to_torch: meta must be 'numpy' or 'dict', got %r" % (meta,))
     return images, labels, m
+
+
+def _meta_dict(arr):
+    """{field: tensor}; a structured field (protocol 2's "ops") becomes a
+    nested dict of its sub-fields."""
+    out = {}
+    for name in arr.dtype.names:
+        col = arr[name]
+        if col.dtype.names:
+            out[name] = _meta_dict(col)
+        else:
+            out[name] = torch.from_numpy(np.ascontiguousarray(col))
+    return out
 
 
 def _rank_world():
