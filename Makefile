@@ -107,10 +107,11 @@ $(B)/%: $(BUILD)/scripts/%.o $(DAEMON_OBJ) $(PROTO_OBJ)
 
 # Each tests/unit/test_X.c is one cmocka program linked with the shared
 # test helpers and only the modules it tests (TEST_DEPS_X, object stems).
-TEST_DEPS_test_config  := daemon/config daemon/log
+TEST_DEPS_test_config  := daemon/config daemon/log daemon/policy daemon/rng
+TEST_DEPS_test_policy  := daemon/policy daemon/rng
 TEST_DEPS_test_rng     := daemon/rng
 TEST_DEPS_test_digest  := daemon/digest
-TEST_DEPS_test_dataset := daemon/dataset daemon/dataset_scan daemon/dataset_manifest daemon/beneath daemon/digest daemon/log daemon/config
+TEST_DEPS_test_dataset := daemon/dataset daemon/dataset_scan daemon/dataset_manifest daemon/beneath daemon/digest daemon/log daemon/config daemon/policy daemon/rng
 TEST_DEPS_test_sampler := daemon/sampler daemon/rng
 TEST_DEPS_test_decode  := daemon/decode daemon/beneath daemon/log
 TEST_DEPS_test_resize  := daemon/resize

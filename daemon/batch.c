@@ -56,6 +56,7 @@ void batch_worker_free(void *ctx)
 	decoder_destroy(&w->dec);
 	resizer_destroy(&w->rz);
 	free(w->scratch);
+	free(w->op_scratch);
 	free(w->items);
 	free(w->perm);
 	free(w);

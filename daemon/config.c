@@ -42,10 +42,11 @@
 #include <arpa/inet.h>
 
 #include "log.h"
+#include "policy.h"
 
 #define CONFIG_FILE_MAX   (1 << 20)  /* a config file is small */
 #define SECTION_TEXT_MAX  48         /* "pipeline." + 31 + NUL fits */
-#define KEYS_MAX          40         /* >= keys of the largest section */
+#define KEYS_MAX          56         /* >= keys of the largest section */
 #define SECTIONS_MAX      (3 + CONFIG_MAX_DATASETS + CONFIG_MAX_PIPELINES) /* [server], [security], +1: section_open() fills secs[n_secs] before its limit checks */
 #define QUOTE_MAX         80         /* value text quoted in a message */
 #define DEFAULT_ENDPOINT  "tcp://127.0.0.1:5555"
@@ -68,6 +69,7 @@ enum opt_type {
 	OT_SIZES,     /* uint32_t[2] "N" or "MIN-MAX", umin..umax, MIN <= MAX */
 	OT_FILL,      /* enum fill_mode at off, uint8_t value at off2 */
 	OT_HOSTPORT,  /* char *, "HOST:PORT" (IPv4, [IPv6], localhost) or "off" = NULL */
+	OT_TEXT,      /* char[CONFIG_TEXT_MAX], printable, parsed by a check */
 };
 
 enum {
@@ -108,6 +110,12 @@ static const struct keyword kw_crop[] = {
 /* values of enum resize_filter (resize.h): bilinear 0, bicubic 1 */
 static const struct keyword kw_interp[] = {
 	{ "bilinear", 0 }, { "bicubic", 1 }, { NULL, 0 } };
+static const struct keyword kw_train_interp[] = {
+	{ "bilinear", TI_BILINEAR }, { "bicubic", TI_BICUBIC },
+	{ "random", TI_RANDOM }, { NULL, 0 } };
+static const struct keyword kw_remode[] = {
+	{ "const", ERASE_CONST }, { "rand", ERASE_RAND }, { "pixel", ERASE_PIXEL },
+	{ NULL, 0 } };
 static const struct keyword kw_mode[] = {
 	{ "batch", MIX_BATCH }, { "pair", MIX_PAIR }, { "elem", MIX_ELEM },
 	{ NULL, 0 } };
@@ -126,6 +134,7 @@ _Static_assert(sizeof(enum partner_rule) == sizeof(int), "enums land as int");
 _Static_assert(sizeof(enum out_layout) == sizeof(int), "enums land as int");
 _Static_assert(sizeof(enum out_dtype) == sizeof(int), "enums land as int");
 _Static_assert(sizeof(enum fill_mode) == sizeof(int), "enums land as int");
+_Static_assert(sizeof(enum erase_mode) == sizeof(int), "enums land as int");
 
 #define S_(f) offsetof(struct server_cfg, f)
 #define D_(f) offsetof(struct dataset_cfg, f)
@@ -225,6 +234,27 @@ static const struct option options[] = {
 	     NULL, P_(cutout_size), F_AUG | F_DIGEST),
 	TEXT(SEC_PIPELINE, "cutout_fill", OT_FILL, "0", P_(cutout_fill),
 	     P_(cutout_value), F_AUG | F_DIGEST),
+	/* recipes (issue 8; timm's names; check_recipes() parses the texts) */
+	WORD(SEC_PIPELINE, "train_interpolation", kw_train_interp, NULL, NULL,
+	     P_(train_interpolation), F_AUG | F_DIGEST),
+	TEXT(SEC_PIPELINE, "auto_augment", OT_TEXT, NULL, P_(auto_augment), 0,
+	     F_AUG | F_DIGEST),
+	TEXT(SEC_PIPELINE, "aa_fill", OT_FILL, "mean", P_(aa_fill),
+	     P_(aa_fill_value), F_AUG | F_DIGEST),
+	TEXT(SEC_PIPELINE, "color_jitter", OT_TEXT, NULL, P_(color_jitter), 0,
+	     F_AUG | F_DIGEST),
+	REAL(SEC_PIPELINE, "reprob", OT_DOUBLE, 0, 1, "0", NULL, P_(reprob),
+	     F_AUG | F_DIGEST),
+	WORD(SEC_PIPELINE, "remode", kw_remode, "pixel", NULL, P_(remode),
+	     F_AUG | F_DIGEST),
+	UINT(SEC_PIPELINE, "recount", OT_U32, 1, CONFIG_MAX_ERASE, "1", NULL,
+	     P_(recount), F_AUG | F_DIGEST),
+	REAL(SEC_PIPELINE, "remin", OT_DOUBLE, 0, 1, "0.02", NULL, P_(remin),
+	     F_MIN_OPEN | F_AUG | F_DIGEST),
+	REAL(SEC_PIPELINE, "remax", OT_DOUBLE, 0, 1, "0.3333333333333333", NULL,
+	     P_(remax), F_MIN_OPEN | F_AUG | F_DIGEST),
+	UINT(SEC_PIPELINE, "aug_repeats", OT_U32, 0, 16, "0", NULL,
+	     P_(aug_repeats), F_AUG | F_DIGEST),
 	REAL(SEC_PIPELINE, "mixup_alpha", OT_DOUBLE, 0, INF, "0", NULL,
 	     P_(mixup_alpha), F_AUG | F_DIGEST),
 	REAL(SEC_PIPELINE, "cutmix_alpha", OT_DOUBLE, 0, INF, "0", NULL,
@@ -670,6 +700,9 @@ static void describe(const struct option *o, char *buf, size_t n)
 	case OT_FILL:
 		snprintf(buf, n, "0..255, mean or noise");
 		break;
+	case OT_TEXT:
+		snprintf(buf, n, "1..%d printable characters", CONFIG_TEXT_MAX - 1);
+		break;
 	case OT_ENUM: {
 		size_t used = 0, count = 0;
 
@@ -789,6 +822,16 @@ static int set_value(struct loader *ld, const struct section *s,
 			*(char **)dst = p;
 		}
 		break;
+	case OT_TEXT: {
+		size_t len = strlen(v);
+
+		ok = len > 0 && len < CONFIG_TEXT_MAX;
+		for (size_t i = 0; ok && i < len; i++)
+			ok = v[i] > ' ' && v[i] < 0x7f;
+		if (ok)
+			memcpy(dst, v, len + 1);
+		break;
+	}
 	case OT_FILL: {
 		uint8_t *value = (uint8_t *)s->base + o->off2;
 
@@ -1279,6 +1322,47 @@ out_free:
 
 /* -------------------------------------------------------- cross-field */
 
+/* The recipe keys (docs/AUGMENTATIONS.md): parse auto_augment and
+ * color_jitter, resolve train_interpolation, check the erasing range. */
+static int check_recipes(struct loader *ld, struct section *s)
+{
+	struct pipeline_cfg *p = s->base;
+	const struct entry *e;
+	char why[200];
+
+	e = find_entry(s, "train_interpolation");
+	if (!e)
+		p->train_interpolation = TI_UNSET;
+	if (e) {
+		int v = p->train_interpolation;
+
+		if (find_entry(s, "interpolation"))
+			return fail(ld, e->at, "[%s] train_interpolation: give "
+				    "either it or interpolation, not both", s->text);
+		p->train_interpolation = v;
+		if (v != TI_RANDOM)
+			p->interpolation = v; /* resize_filter: bilinear 0, bicubic 1 */
+	}
+	e = find_entry(s, "auto_augment");
+	if (e && policy_parse_aa(p->auto_augment, &p->aa, why, sizeof(why)))
+		return fail(ld, e->at, "[%s] auto_augment: %s, got '%s'", s->text,
+			    why, p->auto_augment);
+	if (p->aa_fill == FILL_NOISE)
+		return fail(ld, entry_at(s, "aa_fill"), "[%s] aa_fill: must be "
+			    "mean or 0..255, got 'noise'", s->text);
+	e = find_entry(s, "color_jitter");
+	if (e && policy_parse_jitter(p->color_jitter, p->jitter, why, sizeof(why)))
+		return fail(ld, e->at, "[%s] color_jitter: %s, got '%s'", s->text,
+			    why, p->color_jitter);
+	/* timm: an auto_augment policy other than 3a switches ColorJitter off */
+	p->jitter_on = (p->jitter[0] > 0 || p->jitter[1] > 0 || p->jitter[2] > 0 ||
+			p->jitter[3] > 0) && (p->aa.kind == AA_NONE || p->aa.kind == AA_3A);
+	if (p->remin > p->remax)
+		return fail(ld, entry_at(s, "remin"), "[%s] remin: must be <= remax "
+			    "(%g), got '%g'", s->text, p->remax, p->remin);
+	return 0;
+}
+
 static int check_pipeline(struct loader *ld, struct section *s)
 {
 	config_t *cfg = ld->cfg;
@@ -1347,6 +1431,10 @@ static int check_pipeline(struct loader *ld, struct section *s)
 		return fail(ld, entry_at(s, "partner"), "[%s] partner: must be "
 			    "permute or flip with mode = pair (roll is not a "
 			    "pairing), got 'roll'", s->text);
+
+	rc = check_recipes(ld, s);
+	if (rc)
+		return rc;
 
 	p->dataset = -1;
 	for (int i = 0; i < cfg->n_datasets; i++)
@@ -1544,8 +1632,10 @@ bool config_pipeline_augments(const struct pipeline_cfg *p)
 {
 	bool cutout = p->cutout_size[1] > 0 && p->cutout_prob > 0;
 	bool mixing = p->prob > 0 && (p->mixup_alpha > 0 || p->cutmix_alpha > 0);
+	bool recipes = p->aa.kind != AA_NONE || p->jitter_on || p->reprob > 0 ||
+		       p->aug_repeats > 1 || p->train_interpolation == TI_RANDOM;
 
-	return p->flip > 0 || cutout || mixing;
+	return p->flip > 0 || cutout || mixing || recipes;
 }
 
 /* One "prefix.key=value" line for the option's value in base. */
@@ -1603,6 +1693,9 @@ static void canon_value(FILE *f, const char *prefix, const struct option *o,
 	case OT_SIZES:
 		fprintf(f, "%u-%u", ((const uint32_t *)src)[0],
 			((const uint32_t *)src)[1]);
+		break;
+	case OT_TEXT:
+		fputs(src, f);
 		break;
 	case OT_FILL: {
 		int mode = *(const int *)src;

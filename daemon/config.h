@@ -19,6 +19,8 @@
 #define CONFIG_MAX_HOLES     8  /* == WIRE_MAX_HOLES */
 #define CONFIG_MAX_SIZE      8192
 #define CONFIG_LINE_MAX      16384 /* longest line of a config file */
+#define CONFIG_TEXT_MAX      64 /* auto_augment / color_jitter text, incl. NUL */
+#define CONFIG_MAX_ERASE     8  /* == WIRE_MAX_ERASE */
 
 enum crop_mode   { CROP_RANDOM_RESIZED = 0, CROP_CENTER = 1 };
 enum fill_mode   { FILL_VALUE = 0, FILL_MEAN = 1, FILL_NOISE = 2 };
@@ -27,6 +29,22 @@ enum partner_rule { PARTNER_PERMUTE = 0, PARTNER_FLIP = 1, PARTNER_ROLL = 2 };
 enum out_layout  { LAYOUT_NHWC = 0, LAYOUT_NCHW = 1 };  /* == wire_layout */
 enum out_dtype   { DTYPE_UINT8 = 0, DTYPE_FLOAT32 = 1 }; /* == wire_dtype */
 enum on_error    { ON_ERROR_REPLACE = 0, ON_ERROR_FAIL = 1 };
+/* auto_augment (policy.h): off, timm RandAugment "rand-m9-...",
+ * TrivialAugmentWide, AutoAugment ImageNet (torchvision), DeiT III 3-Augment */
+enum aa_kind     { AA_NONE = 0, AA_RAND = 1, AA_TA_WIDE = 2, AA_ORIGINAL = 3, AA_3A = 4 };
+enum erase_mode  { ERASE_CONST = 0, ERASE_RAND = 1, ERASE_PIXEL = 2 }; /* == wire */
+enum train_interp { TI_UNSET = -1, TI_BILINEAR = 0, TI_BICUBIC = 1, TI_RANDOM = 2 };
+
+/* auto_augment, parsed (policy_parse_aa). */
+struct aa_spec {
+	enum aa_kind kind;
+	uint32_t n;               /* rand: ops per sample (-n, default 2) */
+	double m;                 /* rand: magnitude 0..mmax (-m) */
+	double mstd;              /* rand: magnitude std (-mstd; >= 100: uniform) */
+	double mmax;              /* rand: upper clip (-mmax, default 10) */
+	double p;                 /* rand: per-op probability (-p, default 0.5) */
+	bool inc;                 /* rand: the "increasing" op list (-inc1) */
+};
 
 struct server_cfg {
 	char *endpoints[CONFIG_MAX_ENDPOINTS]; /* "endpoint = a, b" */
@@ -81,6 +99,21 @@ struct pipeline_cfg {
 	uint32_t cutout_size[2];  /* min, max side in output pixels; 0 = off */
 	enum fill_mode cutout_fill;
 	uint8_t cutout_value;     /* FILL_VALUE */
+
+	/* recipes (docs/AUGMENTATIONS.md): after the flip, in this order */
+	int train_interpolation;  /* enum train_interp; set: overrides interpolation */
+	char auto_augment[CONFIG_TEXT_MAX]; /* as written; "" = off */
+	struct aa_spec aa;        /* auto_augment parsed */
+	enum fill_mode aa_fill;   /* FILL_MEAN or FILL_VALUE (geometric ops) */
+	uint8_t aa_fill_value;
+	char color_jitter[CONFIG_TEXT_MAX]; /* as written; "" or "0" = off */
+	double jitter[4];         /* brightness, contrast, saturation, hue; 0 = off */
+	bool jitter_on;           /* false when auto_augment (not 3a) disables it */
+	double reprob;            /* RandomErasing probability, 0 = off */
+	enum erase_mode remode;
+	uint32_t recount;         /* up to this many boxes (1..8) */
+	double remin, remax;      /* area fraction range */
+	uint32_t aug_repeats;     /* repeated augmentation; 0/1 = off */
 
 	double mixup_alpha;
 	double cutmix_alpha;

@@ -62,6 +62,7 @@ int engine_new(config_t **cfgp, struct stats *stats, engine_t **out,
 			.batch_size = p->batch_size,
 			.shuffle = p->shuffle,
 			.drop_last = p->drop_last,
+			.repeats = p->aug_repeats,
 			.key = rng_key(cfg->server.seed, p->name, 0, 0),
 		};
 

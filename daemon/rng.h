@@ -21,6 +21,10 @@ enum rng_purpose {
 	RNG_PARTNER = 4,  /* per batch: partner permutation */
 	RNG_REPLACE = 5,  /* per sample: replacement for an unreadable file */
 	RNG_NOISE   = 6,  /* per sample: Cutout noise fill */
+	RNG_POLICY  = 7,  /* per sample: auto_augment and color_jitter */
+	RNG_ERASE   = 8,  /* per sample: RandomErasing boxes */
+	RNG_ERASE_FILL = 9, /* per sample: RandomErasing rand/pixel fill */
+	RNG_INTERP  = 10, /* per sample: train_interpolation = random */
 };
 
 typedef struct rng {

@@ -1,7 +1,8 @@
 /*
  * sample.c — the per-image work of a batch, in data-flow order: read the
  * file, decode only the crop region, resize into the batch slot, flip,
- * Cutout; a file that fails is replaced (or fails the batch).
+ * the recipe ops (auto_augment, color_jitter), Cutout, RandomErasing; a
+ * file that fails is replaced (or fails the batch).
  *
  * DESIGN
  * - sample_run(pos) writes only slot `pos` of the batch's pixels and
@@ -23,7 +24,9 @@
 #include "decode.h"
 #include "log.h"
 #include "resize.h"
+#include "policy.h"
 #include "rng.h"
+#include "scratch.h"
 
 /* How many different files a sample tries before its batch fails. */
 #define MAX_REPLACE_TRIES 16
@@ -98,7 +101,7 @@ static int load_sample(struct worker_ctx *w, batch_t *b, uint32_t source,
 	double margin = 0;
 	if (p->crop == CROP_CENTER) {
 		double scale = fmax((sx1 - sx0) / out, (sy1 - sy0) / out);
-		margin = ceil(filter_support(p->interpolation) * fmax(scale, 1.0)) + 1;
+		margin = ceil(filter_support(m->resize_interp) * fmax(scale, 1.0)) + 1;
 	}
 	int rx0 = (int)fmax(floor(sx0 - margin), 0);
 	int ry0 = (int)fmax(floor(sy0 - margin), 0);
@@ -119,12 +122,12 @@ static int load_sample(struct worker_ctx *w, batch_t *b, uint32_t source,
 		 * crop: byte-identical to its PIL path (resize.h) */
 		struct center_geom g;
 		augment_center_geom(W, H, p->resize, p->size, &g);
-		rc = resize_rgb_crop(w->rz, (enum resize_filter)p->interpolation,
+		rc = resize_rgb_crop(w->rz, (enum resize_filter)m->resize_interp,
 				     d.rgb, rx0, ry0, d.width, d.height, d.stride, W, H,
 				     g.new_w, g.new_h, g.left, g.top, slot, out, out,
 				     (size_t)out * 3);
 	} else {
-		rc = resize_rgb(w->rz, (enum resize_filter)p->interpolation, d.rgb,
+		rc = resize_rgb(w->rz, (enum resize_filter)m->resize_interp, d.rgb,
 				d.width, d.height, d.stride, sx0 - rx0, sy0 - ry0,
 				sx1 - rx0, sy1 - ry0, slot, out, out, (size_t)out * 3);
 	}
@@ -132,6 +135,50 @@ static int load_sample(struct worker_ctx *w, batch_t *b, uint32_t source,
 		snprintf(w->why, sizeof(w->why), "resize failed: %s", strerror(-rc));
 		return rc;
 	}
+	return 0;
+}
+
+/*
+ * auto_augment and color_jitter: choose the ops from the sample's policy
+ * stream, apply them in order, record them. A Solarize threshold above
+ * 255 (timm's level 0 of SolarizeIncreasing) changes no pixel and is
+ * recorded but not applied (torchvision refuses it). Returns 0, or -1
+ * when the batch failed.
+ */
+static int apply_recipe_ops(struct worker_ctx *w, batch_t *b, uint32_t pos,
+			    unsigned attempt, uint8_t *slot, struct wire_meta *m)
+{
+	const struct pipeline_cfg *p = b->pl->cfg;
+	const int out = (int)p->size;
+	struct imgop_args ops[POLICY_MAX_OPS];
+	rng_t pr;
+
+	if (p->aa.kind == AA_NONE && !p->jitter_on)
+		return 0;
+	if (scratch_grow((void **)&w->op_scratch, &w->op_scratch_cap,
+			 imgop_scratch_bytes(out, out))) {
+		batch_fail(b, WIRE_E_INTERNAL, "out of memory for augmentation scratch");
+		return -1;
+	}
+	rng_init(&pr, b->key, b->epoch, b->index, pos, RNG_POLICY, attempt);
+	int k = policy_sample(p, &pr, out, out, ops);
+	for (int i = 0; i < k; i++) {
+		if (!(ops[i].op == IMGOP_SOLARIZE && ops[i].magnitude > 255)) {
+			int rc = imgop_apply(slot, out, out, (size_t)out * 3, &ops[i],
+					     w->op_scratch);
+			if (rc) {
+				batch_fail(b, WIRE_E_INTERNAL, "augmentation %s(%g): %s",
+					   imgop_name(ops[i].op), ops[i].magnitude,
+					   strerror(-rc));
+				return -1;
+			}
+		}
+		m->ops[i].op = ops[i].op;
+		m->ops[i].interp = ops[i].interp;
+		memcpy(m->ops[i].fill, ops[i].fill, 3);
+		m->ops[i].magnitude = ops[i].magnitude;
+	}
+	m->n_ops = (uint8_t)k;
 	return 0;
 }
 
@@ -162,6 +209,12 @@ void sample_run(struct pool_task *t, uint32_t pos, void *ctx)
 
 	for (attempt = 0;; attempt++) {
 		rng_init(&r, b->key, b->epoch, b->index, pos, RNG_SAMPLE, attempt);
+		m->resize_interp = (uint8_t)p->interpolation;
+		if (p->train_interpolation == TI_RANDOM) { /* timm: bilinear or bicubic */
+			rng_t ir;
+			rng_init(&ir, b->key, b->epoch, b->index, pos, RNG_INTERP, attempt);
+			m->resize_interp = (uint8_t)rng_below(&ir, 2);
+		}
 		int rc = load_sample(w, b, source, &r, slot, m);
 		if (rc == 0)
 			break;
@@ -202,6 +255,8 @@ void sample_run(struct pool_task *t, uint32_t pos, void *ctx)
 		augment_flip(slot, out, out, (size_t)out * 3);
 		m->flip = 1;
 	}
+	if (apply_recipe_ops(w, b, pos, attempt, slot, m))
+		return;
 	int nh = augment_cutout_boxes(&r, p, out, out, m->holes);
 	if (nh > 0) {
 		rng_t noise;
@@ -210,4 +265,14 @@ void sample_run(struct pool_task *t, uint32_t pos, void *ctx)
 				    (const int32_t(*)[4])m->holes, nh, &noise);
 	}
 	m->n_holes = (uint8_t)nh;
+	if (p->reprob > 0) {
+		rng_t er, en;
+		rng_init(&er, b->key, b->epoch, b->index, pos, RNG_ERASE, attempt);
+		rng_init(&en, b->key, b->epoch, b->index, pos, RNG_ERASE_FILL, attempt);
+		int ne = policy_erase_boxes(p, &er, out, out, m->erase);
+		policy_erase_fill(p, slot, out, out, (size_t)out * 3,
+				  (const int32_t(*)[4])m->erase, ne, &en);
+		m->n_erase = (uint8_t)ne;
+		m->erase_mode = (uint8_t)p->remode;
+	}
 }

@@ -23,6 +23,8 @@ struct worker_ctx {
 	struct mix_item *items;
 	uint32_t *perm;
 	uint32_t items_cap;
+	uint8_t *op_scratch;       /* imgop_apply's scratch */
+	size_t op_scratch_cap;
 	char why[512];
 };
 

@@ -131,14 +131,16 @@ static struct perm_slot *victim_slot(sampler_t *s)
 	return v;
 }
 
-/* Epoch position of shard position j of `rank`; *wrapped when padded. */
+/* Epoch position of shard position j of `rank`; *wrapped when padded.
+ * With K repeats the order is K*n long, each position K times in a row. */
 static inline uint32_t epoch_pos(uint64_t j, uint32_t rank, uint32_t world,
-				 uint32_t n, bool *wrapped)
+				 uint32_t n, uint32_t K, bool *wrapped)
 {
 	uint64_t q = j * world + rank;
+	uint64_t len = (uint64_t)n * K;
 
-	*wrapped = q >= n;
-	return (uint32_t)(q % n);
+	*wrapped = q >= len;
+	return (uint32_t)((q % len) / K);
 }
 
 int sampler_batch(sampler_t *s, uint32_t epoch, uint32_t rank, uint32_t world,
@@ -153,6 +155,7 @@ int sampler_batch(sampler_t *s, uint32_t epoch, uint32_t rank, uint32_t world,
 	if (batch >= sampler_batches(s, world))
 		return -EINVAL;
 	n = s->p.n;
+	uint32_t K = s->p.repeats > 1 ? s->p.repeats : 1;
 	start = (uint64_t)batch * s->p.batch_size;
 	end = start + s->p.batch_size;
 	if (end > sampler_shard_size(s, world))
@@ -162,7 +165,7 @@ int sampler_batch(sampler_t *s, uint32_t epoch, uint32_t rank, uint32_t world,
 	if (!s->p.shuffle) {
 		for (uint32_t k = 0; k < count; k++) {
 			bool w;
-			idx[k] = epoch_pos(start + k, rank, world, n, &w);
+			idx[k] = epoch_pos(start + k, rank, world, n, K, &w);
 			if (pad)
 				pad[k] = w;
 		}
@@ -195,7 +198,7 @@ int sampler_batch(sampler_t *s, uint32_t epoch, uint32_t rank, uint32_t world,
 	slot->stamp = ++s->clock;
 	for (uint32_t k = 0; k < count; k++) {
 		bool w;
-		idx[k] = slot->perm[epoch_pos(start + k, rank, world, n, &w)];
+		idx[k] = slot->perm[epoch_pos(start + k, rank, world, n, K, &w)];
 		if (pad)
 			pad[k] = w;
 	}

@@ -14,6 +14,14 @@
  *       tail that does not fill a whole batch is dropped.
  * Every sample appears exactly once per epoch across all shards (apart from
  * flagged pads, or the dropped tail with drop_last).
+ *
+ * Repeated augmentation (repeats = K > 1, timm RepeatAugSampler / DeiT
+ * RASampler): the epoch order is stretched to K*N entries, each index K
+ * times in a row ([a,a,a,b,b,b,...]); rank r takes entries r, r+w, ... of
+ * it (wrapping past K*N, flagged as pads), and only the first shard-size
+ * of them: the epoch length per rank stays what it is without repeats, so
+ * an epoch covers about N/K distinct indices, each K times, its copies on
+ * consecutive ranks (different ranks when K <= w).
  */
 #ifndef CUTMIXD_SAMPLER_H
 #define CUTMIXD_SAMPLER_H
@@ -29,6 +37,7 @@ struct sampler_params {
 	bool shuffle;
 	bool drop_last;
 	uint64_t key;        /* rng_key(seed, pipeline, 0, 0) */
+	uint32_t repeats;    /* aug_repeats: 0 or 1 = off */
 };
 
 /* Caches the permutation of the most recently used epochs (thread safe). */
