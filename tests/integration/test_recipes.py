@@ -394,3 +394,57 @@ def test_bad_recipe_set_override_keeps_daemon_serving(d):
     finally:
         d.pipelines["cj"] = PIPELINES["cj"]
         d.write_config()
+
+
+# -- config/deit.ini end to end ----------------------------------------------
+
+class IniDaemon(Daemon):
+    """The daemon on a shipped config file, with --set overrides."""
+
+    def __init__(self, workdir, ini, sets):
+        super().__init__(workdir, None, None, name="deit", sets=sets)
+        self.config_path = ini
+
+    def write_config(self):
+        return self.config_path
+
+
+def test_deit_ini_served_end_to_end(tmp_path, ds_mixed):
+    from helpers import REPO
+    d = IniDaemon(tmp_path, REPO / "config" / "deit.ini", [])
+    d.sets = ["server.endpoint=%s" % d.endpoint, "server.workers=2",
+              "dataset.root=%s" % ds_mixed.root, "pipeline.train.batch_size=16",
+              "pipeline.val.batch_size=16"]
+    inc_ops = {12, 13, 14, 5, 10, 11, 16, 7, 8, 6, 9, 1, 2, 3, 4}
+    with d.start():
+        N, K = len(ds_mixed), len(set(s.label for s in ds_mixed.samples))
+        with d.client("train") as c:
+            info = c.info()
+            assert info["batches_per_epoch"] == N // 16  # drop_last, as without repeats
+            seen = Counter()
+            ops = Counter()
+            for k in range(info["batches_per_epoch"]):
+                b = c.batch(0, k)
+                assert b.images.shape == (16, 224, 224, 3)
+                m = b.meta
+                assert (m["resize_interp"] == 1).all(), "bicubic resize"
+                assert (m["n_ops"] <= 2).all()
+                for row in m:
+                    for o in row["ops"][: row["n_ops"]]:
+                        assert int(o["op"]) in inc_ops, "RandAugment inc1 ops only: no jitter"
+                        assert o["interp"] == 1 and tuple(o["fill"]) == MEAN_U8
+                        ops[int(o["op"])] += 1
+                assert (m["n_erase"] <= 1).all() and (m["erase_mode"] == 2).all()
+                # one op per batch (mode batch); a fixed point of the partner
+                # permutation is not mixed (op 0)
+                mixed = set(m["op"]) - {0}
+                assert len(mixed) == 1 and mixed <= {1, 2} and (m["op"] != 0).sum() >= 12
+                lab = b.labels
+                assert np.allclose(lab.sum(axis=1), 1, atol=1e-5)
+                assert np.isclose(lab.min(), 0.1 / K, atol=1e-6), "smoothing 0.1"
+                seen.update(int(i) for i in m["index"])
+            assert set(seen.values()) == {3}, "aug_repeats 3, world 1: each index 3 times"
+            assert len(ops) >= 8
+        with d.client("val", eval=True) as c:
+            b = c.batch(0, 0)
+            assert (b.meta["n_ops"] == 0).all() and (b.meta["n_erase"] == 0).all()
