@@ -287,14 +287,32 @@ static int sample_rand(const struct aa_spec *a, rng_t *r, int W, int H,
 	return k;
 }
 
-/* torch.linspace(a, b, steps)[i] in float32, as torch computes it. */
+/*
+ * torch.linspace(a, b, steps)[i] in float32, as torch 1.13's CPU kernel
+ * computes it on an AVX2 machine (the values it prints; test_policy.c pins
+ * them): step = (b - a) / (steps - 1) in float; whole blocks of 16 go
+ * through two 8-lane vectors, lane k = base + k * step with one base per
+ * vector (computed like the scalar rule, for the vector's first index);
+ * the rest uses the scalar rule a + step * i below the half-way index and
+ * b - step * (steps - 1 - i) from it, as fused multiply-adds.
+ */
 static double linspace_f(double a, double b, int steps, int i)
 {
-	float step = (float)((b - a) / (steps - 1));
+	float fa = (float)a, fb = (float)b;
+	float step = (fb - fa) / (float)(steps - 1);
+	int half = steps / 2;
+	int vec_end = steps >= 16 ? ((steps - 16) / 16 + 1) * 16 : 0;
 
-	if (i < steps / 2)
-		return (float)((float)a + step * (float)i);
-	return (float)((float)b - step * (float)(steps - 1 - i));
+	if (i < vec_end) {
+		int i0 = i / 8 * 8;
+		float base = i0 < half ? fmaf(step, (float)i0, fa)
+				       : fmaf(-step, (float)(steps - i0 - 1), fb);
+		volatile float kstep = (float)(i - i0) * step; /* not fused */
+		return (float)(base + kstep);
+	}
+	if (i < half)
+		return fmaf(step, (float)i, fa);
+	return fmaf(-step, (float)(steps - 1 - i), fb);
 }
 
 /* torchvision TrivialAugmentWide (31 bins): op uniform of 14, bin uniform
