@@ -433,6 +433,45 @@ static void test_threads(void **state)
 	sampler_destroy(&s1);
 }
 
+/* aug_repeats: the identity order stretched to [0,0,0,1,1,1,...], rank r
+ * taking entries r, r+w, ..., the shard size and batch count unchanged,
+ * wrap-around beyond K*N flagged as pads. */
+static void test_repeats(void **state)
+{
+	struct sampler_params p = { .n = 10, .batch_size = 4, .shuffle = false,
+				    .drop_last = false, .key = 1, .repeats = 3 };
+	struct sampler_params q = p;
+	uint32_t idx[4];
+	uint8_t pad[4];
+
+	(void)state;
+	q.repeats = 0;
+	sampler_t *s = sampler_new(&p), *plain = sampler_new(&q);
+	assert_non_null(s);
+	for (uint32_t world = 1; world <= 4; world++) {
+		assert_int_equal(sampler_shard_size(s, world), sampler_shard_size(plain, world));
+		assert_int_equal(sampler_batches(s, world), sampler_batches(plain, world));
+		for (uint32_t r = 0; r < world; r++)
+			for (uint32_t b = 0; b < sampler_batches(s, world); b++) {
+				int n = sampler_batch(s, 0, r, world, b, idx, pad);
+				assert_true(n > 0);
+				for (int k = 0; k < n; k++) {
+					uint64_t q2 = (uint64_t)(b * 4 + k) * world + r;
+					assert_int_equal(idx[k], (q2 % 30) / 3);
+					assert_int_equal(pad[k], q2 >= 30);
+				}
+			}
+	}
+	/* world 3: the three copies of index 0 are on ranks 0, 1, 2 */
+	for (uint32_t r = 0; r < 3; r++) {
+		sampler_batch(s, 0, r, 3, 0, idx, pad);
+		assert_int_equal(idx[0], 0);
+		assert_int_equal(idx[1], 1);
+	}
+	sampler_destroy(&s);
+	sampler_destroy(&plain);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -446,6 +485,7 @@ int main(void)
 		cmocka_unit_test(test_errors),
 		cmocka_unit_test(test_large),
 		cmocka_unit_test(test_threads),
+		cmocka_unit_test(test_repeats),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
