@@ -1299,6 +1299,8 @@ static void test_shipped_configs(void **state)
 		"cutmix_minmax", "prob", "switch_prob", "mode", "partner",
 		"correct_lam", "label_smoothing", "off_epoch", "layout", "dtype",
 		"mean", "std", "curve_secret_key_file", "authorized_keys",
+		"train_interpolation", "auto_augment", "aa_fill", "color_jitter",
+		"reprob", "remode", "recount", "remin", "remax", "aug_repeats",
 	};
 	char path[PATH_MAX + 32], err[512], *text;
 	config_t *cfg;
@@ -1352,6 +1354,27 @@ static void test_shipped_configs(void **state)
 		assert_true(p->cutmix_alpha == 1.0 && p->mixup_alpha == 0.2);
 		assert_true(p->switch_prob == 0.5 && p->label_smoothing == 0.1);
 		assert_true(cfg->pipelines[1].eval);
+	}
+	config_destroy(&cfg);
+
+	/* the DeiT-S recipe, key by key as docs/CONFIG.md describes it */
+	snprintf(path, sizeof(path), "%s/config/deit.ini", oldcwd);
+	assert_int_equal(config_load(path, NULL, 0, &cfg, err, sizeof(err)), 0);
+	{
+		const struct pipeline_cfg *p = &cfg->pipelines[0];
+
+		assert_int_equal(p->size, 224);
+		assert_int_equal(p->crop, CROP_RANDOM_RESIZED);
+		assert_int_equal(p->interpolation, 1); /* bicubic */
+		assert_int_equal(p->aa.kind, AA_RAND);
+		assert_true(p->aa.m == 9 && p->aa.mstd == 0.5 && p->aa.inc && p->aa.n == 2);
+		assert_true(p->jitter[0] == 0.4 && !p->jitter_on); /* timm: off with RandAugment */
+		assert_true(p->reprob == 0.25 && p->remode == ERASE_PIXEL && p->recount == 1);
+		assert_true(p->mixup_alpha == 0.8 && p->cutmix_alpha == 1.0);
+		assert_true(p->switch_prob == 0.5 && p->label_smoothing == 0.1);
+		assert_int_equal(p->aug_repeats, 3);
+		assert_true(cfg->pipelines[1].eval);
+		assert_int_equal(cfg->pipelines[1].resize, 256);
 	}
 	config_destroy(&cfg);
 }
