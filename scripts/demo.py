@@ -8,7 +8,8 @@
 3. streams one epoch of the `train` pipeline with a progress bar, then prints
    the throughput and how many samples were CutMix-ed, MixUp-ed or replaced;
 4. writes build/demo/preview.png: one augmented batch as a grid, each tile
-   captioned with its class, its partner's class, the operation and lambda;
+   captioned with its class, its partner's class, the operation and lambda,
+   and the per-sample ops (RandAugment etc.) with their magnitudes;
 5. stops the daemon with SIGTERM.
 """
 
@@ -196,6 +197,19 @@ def fit(draw, font, text, width):
     return text + ".."
 
 
+def ops_caption(m):
+    """The per-sample ops (auto_augment, ColorJitter) and erase boxes of a
+    protocol 2 record, short: "Rotate-12 Color+.3 er1"."""
+    parts = []
+    for o in m["ops"][: m["n_ops"]]:
+        name = cutmixd.OP_TABLE.get(int(o["op"]), "op%d" % o["op"])
+        mag = float(o["magnitude"])
+        parts.append(name if mag == 0 else "%s%+.2g" % (name, mag))
+    if m["n_erase"]:
+        parts.append("erase%d" % m["n_erase"])
+    return " ".join(parts) or "no ops"
+
+
 def write_preview(batch, class_names, path, max_tiles=32, cols=8):
     imgs = to_hwc_uint8(batch)[:max_tiles]
     meta = batch.meta[:max_tiles]
@@ -205,7 +219,8 @@ def write_preview(batch, class_names, path, max_tiles=32, cols=8):
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     box = probe.textbbox((0, 0), "Ag|", font=font)
     lh = box[3] - box[1] + 3
-    cap = 3 * lh + 4
+    has_ops = "n_ops" in (meta.dtype.names or ())  # protocol 2 records
+    cap = (4 if has_ops else 3) * lh + 4
     pad = 4
     cols = min(cols, n)
     rows = math.ceil(n / cols)
@@ -225,6 +240,9 @@ def write_preview(batch, class_names, path, max_tiles=32, cols=8):
         flags = (" flip" if m["flip"] else "") + (" repl" if m["status"] else "")
         lines = [own, "+ " + partner, "%s lam=%.2f%s" % (op, m["lam"], flags)]
         colours = [(235, 235, 235), (170, 200, 255), (255, 210, 120)]
+        if has_ops:
+            lines.append(ops_caption(m))
+            colours.append((160, 235, 160))
         for k, (text, col) in enumerate(zip(lines, colours)):
             draw.text((x + 1, y + th + 2 + k * lh), fit(draw, font, text, tw - 2), fill=col,
                       font=font)
