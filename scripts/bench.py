@@ -26,6 +26,15 @@ Contestants (batch 128, output 224x224x3 uint8, N workers each):
                labels with smoothing 0.1 per batch in the main process; val:
                Resize(256), CenterCrop(224). The main process touches every
                batch as the cutmixd client does.
+  deit         cutmixd with config/deit.ini's train pipeline (bicubic RRC,
+               flip, rand-m9-mstd0.5-inc1, RandomErasing 0.25 pixel, MixUp
+               0.8 / CutMix 1.0 switch 0.5, smoothing 0.1, aug_repeats 3)
+               vs a DataLoader with bicubic RandomResizedCrop, flip,
+               torchvision RandAugment(2, 9), ColorJitter(0.4, 0.4, 0.4),
+               RandomErasing(0.25, random bytes) per sample and CutMix or
+               MixUp (switch 0.5) per batch. (timm, and so cutmixd, switch
+               ColorJitter off next to RandAugment; the DataLoader keeps it,
+               as the issue specifies its contestant.)
 
 Every contestant: page cache warmed (every file read) right before it, one
 unmeasured warm-up window of batches, a short wait for the machine to be quiet,
@@ -68,6 +77,15 @@ TRAIN_KEYS = {
     "ratio": "0.75,1.3333333", "flip": 0.5, "cutout_prob": 0.5, "cutout_holes": 1,
     "cutout_size": 56, "cutout_fill": 0, "cutmix_alpha": 1.0, "mixup_alpha": 0,
     "prob": 1.0, "mode": "batch", "label_smoothing": 0.1,
+}
+# config/deit.ini's train pipeline (the DeiT-S recipe) at the bench's batch size
+DEIT_KEYS = {
+    "batch_size": BATCH, "size": SIZE, "crop": "random_resized", "scale": "0.08,1.0",
+    "ratio": "0.75,1.3333333", "train_interpolation": "bicubic", "flip": 0.5,
+    "auto_augment": "rand-m9-mstd0.5-inc1", "color_jitter": 0.4, "aa_fill": "mean",
+    "reprob": 0.25, "remode": "pixel", "recount": 1, "mixup_alpha": 0.8, "cutmix_alpha": 1.0,
+    "prob": 1.0, "switch_prob": 0.5, "mode": "batch", "label_smoothing": 0.1,
+    "aug_repeats": 3,
 }
 VAL_KEYS = {
     "eval": "true", "batch_size": BATCH, "size": SIZE, "crop": "center", "resize": 256,
@@ -262,9 +280,32 @@ def run_dataloader(a):
     def to_uint8_hwc(img):
         return np.array(img, dtype=np.uint8, copy=True)  # PIL RGB -> HxWx3, writable
 
+    class RandomErasingU8:
+        """torchvision RandomErasing(p=0.25) box rule on a uint8 HWC array,
+        random bytes per pixel (timm's remode=pixel in uint8)."""
+
+        def __init__(self, p):
+            self.p = p
+            self.tv = T.RandomErasing(p=1.0, scale=(0.02, 1 / 3), ratio=(0.3, 3.3))
+
+        def __call__(self, img):
+            if torch.rand(1).item() >= self.p:
+                return img
+            chw = torch.from_numpy(img).permute(2, 0, 1)
+            y, x, h, w, _ = self.tv.get_params(chw, self.tv.scale, self.tv.ratio, value=[0])
+            img[y:y + h, x:x + w] = np.random.randint(0, 256, (h, w, 3), dtype=np.uint8)
+            return img
+
     if a.dataloader == "train":
         tf = T.Compose([T.RandomResizedCrop(SIZE), T.RandomHorizontalFlip(),
                         to_uint8_hwc, Cutout(1, 56, 0.5)])
+    elif a.dataloader == "deit":
+        # issue 8's DataLoader contestant: torchvision RandAugment(2, 9) +
+        # ColorJitter(0.4) + RandomErasing(0.25) per sample, CutMix/MixUp
+        # (switch 0.5) per batch in the main process
+        tf = T.Compose([T.RandomResizedCrop(SIZE, interpolation=T.InterpolationMode.BICUBIC),
+                        T.RandomHorizontalFlip(), T.RandAugment(2, 9),
+                        T.ColorJitter(0.4, 0.4, 0.4), to_uint8_hwc, RandomErasingU8(0.25)])
     else:
         tf = T.Compose([T.Resize(256), T.CenterCrop(SIZE), to_uint8_hwc])
 
@@ -324,8 +365,16 @@ def run_dataloader(a):
             y = lam * y + (1 - lam) * y[rand_index]
         return images, y
 
+    def mixup(images, target, alpha=0.8, smoothing=0.1):
+        """timm's per-batch MixUp on uint8 (fast-collate rounding)."""
+        y = smooth_one_hot(target, smoothing)
+        lam = float(np.random.beta(alpha, alpha))
+        idx = torch.flip(torch.arange(images.shape[0]), [0])
+        mixed = images.float() * lam + images[idx].float() * (1 - lam)
+        return torch.round(mixed).to(torch.uint8), lam * y + (1 - lam) * y[idx]
+
     ds = Files()
-    sampler = EpochSampler(len(ds), shuffle=a.dataloader == "train")
+    sampler = EpochSampler(len(ds), shuffle=a.dataloader in ("train", "deit"))
     prefetch = 2
     loader = torch.utils.data.DataLoader(
         ds, batch_size=BATCH, sampler=sampler, num_workers=a.workers,
@@ -336,6 +385,11 @@ def run_dataloader(a):
         images, target = batch
         if a.dataloader == "train":
             images, labels = cutmix(images, target)
+        elif a.dataloader == "deit":
+            if np.random.rand() < 0.5:
+                images, labels = cutmix(images, target)
+            else:
+                images, labels = mixup(images, target)
         else:
             labels = smooth_one_hot(target, 0.0)
         return touch(images.numpy(), labels.numpy()), images.shape[0]
@@ -665,7 +719,10 @@ def build_report(R, targets):
     row("**cutmixd train**", "cutmixd_train", "dataloader_train")
     row("cutmixd train, dct_scale off", "cutmixd_train_nodct", "dataloader_train")
     row("**cutmixd val**", "cutmixd_val", "dataloader_val")
+    row("**cutmixd deit** (config/deit.ini recipe)", "cutmixd_deit", "dataloader_deit")
     row("DataLoader train", "dataloader_train")
+    row("DataLoader deit (RandAugment+ColorJitter+RandomErasing+CutMix/MixUp)",
+        "dataloader_deit")
     row("DataLoader val", "dataloader_val")
     for w in sorted(R["scaling"]):
         if int(w) != N:
@@ -730,6 +787,15 @@ def evaluate_targets(R):
                                                  / res["ceiling_1"]["img_per_s"])
         add("2 workers >= 1.85x 1 worker (train)", x, text, x >= 1.85,
             (k2, "cutmixd_train_w1"), goal=1.85)
+    dde, de = res.get("dataloader_deit"), res.get("cutmixd_deit")
+    if dde and de:
+        x = de["img_per_s"] / dde["img_per_s"]
+        add("deit >= 3.0x DataLoader", x, "%.2fx%s" % (x, eff(dde, de)), x >= 3.0,
+            ("cutmixd_deit", "dataloader_deit"), goal=3.0)
+    if de:
+        x = de["cpu_ms_per_img"] / tr["cpu_ms_per_img"]
+        add("deit recipe costs <= 1.25x the CPU per image of train", x, "%.2fx" % x,
+            x <= 1.25, ("cutmixd_deit", "cutmixd_train"), goal=1.25)
     b = R["batch_bytes"]
     # Batches in flight: the client's window. The daemon holds at most one
     # batch buffer per outstanding request (max_inflight of them being
@@ -782,7 +848,8 @@ def main_bench(a):
 
     try:
         main_d = Daemon("cutmixd-w%d" % N, N, root, manifest, out_dir, sock_dir,
-                        {"train": TRAIN_KEYS, "val": VAL_KEYS, "train_nodct": nodct}).start()
+                        {"train": TRAIN_KEYS, "val": VAL_KEYS, "train_nodct": nodct,
+                         "deit": DEIT_KEYS}).start()
         daemons[N] = main_d
         for w in worker_counts:
             if w != N:
@@ -795,12 +862,13 @@ def main_bench(a):
                                 lambda: measure_ceiling(1, epochs, root, manifest, rows, quiet)))
         for pipe, key, ev in (("train", "cutmixd_train", False),
                               ("val", "cutmixd_val", True),
-                              ("train_nodct", "cutmixd_train_nodct", False)):
+                              ("train_nodct", "cutmixd_train_nodct", False),
+                              ("deit", "cutmixd_deit", False)):
             contestants.append((key, "cutmixd %s, %d workers" % (pipe, N),
                                 lambda pipe=pipe, ev=ev: measure_cutmixd(
                                     main_d, pipe, epochs, rows, ev, quiet)))
         if not a.no_dataloader:
-            for kind in ("train", "val"):
+            for kind in ("train", "val", "deit"):
                 contestants.append(("dataloader_" + kind, "DataLoader %s, %d workers" % (kind, N),
                                     lambda kind=kind: measure_dataloader(
                                         kind, N, epochs, files_list, rows, quiet)))
@@ -1015,7 +1083,7 @@ def main(argv=None):
     ap.add_argument("--endpoint", help=argparse.SUPPRESS)
     ap.add_argument("--pipeline", help=argparse.SUPPRESS)
     ap.add_argument("--eval", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--dataloader", choices=("train", "val"), help=argparse.SUPPRESS)
+    ap.add_argument("--dataloader", choices=("train", "val", "deit"), help=argparse.SUPPRESS)
     ap.add_argument("--files", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.workers < 1 or a.rounds < 1 or a.images < 1 or a.epochs < 0:
