@@ -377,6 +377,11 @@ int cutmixd_batch_meta(const cutmixd_batch_t *b, uint32_t i, struct cutmixd_meta
 	return 0;
 }
 
+_Static_assert(CUTMIXD_MAX_OPS == WIRE_MAX_OPS, "cutmixd.h and wire.h agree on ops");
+_Static_assert(CUTMIXD_MAX_ERASE == WIRE_MAX_ERASE, "cutmixd.h and wire.h agree on erase boxes");
+_Static_assert((int)CUTMIXD_ERASE_PIXEL == (int)WIRE_ERASE_PIXEL, "erase modes agree");
+_Static_assert(CUTMIXD_PROTOCOL_VERSION == WIRE_VERSION, "one protocol version");
+
 const char *cutmixd_op_name(unsigned op)
 {
 	static const char *const names[] = {

@@ -253,6 +253,18 @@ static void send_batch(struct fake *f, zmq_msg_t *id, const struct wire_request 
 		m.n_holes = 1;
 		m.holes[0][3] = (int32_t)rq->batch;
 		m.pad = i == 3;
+		/* protocol 2 fields */
+		m.n_ops = (uint8_t)(1 + i % 2);
+		m.ops[0].op = 5;
+		m.ops[0].interp = 1;
+		m.ops[0].fill[2] = 104;
+		m.ops[0].magnitude = -12.5 - i;
+		m.ops[1].op = 15;
+		m.ops[1].magnitude = 0.25;
+		m.n_erase = 1;
+		m.erase_mode = WIRE_ERASE_PIXEL;
+		m.erase[0][2] = (int32_t)i + 3;
+		m.resize_interp = (uint8_t)(i % 2);
 		wire_encode_meta(&m, meta + (size_t)i * WIRE_META_SIZE);
 	}
 	fill_header(f, &rp, rq, WIRE_BATCH);
@@ -611,7 +623,20 @@ static void check_batch(const cutmixd_batch_t *b, const struct fake_cfg *cfg,
 		assert_int_equal(m.n_holes, 1);
 		assert_int_equal(m.holes[0][3], k);
 		assert_int_equal(m.pad, i == 3);
+		assert_int_equal(m.n_ops, 1 + i % 2);
+		assert_int_equal(m.ops[0].op, CUTMIXD_IMGOP_ROTATE);
+		assert_string_equal(cutmixd_op_name(m.ops[0].op), "Rotate");
+		assert_int_equal(m.ops[0].interp, 1);
+		assert_int_equal(m.ops[0].fill[2], 104);
+		assert_true(m.ops[0].magnitude == -12.5 - i);
+		assert_true(m.ops[1].magnitude == 0.25);
+		assert_string_equal(cutmixd_op_name(m.ops[1].op), "Hue");
+		assert_int_equal(m.n_erase, 1);
+		assert_int_equal(m.erase_mode, CUTMIXD_ERASE_PIXEL);
+		assert_int_equal(m.erase[0][2], i + 3);
+		assert_int_equal(m.resize_interp, i % 2);
 	}
+	assert_null(cutmixd_op_name(19));
 	{
 		struct cutmixd_meta m;
 
