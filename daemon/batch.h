@@ -3,9 +3,10 @@
  *
  * Life of a batch (owner in brackets):
  *   batch_new        [server]  indices from the sampler, buffers allocated
- *   batch_submit     [pool]    each worker runs samples: read file, decode
- *                              the crop region, resize into the batch slot,
- *                              flip, Cutout; the last worker then mixes
+ *   batch_submit     [pool]    each worker runs samples (sample.c): read
+ *                              file, decode the crop region, resize into the
+ *                              batch slot, flip, recipe ops, Cutout,
+ *                              RandomErasing; the last worker then mixes
  *                              (CutMix/MixUp), writes soft labels, converts
  *                              the layout/dtype and encodes the metadata
  *   complete()       [server]  called on that worker; the server takes the
