@@ -30,8 +30,10 @@ enum out_layout  { LAYOUT_NHWC = 0, LAYOUT_NCHW = 1 };  /* == wire_layout */
 enum out_dtype   { DTYPE_UINT8 = 0, DTYPE_FLOAT32 = 1 }; /* == wire_dtype */
 enum on_error    { ON_ERROR_REPLACE = 0, ON_ERROR_FAIL = 1 };
 /* auto_augment (policy.h): off, timm RandAugment "rand-m9-...",
- * TrivialAugmentWide, AutoAugment ImageNet (torchvision), DeiT III 3-Augment */
-enum aa_kind     { AA_NONE = 0, AA_RAND = 1, AA_TA_WIDE = 2, AA_ORIGINAL = 3, AA_3A = 4 };
+ * TrivialAugmentWide, AutoAugment ImageNet (torchvision), DeiT III 3-Augment,
+ * timm's AutoAugment v0 */
+enum aa_kind     { AA_NONE = 0, AA_RAND = 1, AA_TA_WIDE = 2, AA_ORIGINAL = 3, AA_3A = 4,
+		   AA_V0 = 5 };
 enum erase_mode  { ERASE_CONST = 0, ERASE_RAND = 1, ERASE_PIXEL = 2 }; /* == wire */
 enum train_interp { TI_UNSET = -1, TI_BILINEAR = 0, TI_BICUBIC = 1, TI_RANDOM = 2 };
 

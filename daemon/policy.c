@@ -108,13 +108,17 @@ int policy_parse_aa(const char *text, struct aa_spec *out, char *why, size_t n)
 		out->kind = AA_ORIGINAL;
 		return 0;
 	}
+	if (!strcmp(text, "v0")) {
+		out->kind = AA_V0;
+		return 0;
+	}
 	if (!strcmp(text, "3a")) {
 		out->kind = AA_3A;
 		return 0;
 	}
 	if (strncmp(text, "rand-", 5) || strlen(text) >= sizeof(buf))
 		return why_fail(why, n, "must be rand-m{M}[-n{N}][-mstd{S}][-mmax{X}]"
-				"[-inc{0|1}][-p{P}], ta_wide, original, 3a or none");
+				"[-inc{0|1}][-p{P}], ta_wide, original, v0, 3a or none");
 	strcpy(buf, text + 5);
 	for (tok = strtok_r(buf, "-", &save); tok; tok = strtok_r(NULL, "-", &save)) {
 		int rc = parse_rand_section(tok, &a, &have_m, why, n);
@@ -238,7 +242,8 @@ static void timm_arg(enum timm_op t, double level, rng_t *r, int W, int H,
 	case T_SHARPNESS_INC:
 		o->op = t == T_COLOR_INC ? IMGOP_COLOR : t == T_CONTRAST_INC ? IMGOP_CONTRAST :
 			t == T_BRIGHTNESS_INC ? IMGOP_BRIGHTNESS : IMGOP_SHARPNESS;
-		o->magnitude = negate_maybe(r, x * 0.9); /* factor 1 +- 0.9 */
+		/* factor max(0.1, 1 +- 0.9x) (timm keeps it >= 0.1 for mmax > 10) */
+		o->magnitude = fmax(0.1, 1.0 + negate_maybe(r, x * 0.9)) - 1.0;
 		break;
 	case T_SHEAR_X: case T_SHEAR_Y:
 		o->op = t == T_SHEAR_X ? IMGOP_SHEAR_X : IMGOP_SHEAR_Y;
@@ -450,6 +455,52 @@ static int sample_original(rng_t *r, int W, struct imgop_args *ops)
 	return k;
 }
 
+/* timm auto_augment_policy_v0 (the TPU EfficientNet ImageNet policy): 25
+ * sub-policies of two (timm op, probability, level). */
+static const struct { uint8_t op; float p; uint8_t level; } v0[25][2] = {
+	{ { T_EQUALIZE, 0.8f, 1 }, { T_SHEAR_Y, 0.8f, 4 } },
+	{ { T_COLOR, 0.4f, 9 }, { T_EQUALIZE, 0.6f, 3 } },
+	{ { T_COLOR, 0.4f, 1 }, { T_ROTATE, 0.6f, 8 } },
+	{ { T_SOLARIZE, 0.8f, 3 }, { T_EQUALIZE, 0.4f, 7 } },
+	{ { T_SOLARIZE, 0.4f, 2 }, { T_SOLARIZE, 0.6f, 2 } },
+	{ { T_COLOR, 0.2f, 0 }, { T_EQUALIZE, 0.8f, 8 } },
+	{ { T_EQUALIZE, 0.4f, 8 }, { T_SOLARIZE_ADD, 0.8f, 3 } },
+	{ { T_SHEAR_X, 0.2f, 9 }, { T_ROTATE, 0.6f, 8 } },
+	{ { T_COLOR, 0.6f, 1 }, { T_EQUALIZE, 1.0f, 2 } },
+	{ { T_INVERT, 0.4f, 9 }, { T_ROTATE, 0.6f, 0 } },
+	{ { T_EQUALIZE, 1.0f, 9 }, { T_SHEAR_Y, 0.6f, 3 } },
+	{ { T_COLOR, 0.4f, 7 }, { T_EQUALIZE, 0.6f, 0 } },
+	{ { T_POSTERIZE, 0.4f, 6 }, { T_AUTOCONTRAST, 0.4f, 7 } },
+	{ { T_SOLARIZE, 0.6f, 8 }, { T_COLOR, 0.6f, 9 } },
+	{ { T_SOLARIZE, 0.2f, 4 }, { T_ROTATE, 0.8f, 9 } },
+	{ { T_ROTATE, 1.0f, 7 }, { T_TRANSLATE_Y_REL, 0.8f, 9 } },
+	{ { T_SHEAR_X, 0.0f, 0 }, { T_SOLARIZE, 0.8f, 4 } },
+	{ { T_SHEAR_Y, 0.8f, 0 }, { T_COLOR, 0.6f, 4 } },
+	{ { T_COLOR, 1.0f, 0 }, { T_ROTATE, 0.6f, 2 } },
+	{ { T_EQUALIZE, 0.8f, 4 }, { T_EQUALIZE, 0.0f, 8 } },
+	{ { T_EQUALIZE, 1.0f, 4 }, { T_AUTOCONTRAST, 0.6f, 2 } },
+	{ { T_SHEAR_Y, 0.4f, 7 }, { T_SOLARIZE_ADD, 0.6f, 7 } },
+	{ { T_POSTERIZE, 0.8f, 2 }, { T_SOLARIZE, 0.6f, 10 } },
+	{ { T_SOLARIZE, 0.6f, 8 }, { T_EQUALIZE, 0.6f, 1 } },
+	{ { T_COLOR, 0.8f, 6 }, { T_ROTATE, 0.4f, 5 } },
+};
+
+/* timm AutoAugment(v0): a sub-policy uniformly, then per op: skipped when
+ * U > p, else timm's level mapping (with its sign draw); bilinear. */
+static int sample_v0(rng_t *r, int W, int H, struct imgop_args *ops)
+{
+	int id = (int)rng_below(r, 25), k = 0;
+
+	for (int i = 0; i < 2; i++) {
+		if (v0[id][i].p < 1.0f && rng_uniform(r) > v0[id][i].p)
+			continue;
+		ops[k].interp = IMGOP_BILINEAR;
+		timm_arg((enum timm_op)v0[id][i].op, v0[id][i].level, r, W, H, &ops[k]);
+		k++;
+	}
+	return k;
+}
+
 /* DeiT III 3-Augment: one of grayscale, solarize (threshold 128, as PIL's
  * ImageOps.solarize default) or Gaussian blur (sigma ~ U(0.1, 2.0)),
  * chosen uniformly, always applied. */
@@ -513,6 +564,7 @@ int policy_sample(const struct pipeline_cfg *p, rng_t *r, int W, int H,
 	case AA_TA_WIDE: k = sample_ta_wide(r, ops); break;
 	case AA_ORIGINAL: k = sample_original(r, W, ops); break;
 	case AA_3A: k = sample_3a(r, ops); break;
+	case AA_V0: k = sample_v0(r, W, H, ops); break;
 	case AA_NONE: break;
 	}
 	if (p->jitter_on)

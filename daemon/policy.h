@@ -23,7 +23,7 @@
 /*
  * Parse an auto_augment value: "rand-m{M}[-n{N}][-mstd{S}][-mmax{X}]
  * [-inc{0|1}][-p{P}]" (sections in any order after "rand", m required),
- * "ta_wide", "original" or "3a". Returns 0, or -EINVAL with a message
+ * "ta_wide", "original", "v0" or "3a". Returns 0, or -EINVAL with a message
  * ("unknown section 'q3'") in why.
  */
 int policy_parse_aa(const char *text, struct aa_spec *out, char *why, size_t n);

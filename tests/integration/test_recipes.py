@@ -38,6 +38,7 @@ PIPELINES = {
     "ra_deit": dict(BASE, auto_augment="rand-m9-mstd0.5-inc1"),
     "ta": dict(BASE, auto_augment="ta_wide", aa_fill=128),
     "aa": dict(BASE, auto_augment="original"),
+    "v0": dict(BASE, auto_augment="v0"),
     "3a": dict(BASE, auto_augment="3a", color_jitter=0.3),
     "cj": dict(BASE, color_jitter="0.4,0.3,0.2,0.1"),
     "cj_off": dict(BASE, auto_augment="rand-m9-mstd0.5", color_jitter=0.4),
@@ -142,7 +143,8 @@ def check_replay(ref, bs, what, blur=False):
     return n_ops
 
 
-@pytest.mark.parametrize("pipeline", ["ra_inc", "ra_plain", "ra_deit", "ta", "aa", "3a", "cj"])
+@pytest.mark.parametrize("pipeline", ["ra_inc", "ra_plain", "ra_deit", "ta", "aa", "v0", "3a",
+                                      "cj"])
 def test_every_op_replays_with_torchvision(d, ref, pipeline):
     bs = batches(d, pipeline)
     n_ops = check_replay(ref, bs, pipeline, blur=pipeline == "3a")

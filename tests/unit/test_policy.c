@@ -53,7 +53,7 @@ static void test_parse_rand(void **state)
 		{ "rand-m", "section 'm' needs a number" }, { "rand-m9-n0", "n must be 1..8" },
 		{ "rand-m9-mstd-1", "section 'mstd' needs a number" },
 		{ "rand-m9-inc3", "inc must be 0 or 1" }, { "rand-m9-p2", "p must be 0..1" },
-		{ "rand-m-1", "section 'm' needs" }, { "v0", "must be rand-m{M}" },
+		{ "rand-m-1", "section 'm' needs" }, { "v1", "must be rand-m{M}" },
 		{ "augmix-m5-w3", "must be rand-m{M}" }, { "rand-m9-mmax0", "mmax must be > 0" },
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -219,6 +219,51 @@ static void test_original_policy_bins(void **state)
 	assert_true(n_rot > 100 && neg > n_rot / 4 && neg < 3 * n_rot / 4);
 }
 
+static void test_v0_policy(void **state)
+{
+	struct pipeline_cfg p = cfg();
+	struct imgop_args ops[POLICY_MAX_OPS];
+	int n = 0;
+	rng_t r;
+
+	(void)state;
+	p.aa.kind = AA_V0;
+	for (uint32_t s = 0; s < 2000; s++) {
+		rng_init(&r, 11, 0, 0, s, RNG_POLICY, 0);
+		int k = policy_sample(&p, &r, 60, 40, ops);
+		assert_in_range(k, 0, 2);
+		n += k;
+		for (int i = 0; i < k; i++) {
+			double m = ops[i].magnitude, a = fabs(m);
+			assert_int_equal(ops[i].interp, IMGOP_BILINEAR);
+			switch (ops[i].op) {
+			case IMGOP_ROTATE: /* levels 0, 2, 5, 7, 8, 9: 3 degrees per level */
+				assert_true(a == 0 || a == 6 || a == 15 || fabs(a - 21) < 1e-9 ||
+					    fabs(a - 24) < 1e-9 || fabs(a - 27) < 1e-9);
+				break;
+			case IMGOP_SOLARIZE: /* int(level * 25.6) for 2, 3, 4, 8, 10 */
+				assert_true(m == 51 || m == 76 || m == 102 || m == 204 || m == 256);
+				break;
+			case IMGOP_POSTERIZE: /* int(level * 0.4) for 6, 2 */
+				assert_true(m == 2 || m == 0);
+				break;
+			case IMGOP_SOLARIZE_ADD: /* int(level * 11) for 3, 7 */
+				assert_true(m == 33 || m == 77);
+				break;
+			case IMGOP_TRANSLATE_Y: /* level 9: 0.405 * height */
+				assert_true(fabs(a - 0.405 * 40) < 1e-9);
+				break;
+			case IMGOP_SHEAR_X: case IMGOP_SHEAR_Y: case IMGOP_COLOR:
+			case IMGOP_EQUALIZE: case IMGOP_AUTOCONTRAST: case IMGOP_INVERT:
+				break;
+			default:
+				fail_msg("op %d is not in timm's v0 policy", ops[i].op);
+			}
+		}
+	}
+	assert_true(n > 1500); /* mean probability about 0.6 per op */
+}
+
 static void test_rand_levels(void **state)
 {
 	struct pipeline_cfg p = cfg();
@@ -373,6 +418,7 @@ int main(void)
 		cmocka_unit_test(test_parse_jitter),
 		cmocka_unit_test(test_ta_wide_bins),
 		cmocka_unit_test(test_original_policy_bins),
+		cmocka_unit_test(test_v0_policy),
 		cmocka_unit_test(test_rand_levels),
 		cmocka_unit_test(test_erase_boxes),
 		cmocka_unit_test(test_erase_fill_modes),
