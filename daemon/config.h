@@ -42,7 +42,7 @@ struct aa_spec {
 	enum aa_kind kind;
 	uint32_t n;               /* rand: ops per sample (-n, default 2) */
 	double m;                 /* rand: magnitude 0..mmax (-m) */
-	double mstd;              /* rand: magnitude std (-mstd; >= 100: uniform) */
+	double mstd;              /* rand: magnitude std (-mstd; > 100: uniform) */
 	double mmax;              /* rand: upper clip (-mmax, default 10) */
 	double p;                 /* rand: per-op probability (-p, default 0.5) */
 	bool inc;                 /* rand: the "increasing" op list (-inc1) */

@@ -262,7 +262,7 @@ static void timm_arg(enum timm_op t, double level, rng_t *r, int W, int H,
 
 /* timm RandAugment: N ops uniform with replacement, then per op: skip
  * unless U <= p (timm: skip when random() > p), magnitude ~ N(m, mstd)
- * (uniform(0, m) when mstd >= 100, timm's "inf"), clipped to [0, mmax],
+ * (uniform(0, m) when mstd > 100, timm's "inf"), clipped to [0, mmax],
  * then the op's own sign draw. */
 static int sample_rand(const struct aa_spec *a, rng_t *r, int W, int H,
 		       struct imgop_args *ops)
@@ -277,7 +277,7 @@ static int sample_rand(const struct aa_spec *a, rng_t *r, int W, int H,
 		if (a->p < 1.0 && rng_uniform(r) > a->p)
 			continue;
 		double mag = a->m;
-		if (a->mstd >= 100) {
+		if (a->mstd > 100) {
 			mag = rng_uniform(r) * a->m;
 		} else if (a->mstd > 0) {
 			/* Box–Muller, one normal per op */
