@@ -450,3 +450,32 @@ def test_deit_ini_served_end_to_end(tmp_path, ds_mixed):
         with d.client("val", eval=True) as c:
             b = c.batch(0, 0)
             assert (b.meta["n_ops"] == 0).all() and (b.meta["n_erase"] == 0).all()
+
+
+# only one recipe key, no flip: still an augmenting pipeline
+ONLY = {
+    "only_cj": dict(BASE, flip=0, color_jitter=0.4),
+    "only_aa": dict(BASE, flip=0, auto_augment="ta_wide"),
+    "only_re": dict(BASE, flip=0, reprob=0.1),
+    "only_rep": dict(BASE, flip=0, aug_repeats=2),
+    "only_ti": dict(size=32, flip=0, train_interpolation="random"),
+    "plain": dict(BASE, flip=0, train_interpolation="bicubic", color_jitter=0,
+                  auto_augment="none", reprob=0, aug_repeats=1),
+}
+
+
+def test_expect_eval_refuses_recipe_pipelines(tmp_path, ds_square444):
+    """A pipeline that only has recipe keys still augments: a client asking
+    for evaluation data gets NOT_EVAL, and the daemon keeps serving."""
+    d = Daemon(tmp_path, ds_square444.config(), ONLY, name="only").start()
+    for name in ("only_cj", "only_aa", "only_re", "only_rep", "only_ti"):
+        with d.client(name, eval=True) as c:
+            with pytest.raises(cutmixd.DaemonError) as ei:
+                c.batch(0, 0)
+            assert ei.value.code == cutmixd.Status.NOT_EVAL, name
+    # recipe keys at their neutral values augment nothing: eval clients may read it
+    with d.client("plain", eval=True) as c:
+        b = c.batch(0, 0)
+        assert (b.meta["n_ops"] == 0).all() and (b.meta["resize_interp"] == 1).all()
+    assert len(batches(d, "only_cj")) == 3
+    d.stop()
