@@ -1358,7 +1358,7 @@ static void test_shipped_configs(void **state)
 	config_destroy(&cfg);
 
 	/* the DeiT-S recipe, key by key as docs/CONFIG.md describes it */
-	snprintf(path, sizeof(path), "%s/config/deit.ini", oldcwd);
+	snprintf(path, sizeof(path), "%s/config/deit.ini", tu_oldcwd());
 	assert_int_equal(config_load(path, NULL, 0, &cfg, err, sizeof(err)), 0);
 	{
 		const struct pipeline_cfg *p = &cfg->pipelines[0];
