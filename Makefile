@@ -12,7 +12,7 @@ B       := $(OUT)/bin
 L       := $(OUT)/lib
 
 CC      ?= cc
-PKGS    := libzmq inih libjpeg libsystemd libsodium libmicrohttpd
+PKGS    := libzmq inih libjpeg libsystemd libsodium libmicrohttpd spng libwebp
 # A missing -dev package is named here, not as a wall of missing headers.
 # (Skipped for the goals that run scripts/deps.sh first and build in a sub-make.)
 ifeq ($(filter deps clean test demo bench asan tsan,$(MAKECMDGOALS)),)
@@ -111,9 +111,9 @@ TEST_DEPS_test_config  := daemon/config daemon/log daemon/policy daemon/rng
 TEST_DEPS_test_policy  := daemon/policy daemon/rng
 TEST_DEPS_test_rng     := daemon/rng
 TEST_DEPS_test_digest  := daemon/digest
-TEST_DEPS_test_dataset := daemon/dataset daemon/dataset_scan daemon/dataset_manifest daemon/beneath daemon/digest daemon/log daemon/config daemon/policy daemon/rng
+TEST_DEPS_test_dataset := daemon/dataset daemon/dataset_scan daemon/dataset_manifest daemon/beneath daemon/shards daemon/tarindex daemon/pack daemon/source daemon/decode daemon/imgfmt daemon/splice daemon/digest daemon/log daemon/config daemon/policy daemon/rng
 TEST_DEPS_test_sampler := daemon/sampler daemon/rng
-TEST_DEPS_test_decode  := daemon/decode daemon/beneath daemon/log
+TEST_DEPS_test_decode  := daemon/decode daemon/beneath daemon/imgfmt daemon/splice daemon/log
 TEST_DEPS_test_resize  := daemon/resize
 TEST_DEPS_test_augment := daemon/augment daemon/rng
 TEST_DEPS_test_wire    := proto/wire
@@ -124,7 +124,7 @@ TEST_DEPS_test_beneath := daemon/beneath
 TEST_DEPS_test_imgops  := daemon/imgops daemon/imgops_geom daemon/imgops_avx2
 TEST_DEPS_test_pool    := daemon/pool daemon/log
 TEST_DEPS_test_bufpool := daemon/bufpool
-TEST_DEPS_test_engine  := daemon/engine daemon/budget daemon/config daemon/dataset daemon/dataset_scan daemon/dataset_manifest daemon/beneath daemon/digest daemon/sampler daemon/rng daemon/log
+TEST_DEPS_test_engine  := daemon/engine daemon/budget daemon/config daemon/dataset daemon/dataset_scan daemon/dataset_manifest daemon/beneath daemon/shards daemon/tarindex daemon/pack daemon/source daemon/decode daemon/imgfmt daemon/splice daemon/digest daemon/sampler daemon/rng daemon/log
 
 define unit_rule
 $(BUILD)/tests/$(1): $(BUILD)/tests/unit/$(1).o $(call obj,$(UNIT_HELP)) $(addprefix $(BUILD)/,$(addsuffix .o,$(TEST_DEPS_$(1))))
@@ -137,7 +137,7 @@ $(foreach t,$(patsubst tests/unit/%.c,%,$(UNIT_SRC)),$(eval $(call unit_rule,$(t
 # Small programs the integration tests drive (decode, resize, imgops).
 TESTTOOL_SRC := $(wildcard tests/tools/*.c)
 TESTTOOL_BIN := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(TESTTOOL_SRC))
-$(BUILD)/tools/%: $(BUILD)/tests/tools/%.o $(call obj,daemon/decode.c daemon/beneath.c daemon/resize.c daemon/log.c daemon/imgops.c daemon/imgops_geom.c daemon/imgops_avx2.c)
+$(BUILD)/tools/%: $(BUILD)/tests/tools/%.o $(call obj,daemon/decode.c daemon/beneath.c daemon/imgfmt.c daemon/splice.c daemon/resize.c daemon/log.c daemon/imgops.c daemon/imgops_geom.c daemon/imgops_avx2.c)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(FINAL_LDFLAGS) -o $@ $^ $(FINAL_LIBS)
@@ -164,6 +164,7 @@ bench:
 	$(Q)scripts/deps.sh bench
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)$(PYTHON) scripts/bench.py
+	$(Q)$(PYTHON) scripts/bench_index.py
 
 SYSCONFDIR ?= /etc
 PYDIR      ?= $(PREFIX)/lib/python3/dist-packages

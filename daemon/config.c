@@ -198,6 +198,10 @@ static const struct option options[] = {
 	     D_(follow_symlinks), 0, F_DIGEST),
 	TEXT(SEC_DATASET, "digest_contents", OT_BOOL, "false",
 	     D_(digest_contents), 0, 0),
+	TEXT(SEC_DATASET, "shards", OT_PATH, NULL, D_(shards), 0, F_DIGEST),
+	TEXT(SEC_DATASET, "index_cache", OT_PATH, NULL, D_(index_cache), 0, 0),
+	TEXT(SEC_DATASET, "class_names", OT_PATH, NULL, D_(class_names), 0, F_DIGEST),
+	TEXT(SEC_DATASET, "pack", OT_PATH, NULL, D_(pack), 0, F_DIGEST),
 
 	/* [pipeline.NAME] */
 	TEXT(SEC_PIPELINE, "dataset", OT_NAME, "default", P_(dataset_name), 0,
@@ -1485,10 +1489,26 @@ static int check_all(struct loader *ld)
 			    "root = PATH)");
 	for (int i = 0; i < ld->n_secs; i++) {
 		struct section *s = &ld->secs[i];
+		const struct dataset_cfg *dc = s->base;
 
-		if (s->kind == SEC_DATASET && !((struct dataset_cfg *)s->base)->root)
+		if (s->kind != SEC_DATASET)
+			continue;
+		if (!dc->root && !dc->shards && !dc->pack)
 			return fail(ld, s->at, "[%s] root: required key is "
-				    "missing", s->text);
+				    "missing", s->text);  /* or shards */
+		if (!!dc->root + !!dc->shards + !!dc->pack > 1)
+			return fail(ld, s->at, "[%s] root, shards and pack: give one "
+				    "of them, not both", s->text);
+		if (dc->pack && (dc->manifest || dc->index_cache || dc->class_names))
+			return fail(ld, s->at, "[%s] pack: the pack's index names "
+				    "the samples and classes (no manifest, index_cache "
+				    "or class_names)", s->text);
+		if (dc->shards && dc->manifest)
+			return fail(ld, s->at, "[%s] manifest: not with shards "
+				    "(the tar members name the samples)", s->text);
+		if (!dc->shards && (dc->index_cache || dc->class_names))
+			return fail(ld, s->at, "[%s] %s: only with shards", s->text,
+				    dc->index_cache ? "index_cache" : "class_names");
 	}
 	if (cfg->n_pipelines == 0)
 		return fail(ld, file, "no pipeline section (add [pipeline.NAME])");
@@ -1606,6 +1626,10 @@ void config_destroy(config_t **cfgp)
 	for (int i = 0; i < cfg->n_datasets; i++) {
 		free(cfg->datasets[i].root);
 		free(cfg->datasets[i].manifest);
+		free(cfg->datasets[i].shards);
+		free(cfg->datasets[i].index_cache);
+		free(cfg->datasets[i].class_names);
+		free(cfg->datasets[i].pack);
 	}
 	free(cfg->path);
 	free(cfg);

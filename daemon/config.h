@@ -75,6 +75,10 @@ struct dataset_cfg {
 	char *manifest;           /* NULL: scan root/CLASS/... */
 	bool follow_symlinks;
 	bool digest_contents;     /* hash file bytes into the digest */
+	char *shards;             /* WebDataset tar pattern (shards.h), no root */
+	char *index_cache;        /* folder for shard index caches, or NULL */
+	char *class_names;        /* shards: one class name per line, or NULL */
+	char *pack;               /* DIR/index.cmxpack written by cutmixd pack */
 	int line;                 /* line of the section header */
 };
 

@@ -20,6 +20,7 @@
 #include "dataset_int.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -29,6 +30,8 @@
 
 #include "beneath.h"
 #include "log.h"
+#include "pack.h"
+#include "shards.h"
 
 void ds_set_err(char *err, size_t errlen, const char *fmt, ...)
 {
@@ -370,7 +373,8 @@ int dataset_open(const struct dataset_cfg *cfg, dataset_t **out,
 	if (!out)
 		return -EINVAL;
 	*out = NULL;
-	if (!cfg || !cfg->root || !*cfg->root) {
+	if (!cfg || ((!cfg->root || !*cfg->root) && !(cfg->shards && *cfg->shards) &&
+		     !(cfg->pack && *cfg->pack))) {
 		ds_set_err(err, errlen, "dataset '%s': no root given",
 			   cfg && cfg->name[0] ? cfg->name : "default");
 		return -EINVAL;
@@ -384,7 +388,7 @@ int dataset_open(const struct dataset_cfg *cfg, dataset_t **out,
 	snprintf(ds->name, sizeof(ds->name), "%s", cfg->name[0] ? cfg->name : "default");
 	ds->follow_symlinks = cfg->follow_symlinks;
 	ds->digest_contents = cfg->digest_contents;
-	ds->root = strdup(cfg->root);
+	ds->root = strdup(cfg->pack ? cfg->pack : cfg->shards ? cfg->shards : cfg->root);
 	if (!ds->root) {
 		ds_set_err(err, errlen, "dataset '%s': out of memory", ds->name);
 		rc = -ENOMEM;
@@ -394,6 +398,19 @@ int dataset_open(const struct dataset_cfg *cfg, dataset_t **out,
 	while (rl > 1 && ds->root[rl - 1] == '/')
 		ds->root[--rl] = '\0';
 
+	if (cfg->shards || cfg->pack) {
+		/* tar shards or a pack: their own index (shards.h, pack.h) */
+		rc = cfg->pack ? pack_load(cfg, ds, &ds->shards, err, errlen) :
+				 shards_load(cfg, ds, &ds->shards, err, errlen);
+		if (rc == 0 && ds->n == 0) {
+			ds_set_err(err, errlen, "dataset '%s': no samples in '%s'",
+				   ds->name, ds->root);
+			rc = -ENOENT;
+		}
+		if (rc)
+			goto out_destroy;
+		goto out_done;
+	}
 	rc = open_root(ds, err, errlen);
 	if (rc)
 		goto out_destroy;
@@ -404,11 +421,18 @@ int dataset_open(const struct dataset_cfg *cfg, dataset_t **out,
 	if (rc)
 		goto out_destroy;
 	if (ds->n == 0) {
-		ds_set_err(err, errlen, "dataset '%s': no JPEG files under %s",
-			   ds->name, ds->root);
+		ds_set_err(err, errlen, "dataset '%s': no image files (.jpg .jpeg .png "
+			   ".webp) under %s", ds->name, ds->root);
 		rc = -ENOENT;
 		goto out_destroy;
 	}
+	if (ds->skipped)
+		log_warning("dataset '%s': skipped %" PRIu64 " files that are not "
+			    ".jpg/.jpeg/.png/.webp (first: '%s'; --check lists them)%s",
+			    ds->name, ds->skipped, ds->skip_paths ? ds->skip_paths : "?",
+			    ds->skipped_tv ? "; some are .bmp/.ppm/.pgm/.tif, which "
+			    "torchvision's ImageFolder would load" : "");
+out_done:
 	compute_digest(ds);
 	free(ds->stamps);
 	ds->stamps = NULL;
@@ -438,6 +462,8 @@ void dataset_destroy(dataset_t **dsp)
 	free(ds->stamps);
 	free(ds->names);
 	free(ds->name_offs);
+	free(ds->skip_paths);
+	shards_destroy(&ds->shards);
 	free(ds);
 	*dsp = NULL;
 }
@@ -483,7 +509,7 @@ char *dataset_full_path(const dataset_t *ds, uint32_t i, char *buf, size_t len)
 {
 	const char *rel = dataset_path(ds, i);
 
-	if (!rel || !buf || len == 0)
+	if (!rel || !buf || len == 0 || ds->shards)
 		return NULL;
 	int n = snprintf(buf, len, "%s%s%s", ds->root, root_sep(ds), rel);
 	if (n < 0 || (size_t)n >= len)
@@ -502,7 +528,7 @@ int dataset_open_sample(const dataset_t *ds, uint32_t i)
 {
 	const char *rel = dataset_path(ds, i);
 
-	if (!rel)
+	if (!rel || ds->shards)
 		return -EINVAL;
 	/* O_NONBLOCK: a FIFO or device swapped in must not block a worker
 	 * in open(); the reader refuses anything but a regular file. */
@@ -546,7 +572,78 @@ size_t dataset_memory(const dataset_t *ds)
 	return sizeof(*ds) + strlen(ds->root) + 1 +
 	       ds->paths_cap + ds->offs_cap * sizeof(*ds->offs) +
 	       ds->labels_cap * sizeof(*ds->labels) +
-	       ds->names_cap + ds->classes_cap * sizeof(*ds->name_offs);
+	       ds->names_cap + ds->classes_cap * sizeof(*ds->name_offs) +
+	       ds->skip_cap + shards_memory(ds->shards);
+}
+
+static bool has_tv_only_ext(const char *name, size_t len)
+{
+	static const char *const exts[] = { ".ppm", ".bmp", ".pgm", ".tif", ".tiff" };
+
+	for (int i = 0; i < 5; i++) {
+		size_t el = strlen(exts[i]);
+		if (len > el && strcasecmp(name + len - el, exts[i]) == 0)
+			return true;
+	}
+	return false;
+}
+
+void ds_note_skipped(dataset_t *ds, const char *rel)
+{
+	size_t len = strlen(rel);
+
+	ds->skipped++;
+	if (has_tv_only_ext(rel, len))
+		ds->skipped_tv++;
+	if (ds->skip_listed >= SKIPPED_LISTED)
+		return;
+	void *np = ds_grow(ds->skip_paths, &ds->skip_cap, ds->skip_len + len + 1, 1);
+	if (!np)
+		return; /* still counted */
+	ds->skip_paths = np;
+	memcpy(ds->skip_paths + ds->skip_len, rel, len + 1);
+	ds->skip_len += len + 1;
+	ds->skip_listed++;
+}
+
+int dataset_push_sample(dataset_t *ds, const char *name, size_t len, int32_t label,
+			uint64_t stamp_a, uint64_t stamp_b)
+{
+	struct stamp st = { stamp_a, stamp_b };
+
+	return ds_push_path(ds, name, len, label, &st);
+}
+
+int dataset_push_class(dataset_t *ds, const char *name, size_t len)
+{
+	return ds_push_name(ds, name, len);
+}
+
+void dataset_add_skipped(dataset_t *ds, uint64_t n)
+{
+	ds->skipped += n;
+}
+
+const struct shards *dataset_shards(const dataset_t *ds)
+{
+	return ds ? ds->shards : NULL;
+}
+
+uint64_t dataset_skipped(const dataset_t *ds)
+{
+	return ds ? ds->skipped : 0;
+}
+
+const char *dataset_skipped_path(const dataset_t *ds, uint32_t i)
+{
+	const char *p;
+
+	if (!ds || i >= ds->skip_listed)
+		return NULL;
+	p = ds->skip_paths;
+	while (i--)
+		p += strlen(p) + 1;
+	return p;
 }
 
 void dataset_digest(const dataset_t *ds, struct sha256 *s)

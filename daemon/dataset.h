@@ -10,13 +10,16 @@
  * Two ways to describe a dataset:
  *   root only    one folder per class; class index = position of the folder
  *                name in byte-wise sorted order (torchvision ImageFolder);
- *                files are found recursively, *.jpg / *.jpeg in any case,
- *                sorted by path within a class; other files are ignored.
+ *                files are found recursively, *.jpg / *.jpeg / *.png /
+ *                *.webp in any case, sorted by path within a class; other
+ *                regular files are skipped: counted (dataset_skipped), the
+ *                first 1000 named, a warning at start-up.
  *   manifest     a text file of "path<TAB>class" lines, paths relative to
  *                root, in file order. If every class field is a decimal
  *                integer they are class indices (num_classes = max + 1);
  *                otherwise they are names, indexed in sorted order.
  *                Blank lines and lines starting with '#' are skipped.
+ * A third, `shards` (shards.h): WebDataset tar files read in place.
  * Paths may not escape the root: no absolute paths, no "..", and (unless
  * follow_symlinks) no symbolic link that leaves it, nor any absolute link.
  * That rule is applied at every open (beneath.h), not only while the index
@@ -79,5 +82,23 @@ void dataset_digest(const dataset_t *ds, struct sha256 *s);
 /* Bytes the index holds (struct, root, arenas, arrays), for tests and
  * start-up logging. */
 size_t dataset_memory(const dataset_t *ds);
+/* Regular files a folder scan skipped (not an image extension it
+ * indexes), and the path of the i-th of the first 1000 (NULL past them). */
+uint64_t dataset_skipped(const dataset_t *ds);
+
+/* For index builders of other sources (shards.c, pack.c): append a sample
+ * (name relative to the source, label, and a two-word stamp the digest
+ * covers: e.g. the shard's size and mtime) or a class name; 0 or -ENOMEM /
+ * -E2BIG. dataset_add_skipped counts samples a builder left out. */
+int dataset_push_sample(dataset_t *ds, const char *name, size_t len, int32_t label,
+			uint64_t stamp_a, uint64_t stamp_b);
+int dataset_push_class(dataset_t *ds, const char *name, size_t len);
+void dataset_add_skipped(dataset_t *ds, uint64_t n);
+/* The shard index of a [dataset] shards = ... dataset, else NULL (its
+ * dataset_path is "KEY.EXT"; dataset_full_path gives NULL and
+ * dataset_open_sample -EINVAL: read it with source_read()). */
+struct shards;
+const struct shards *dataset_shards(const dataset_t *ds);
+const char *dataset_skipped_path(const dataset_t *ds, uint32_t i);
 
 #endif

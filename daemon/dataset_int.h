@@ -50,6 +50,16 @@ struct dataset {
 	size_t num_classes, classes_cap;
 
 	uint32_t skipped_dirs; /* folders a scan could not read */
+
+	/* regular files a scan did not index: all counted, the first
+	 * SKIPPED_LISTED named (arena of NUL-terminated relative paths);
+	 * also the samples a shard index left out */
+	uint64_t skipped, skipped_tv;  /* _tv: torchvision would load them */
+	char *skip_paths;
+	size_t skip_len, skip_cap;
+	uint32_t skip_listed;
+
+	struct shards *shards; /* shards or pack: where each sample's bytes are */
 	uint8_t digest[DIGEST_SIZE];
 };
 
@@ -71,6 +81,11 @@ int ds_sort_range(dataset_t *ds, size_t first);
 /* Open a file or folder of the dataset relative to the root under the
  * containment rules (beneath.h): fd or -errno. */
 int ds_open(const dataset_t *ds, const char *rel, int flags);
+
+/* A regular file under a class folder that is not an image the scan
+ * indexes: counted, and named while fewer than SKIPPED_LISTED are. */
+#define SKIPPED_LISTED 1000
+void ds_note_skipped(dataset_t *ds, const char *rel);
 
 int ds_scan_root(dataset_t *ds, char *err, size_t errlen);
 int ds_load_manifest(dataset_t *ds, const char *file, char *err, size_t errlen);

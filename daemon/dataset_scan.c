@@ -169,11 +169,17 @@ static const char *rel_of(const struct scan *sc)
 	return sc->full + sc->rel_off;
 }
 
+/* What a scan indexes: the formats decode.c reads (JPEG, PNG, WebP). */
 static bool has_jpeg_ext(const char *name, size_t len)
 {
-	if (len > 4 && strcasecmp(name + len - 4, ".jpg") == 0)
-		return true;
-	return len > 5 && strcasecmp(name + len - 5, ".jpeg") == 0;
+	static const char *const exts[] = { ".jpg", ".jpeg", ".png", ".webp" };
+
+	for (int i = 0; i < 4; i++) {
+		size_t el = strlen(exts[i]);
+		if (len > el && strcasecmp(name + len - el, exts[i]) == 0)
+			return true;
+	}
+	return false;
 }
 
 /* Errors that skip one folder or link instead of failing the scan: the
@@ -278,6 +284,8 @@ static int visit_link(struct scan *sc, bool jpeg, size_t len, int32_t label)
 	} else if (S_ISDIR(st.st_mode)) {
 		int dfd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_NONBLOCK | O_CLOEXEC);
 		rc = dfd < 0 ? skip_dir(sc, -errno) : walk(sc, dfd, len, label);
+	} else if (S_ISREG(st.st_mode) && !jpeg) {
+		ds_note_skipped(ds, rel_of(sc));
 	} else if (S_ISREG(st.st_mode) && jpeg) {
 		if (ds->digest_contents) {
 			int rfd = ds_open(ds, rel_of(sc), O_RDONLY | O_NONBLOCK | O_NOCTTY);
@@ -315,6 +323,8 @@ static int visit(struct scan *sc, int dfd, const char *name, unsigned char type,
 				 O_NONBLOCK | O_CLOEXEC);
 		return cfd < 0 ? skip_dir(sc, -errno) : walk(sc, cfd, len, label);
 	}
+	if (type == DT_REG && !jpeg)
+		ds_note_skipped(sc->ds, rel_of(sc));
 	if (type == DT_REG)
 		return jpeg ? visit_file(sc, dfd, name, len, label) : 0;
 	if (type == DT_LNK)
@@ -452,7 +462,7 @@ static int scan_classes(struct scan *sc, const struct entries *e, const bool *cl
 		if (rc)
 			break;
 		if (ds->n == first)
-			log_warning("dataset '%s': class '%s' has no JPEG files under '%s'",
+			log_warning("dataset '%s': class '%s' has no image files under '%s'",
 				    ds->name, name, ds->root);
 		rc = ds_sort_range(ds, first);
 		if (rc)

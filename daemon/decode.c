@@ -82,6 +82,8 @@
 #include <jerror.h>
 
 #include "beneath.h"
+#include "imgfmt.h"
+#include "splice.h"
 #include "scratch.h"
 
 /* TurboJPEG's TJFLAG_LIMITSCANS limit: a progressive file with more scans
@@ -98,7 +100,8 @@ struct decode_jerr {
 	int rc;                    /* negative errno for the longjmp */
 };
 
-enum decoder_state { DECODER_IDLE = 0, DECODER_HEADER };
+/* DECODER_OTHER: a PNG or WebP image is open in d->other (imgfmt.h). */
+enum decoder_state { DECODER_IDLE = 0, DECODER_HEADER, DECODER_OTHER };
 
 struct decoder {
 	struct jpeg_decompress_struct cinfo;
@@ -121,6 +124,18 @@ struct decoder {
 	size_t scan_cap;
 	JSAMPROW *rows;            /* row pointers into rgb */
 	size_t rows_cap;           /* in bytes */
+
+	imgfmt_t *other;           /* PNG and WebP, created on first use */
+
+	/* decoder_set_segments(): a packed JPEG's restart segments, used by
+	 * decoder_read() to decode only the MCU rows it needs (splice.h) */
+	const uint32_t *segs;
+	uint32_t nsegs;
+	bool in_splice;            /* decoding the spliced copy */
+	const uint8_t *data;       /* the open image's bytes */
+	size_t len;
+	uint8_t *spl;              /* the spliced copy */
+	size_t spl_cap;
 
 	char errbuf[256];
 };
@@ -286,6 +301,8 @@ void decoder_destroy(decoder_t **dp)
 	free(d->rgb);
 	free(d->scan);
 	free(d->rows);
+	imgfmt_destroy(&d->other);
+	free(d->spl);
 	free(d);
 	*dp = NULL;
 }
@@ -297,7 +314,7 @@ const char *decoder_error(const decoder_t *d)
 
 static void decoder_end_image(decoder_t *d)
 {
-	if (d->state != DECODER_IDLE)
+	if (d->state == DECODER_HEADER)
 		jpeg_abort_decompress(&d->cinfo);
 	d->state = DECODER_IDLE;
 }
@@ -316,6 +333,11 @@ static void decoder_trim(decoder_t *d)
 		d->rgb = NULL;
 		d->rgb_cap = 0;
 	}
+	if (d->spl_cap > DECODE_KEEP_BYTES) {
+		free(d->spl);
+		d->spl = NULL;
+		d->spl_cap = 0;
+	}
 	if (d->scan_cap + d->rows_cap > DECODE_KEEP_BYTES / 16) {
 		free(d->scan);
 		free(d->rows);
@@ -327,7 +349,7 @@ static void decoder_trim(decoder_t *d)
 
 size_t decoder_retained(const decoder_t *d)
 {
-	return d ? d->in_cap + d->rgb_cap + d->scan_cap + d->rows_cap : 0;
+	return d ? d->in_cap + d->rgb_cap + d->scan_cap + d->rows_cap + d->spl_cap : 0;
 }
 
 bool decode_error_transient(int rc)
@@ -415,6 +437,7 @@ int decode_read_fd(decoder_t *d, int fd, const char *name,
 	/* The input buffer may move: an image open on it must not outlive it. */
 	decoder_end_image(d);
 	decoder_trim(d);
+	decoder_set_segments(d, NULL, 0);
 	d->errbuf[0] = '\0';
 	if (fd < 0) {
 		decoder_set_error(d, "decode: %sopen: %s", q, beneath_strerror(fd));
@@ -457,6 +480,47 @@ out_close:
 	return rc;
 }
 
+void decoder_set_segments(decoder_t *d, const uint32_t *segs, uint32_t n)
+{
+	d->segs = n ? segs : NULL;
+	d->nsegs = n;
+}
+
+uint8_t *decoder_input_buffer(decoder_t *d, size_t need)
+{
+	decoder_end_image(d);
+	decoder_trim(d);
+	decoder_set_segments(d, NULL, 0);
+	if (scratch_grow((void **)&d->in, &d->in_cap, need ? need : 1) < 0)
+		return NULL;
+	return d->in;
+}
+
+/* PNG or WebP: the header through imgfmt.c, the same limits. */
+static int decoder_open_other(decoder_t *d, enum imgfmt_kind f, const uint8_t *data,
+			      size_t len, const struct decode_limits *lim,
+			      int *width, int *height)
+{
+	int w, h, rc;
+
+	if (!d->other && !(d->other = imgfmt_new())) {
+		decoder_set_error(d, "%s: out of memory", imgfmt_name(f));
+		return -ENOMEM;
+	}
+	rc = imgfmt_open(d->other, f, data, len, lim ? lim->max_pixels : 0, &w, &h,
+			 d->errbuf, sizeof(d->errbuf));
+	if (rc)
+		return rc;
+	d->state = DECODER_OTHER;
+	d->width = w;
+	d->height = h;
+	if (width)
+		*width = w;
+	if (height)
+		*height = h;
+	return 0;
+}
+
 int decoder_open(decoder_t *d, const uint8_t *data, size_t len,
 		 const struct decode_limits *lim, int *width, int *height)
 {
@@ -478,6 +542,9 @@ int decoder_open(decoder_t *d, const uint8_t *data, size_t len,
 		decoder_set_error(d, "jpeg: empty input");
 		return -EBADMSG;
 	}
+	enum imgfmt_kind fmt = imgfmt_detect(data, len);
+	if (fmt == IMGFMT_PNG || fmt == IMGFMT_WEBP)
+		return decoder_open_other(d, fmt, data, len, lim, width, height);
 	if (len > ULONG_MAX) {
 		decoder_set_error(d, "jpeg: input of %zu bytes is too large", len);
 		return -EFBIG;
@@ -500,6 +567,8 @@ int decoder_open(decoder_t *d, const uint8_t *data, size_t len,
 		goto out_abort;
 	}
 	d->state = DECODER_HEADER;
+	d->data = data;
+	d->len = len;
 	jpeg_mem_src(ci, data, (unsigned long)len);
 	jpeg_read_header(ci, TRUE);
 
@@ -571,7 +640,7 @@ void decoder_scaled_size(const decoder_t *d, int denom, int *w, int *h)
 {
 	int sw = 0, sh = 0;
 
-	if (d && d->state == DECODER_HEADER && valid_denom(denom)) {
+	if (d && d->state != DECODER_IDLE && valid_denom(denom)) {
 		sw = scaled(d->width, denom);
 		sh = scaled(d->height, denom);
 	}
@@ -725,6 +794,66 @@ static int decoder_read_guarded(decoder_t *d, int denom, int cx0, int y0,
 				 stride_out);
 }
 
+/*
+ * The rows [y0,y1) from a copy holding only the MCU rows they need (plus
+ * the upsampling margin of splice.h). -EAGAIN: the file is not laid out
+ * as `cutmixd pack` writes it; the caller decodes it whole.
+ */
+static int decoder_read_spliced(decoder_t *d, int denom, int x0, int y0, int x1,
+				int y1, struct decoded *out)
+{
+	struct jpeg_decompress_struct *ci = &d->cinfo;
+	int vmax = ci->max_v_samp_factor, hmax = ci->max_h_samp_factor, rc;
+	bool vsub = false, hsub = false;
+
+	if (ci->progressive_mode || ci->num_components < 1 || d->cmyk)
+		return -EAGAIN;
+	for (int c = 0; c < ci->num_components; c++) {
+		vsub |= ci->comp_info[c].v_samp_factor < vmax;
+		hsub |= ci->comp_info[c].h_samp_factor < hmax;
+	}
+	/* one component: the scan is not interleaved, an MCU is one block */
+	int mcu_h = ci->num_components == 1 ? 8 : 8 * vmax;
+	int mcu_w = ci->num_components == 1 ? 8 : 8 * hmax;
+	uint32_t rows = (uint32_t)((d->height + mcu_h - 1) / mcu_h);
+	uint32_t per_row = (uint32_t)((d->width + mcu_w - 1) / mcu_w);
+	uint32_t k = ci->restart_interval, ipr = k ? per_row / k : 0;
+	if (!k || ipr * k != per_row || (uint64_t)rows * ipr != d->nsegs)
+		return -EAGAIN;
+	int mh = mcu_h / denom, iw = (int)k * mcu_w / denom;  /* in output pixels */
+	uint32_t r0 = (uint32_t)(y0 / mh), r1 = (uint32_t)((y1 + mh - 1) / mh);
+	uint32_t c0 = (uint32_t)(x0 / iw), c1 = (uint32_t)((x1 + iw - 1) / iw);
+	/* the chroma margin of splice.h, in each subsampled direction */
+	if (vsub && r0 > 0 && y0 == (int)r0 * mh)
+		r0--;
+	if (vsub && r1 < rows && y1 == (int)r1 * mh)
+		r1++;
+	if (hsub && c0 > 0 && x0 == (int)c0 * iw)
+		c0--;
+	if (hsub && c1 < ipr && x1 == (int)c1 * iw)
+		c1++;
+	if (r0 == 0 && r1 == rows && c0 == 0 && c1 == ipr)
+		return -EAGAIN;  /* everything: nothing to cut */
+	int top = (int)r0 * mcu_h, left = (int)c0 * (int)k * mcu_w;
+	int h = (int)r1 * mcu_h < d->height ? (int)r1 * mcu_h - top : d->height - top;
+	int wd = (int)(c1 * k) * mcu_w < d->width ? (int)(c1 * k) * mcu_w - left :
+		 d->width - left;
+	size_t n = 0;
+	rc = splice_rect(d->data, d->len, d->segs, d->nsegs, ipr, r0, r1, c0, c1,
+			 (uint32_t)wd, (uint32_t)h, &d->spl, &d->spl_cap, &n);
+	if (rc)
+		return -EAGAIN;
+	int w, hh;
+	rc = decoder_open(d, d->spl, n, NULL, &w, &hh);
+	if (rc == 0) {
+		int ox = (int)c0 * iw, oy = (int)r0 * mh;
+		d->in_splice = true;
+		rc = decoder_read(d, denom, x0 - ox, y0 - oy, x1 - ox, y1 - oy, out);
+		d->in_splice = false;
+	}
+	return rc;
+}
+
 int decoder_read(decoder_t *d, int denom, int x0, int y0, int x1, int y1,
 		 struct decoded *out)
 {
@@ -732,7 +861,7 @@ int decoder_read(decoder_t *d, int denom, int x0, int y0, int x1, int y1,
 	size_t stride = 0;
 
 	memset(out, 0, sizeof(*out));
-	if (d->state != DECODER_HEADER) {
+	if (d->state == DECODER_IDLE) {
 		decoder_set_error(d, "jpeg: read: no image open");
 		return -EINVAL;
 	}
@@ -749,6 +878,20 @@ int decoder_read(decoder_t *d, int denom, int x0, int y0, int x1, int y1,
 		decoder_set_error(d, "jpeg: read: region [%d,%d)x[%d,%d) is not "
 				  "inside the %dx%d image", x0, x1, y0, y1, sw, sh);
 		rc = -EINVAL;
+		goto out_abort;
+	}
+	if (d->segs && !d->in_splice && d->state == DECODER_HEADER) {
+		rc = decoder_read_spliced(d, denom, x0, y0, x1, y1, out);
+		if (rc != -EAGAIN)
+			return rc;
+	}
+	if (d->state == DECODER_OTHER) {
+		rc = imgfmt_read(d->other, denom, x0, y0, x1, y1, &out->rgb,
+				 &out->stride, d->errbuf, sizeof(d->errbuf));
+		if (rc == 0) {
+			out->width = x1 - x0;
+			out->height = y1 - y0;
+		}
 		goto out_abort;
 	}
 	/* One column of margin on each side where the image has one, and a

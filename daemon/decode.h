@@ -97,6 +97,21 @@ bool decode_error_transient(int rc);
 size_t decoder_retained(const decoder_t *d);
 
 /*
+ * The decoder's input buffer grown to `need` bytes, for a caller that reads
+ * the bytes itself (a tar member, shards.c); valid until the next read into
+ * it. Any open image is closed first. NULL when out of memory.
+ */
+uint8_t *decoder_input_buffer(decoder_t *d, size_t need);
+
+/*
+ * Restart-segment offsets of the next image opened (a packed JPEG, pack.h):
+ * decoder_read() then decodes only the MCU rows a region needs (splice.h),
+ * with the same pixels. The array must stay valid while the image is open;
+ * cleared by decode_read_file() and decoder_input_buffer().
+ */
+void decoder_set_segments(decoder_t *d, const uint32_t *segs, uint32_t n);
+
+/*
  * Parse headers of `data` (must stay valid until the next open). Checks
  * the declared size against lim before anything is allocated for pixels.
  * Any image still open is closed first.

@@ -113,8 +113,9 @@ char *info_json(const engine_t *e, int pipeline, uint32_t rank, uint32_t world,
 		sb_json_str(&b, p->name);
 		sb_printf(&b, ",\"eval\":%s,\"dataset\":", p->eval ? "true" : "false");
 		sb_json_str(&b, cfg->datasets[p->dataset].name);
-		sb_printf(&b, ",\"dataset_size\":%u,\"num_classes\":%u,\"class_names\":[",
-			  dataset_size(rt->ds), K);
+		sb_printf(&b, ",\"dataset_size\":%u,\"skipped_files\":%llu,"
+			  "\"num_classes\":%u,\"class_names\":[", dataset_size(rt->ds),
+			  (unsigned long long)dataset_skipped(rt->ds), K);
 		for (uint32_t k = 0; k < K; k++) {
 			sb_printf(&b, k ? "," : "");
 			sb_json_str(&b, dataset_class_name(rt->ds, k));

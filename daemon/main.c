@@ -25,6 +25,7 @@
 #include "engine.h"
 #include "keys.h"
 #include "log.h"
+#include "pack.h"
 #include "pool.h"
 #include "server.h"
 #include "stats.h"
@@ -46,6 +47,8 @@ static void usage(FILE *f)
 		"                                  print a running daemon's counters (JSON)\n"
 		"       cutmixd keygen NAME        write a CURVE key pair: NAME.key (secret,\n"
 		"                                  mode 0600) and NAME.pub (public)\n"
+		"       cutmixd pack -c FILE [--dataset NAME] [--shard-bytes N] OUTDIR\n"
+		"                                  rewrite a dataset as a pack (docs/CONFIG.md)\n"
 		"       cutmixd --version | --help\n"
 		"\n"
 		"Serve augmented JPEG batches (Cutout, CutMix, MixUp, soft labels) over ZeroMQ.\n"
@@ -76,6 +79,22 @@ static void print_summary(const engine_t *e, const struct server_keys *k)
 		printf("  dataset %-10s %u files, %u classes, root %s\n",
 		       cfg->datasets[d].name, dataset_size(e->datasets[d]),
 		       dataset_num_classes(e->datasets[d]), dataset_root(e->datasets[d]));
+	for (int d = 0; d < cfg->n_datasets; d++)
+		printf("  dataset %-10s index memory %zu bytes\n", cfg->datasets[d].name,
+		       dataset_memory(e->datasets[d]));
+	for (int d = 0; d < cfg->n_datasets; d++) {
+		const char *sp;
+		uint64_t ns = dataset_skipped(e->datasets[d]);
+		uint32_t j = 0;
+
+		if (ns)
+			printf("  dataset %-10s skipped %llu files (not .jpg .jpeg .png .webp):\n",
+			       cfg->datasets[d].name, (unsigned long long)ns);
+		for (; (sp = dataset_skipped_path(e->datasets[d], j)); j++)
+			printf("    skipped %s\n", sp);
+		if (ns > j)
+			printf("    ... and %llu more\n", (unsigned long long)(ns - j));
+	}
 	for (int i = 0; i < cfg->n_pipelines; i++) {
 		const struct pipeline_rt *rt = &e->pipelines[i];
 		printf("  pipeline %-9s %s, batch %u, %ux%u, %u batches per epoch (world 1)\n",
@@ -270,6 +289,10 @@ int main(int argc, char **argv)
 	if (argc >= 2 && strcmp(argv[1], "keygen") == 0) {
 		free(sets);
 		return cmd_keygen(argc, argv);
+	}
+	if (argc >= 2 && strcmp(argv[1], "pack") == 0) {
+		free(sets);
+		return pack_main(argc, argv);
 	}
 	while ((opt = getopt_long(argc, argv, "c:s:Vh", longopts, NULL)) != -1) {
 		switch (opt) {

@@ -27,6 +27,7 @@
 #include "policy.h"
 #include "rng.h"
 #include "scratch.h"
+#include "source.h"
 
 /* How many different files a sample tries before its batch fails. */
 #define MAX_REPLACE_TRIES 16
@@ -55,12 +56,13 @@ static int load_sample(struct worker_ctx *w, batch_t *b, uint32_t source,
 	size_t len;
 	int W, H, rc;
 
-	/* opened relative to the dataset root: containment is checked at
-	 * every open (dataset.h), not only when the index was built */
-	rc = decode_read_fd(w->dec, dataset_open_sample(b->pl->ds, source),
-			    NULL, &lim, &data, &len);
-	if (rc == 0)
-		rc = decoder_open(w->dec, data, len, &lim, &W, &H);
+	/* a file (opened beneath the root: source.c), a tar member or a
+	 * pack entry, into the decoder's input buffer */
+	rc = source_read(b->pl->ds, source, w->dec, &lim, &data, &len, w->why,
+			 sizeof(w->why));
+	if (rc)
+		return rc;
+	rc = decoder_open(w->dec, data, len, &lim, &W, &H);
 	if (rc) {
 		snprintf(w->why, sizeof(w->why), "%s", decoder_error(w->dec));
 		return rc;

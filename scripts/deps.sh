@@ -6,7 +6,7 @@
 set -eu
 
 pkgs="build-essential pkgconf libjpeg62-turbo-dev libturbojpeg0-dev libzmq3-dev
-libinih-dev libsystemd-dev libcmocka-dev python3-zmq python3-numpy
+libinih-dev libsystemd-dev libcmocka-dev libspng-dev libwebp-dev python3-zmq python3-numpy
 python3-pytest python3-pil iproute2 libsodium-dev libmicrohttpd-dev prometheus groff
 man-db python3-yaml systemd shellcheck"
 case "${1:-}" in

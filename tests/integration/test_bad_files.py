@@ -1,4 +1,4 @@
-"""Unreadable files in the dataset (truncated JPEGs, a PNG, text and an empty
+"""Unreadable files in the dataset (truncated JPEGs, a GIF, text and an empty
 file, all named .jpg) are replaced by a readable sample: status 1,
 source != index, label = the source's class, pixels = the source's; batches
 keep their size and STATS counts them."""
@@ -24,8 +24,9 @@ def ds_bad(tmp_path_factory):
                                     subsampling="420", seed=21)
     names = sorted({s.class_name for s in good}, key=str.encode)
     src = (root / good[0].path).read_bytes()
-    png = io.BytesIO()
-    Image.new("RGB", (64, 64), (10, 200, 30)).save(png, "PNG")
+    # (a PNG named .jpg decodes since PNG support: formats go by magic bytes)
+    gif = io.BytesIO()
+    Image.new("RGB", (64, 64), (10, 200, 30)).save(gif, "GIF")
     # An SOS marker followed by scan data cut in the middle: libjpeg only warns
     # ("premature end of data"), which must still count as a bad file.
     cut = int(len(src) * 0.6)
@@ -33,7 +34,7 @@ def ds_bad(tmp_path_factory):
     bad = {
         names[0] + "/bad_trunc_scan.jpg": src[:cut],
         names[1] + "/bad_trunc_header.jpg": src[:120],
-        names[2] + "/bad_png.jpg": png.getvalue(),
+        names[2] + "/bad_gif.jpg": gif.getvalue(),
         names[3] + "/bad_text.jpg": b"this is not a JPEG file\n" * 20,
         names[0] + "/bad_empty.jpg": b"",
         names[1] + "/bad_garbage.jpg": b"\xff\xd8\xff" + bytes(range(256)) * 8,

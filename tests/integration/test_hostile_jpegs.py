@@ -233,7 +233,7 @@ class Case:
 
 JPEGTRAN_CASES = ("arithmetic", "restart_jpegtran")
 CASE_NAMES = (
-    "empty", "trunc_header", "trunc_body", "garbage", "soi_garbage", "random", "png", "text",
+    "empty", "trunc_header", "trunc_body", "garbage", "soi_garbage", "random", "png", "gif", "text",
     "bitflip", "bad_huffman", "bomb", "zero_height", "zero_width", "eoi_only",
     "prefix_garbage", "precision12", "trunc_below_crop", "suffix_garbage", "one_by_one",
     "tall_1x4000", "big_6000x4000", "cmyk", "progressive", "restart_dri3", "exif_rotated",
@@ -249,6 +249,8 @@ def build_cases(tmp):
     assert dht + 10 < scan
     png = io.BytesIO()
     pic.save(png, "PNG")
+    gif = io.BytesIO()
+    pic.save(gif, "GIF")
     prefix = b"\x00" + rng.bytes(99)  # never starts like a JPEG
     tall = jpeg_bytes(gen_dataset.render(2, 98, (SIZE, 8 * SIZE), seed=5), quality=90,
                       subsampling=2)
@@ -261,7 +263,9 @@ def build_cases(tmp):
         Case("garbage", bytes(range(256)) * 8, BAD),
         Case("soi_garbage", b"\xff\xd8\xff" + rng.bytes(3000), BAD),
         Case("random", rng.bytes(4096), BAD),
-        Case("png", png.getvalue(), BAD),
+        # a PNG named .jpg: decoded by its magic bytes since PNG support
+        Case("png", png.getvalue(), GOOD, "pil"),
+        Case("gif", gif.getvalue(), BAD),
         Case("text", b"<html>this is not a JPEG</html>\n" * 40, BAD),
         # scrambled entropy data: libjpeg notices when it reaches the end of
         # the scan ("N extraneous bytes before marker 0xd9"; djpeg prints it)

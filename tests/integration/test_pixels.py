@@ -162,12 +162,12 @@ def test_scaled_region_equals_scaled_full(imgtool, jpegs, tmp_path, name, denom)
 
 
 def test_decode_errors_are_reported(imgtool, tmp_path):
-    png = tmp_path / "x.jpg"
-    Image.new("RGB", (4, 4)).save(png, format="PNG")
-    r = subprocess.run([imgtool, "decode", str(png), str(tmp_path / "o.ppm")],
+    gif = tmp_path / "x.jpg"   # PNG and WebP decode now (test_formats.py)
+    Image.new("RGB", (4, 4)).save(gif, format="GIF")
+    r = subprocess.run([imgtool, "decode", str(gif), str(tmp_path / "o.ppm")],
                        capture_output=True, text=True)
     assert r.returncode == 1
-    assert "jpeg: not a JPEG file: starts with 0x89 0x50" in r.stderr
+    assert "jpeg: not a JPEG file: starts with 0x47 0x49" in r.stderr
     r = subprocess.run([imgtool, "decode", str(tmp_path / "missing.jpg"),
                         str(tmp_path / "o.ppm")], capture_output=True, text=True)
     assert r.returncode == 1 and "missing.jpg" in r.stderr

@@ -239,9 +239,10 @@ static void test_scan_order(void **state)
 	static const char *const paths[] = {
 		"Bird/q.jpg",
 		"cat/a.JPEG", "cat/b.jpg", "cat/sub/c.jpg", "cat/sub/deeper/d.Jpg",
+		"cat/x.png",
 		"dog/A.jpg", "dog/B.jPeG", "dog/z.jpeg",
 	};
-	static const int32_t labels[] = { 0, 1, 1, 1, 1, 2, 2, 2 };
+	static const int32_t labels[] = { 0, 1, 1, 1, 1, 1, 2, 2, 2 };
 	struct tree t;
 	dataset_t *ds = NULL;
 	char err[512], buf[PATH_MAX], want[PATH_MAX];
@@ -250,7 +251,13 @@ static void test_scan_order(void **state)
 	make_basic_tree(&t);
 	assert_int_equal(open_ds(t.root, NULL, false, &ds, err, sizeof(err)), 0);
 	assert_non_null(ds);
-	expect_entries(ds, paths, labels, 8);
+	expect_entries(ds, paths, labels, 9);
+	/* regular files under class folders that are not images: counted and
+	 * named (hidden ones and files at the top level are not) */
+	assert_int_equal(dataset_skipped(ds), 4);
+	assert_non_null(dataset_skipped_path(ds, 3));
+	assert_null(dataset_skipped_path(ds, 4));
+	assert_non_null(strstr(logbuf, "skipped 4 files"));
 
 	assert_int_equal(dataset_num_classes(ds), 4);
 	assert_string_equal(dataset_class_name(ds, 0), "Bird");
@@ -258,7 +265,7 @@ static void test_scan_order(void **state)
 	assert_string_equal(dataset_class_name(ds, 2), "dog");
 	assert_string_equal(dataset_class_name(ds, 3), "empty");
 	assert_null(dataset_class_name(ds, 4));
-	assert_non_null(strstr(logbuf, "class 'empty' has no JPEG files"));
+	assert_non_null(strstr(logbuf, "class 'empty' has no image files"));
 
 	assert_string_equal(dataset_root(ds), t.root);
 	fmt(want, sizeof(want), "%s/cat/sub/deeper/d.Jpg", t.root);
@@ -266,9 +273,9 @@ static void test_scan_order(void **state)
 	assert_string_equal(buf, want);
 	assert_null(dataset_full_path(ds, 4, buf, strlen(want)));
 	assert_non_null(dataset_full_path(ds, 4, buf, strlen(want) + 1));
-	assert_null(dataset_full_path(ds, 8, buf, sizeof(buf)));
-	assert_null(dataset_path(ds, 8));
-	assert_int_equal(dataset_label(ds, 8), -1);
+	assert_null(dataset_full_path(ds, 9, buf, sizeof(buf)));
+	assert_null(dataset_path(ds, 9));
+	assert_int_equal(dataset_label(ds, 9), -1);
 
 	/* trailing slashes on the root change nothing */
 	char hex1[65], hex2[65], root2[PATH_MAX];
@@ -280,7 +287,7 @@ static void test_scan_order(void **state)
 
 	fmt(root2, sizeof(root2), "%s//", t.root);
 	assert_int_equal(open_ds(root2, NULL, false, &ds, err, sizeof(err)), 0);
-	expect_entries(ds, paths, labels, 8);
+	expect_entries(ds, paths, labels, 9);
 	assert_string_equal(dataset_root(ds), t.root);
 	assert_non_null(dataset_full_path(ds, 4, buf, sizeof(buf)));
 	assert_string_equal(buf, want);
@@ -291,7 +298,7 @@ static void test_scan_order(void **state)
 	/* one more file changes the digest */
 	mk(&t, "dog/zz.jpg");
 	assert_int_equal(open_ds(t.root, NULL, false, &ds, err, sizeof(err)), 0);
-	assert_int_equal(dataset_size(ds), 9);
+	assert_int_equal(dataset_size(ds), 10);
 	digest_of(ds, hex2);
 	assert_string_not_equal(hex1, hex2);
 	dataset_destroy(&ds);
@@ -723,10 +730,11 @@ static void test_open_errors(void **state)
 	assert_int_equal(open_ds(t.root, t.base, false, &ds, err, sizeof(err)), -EISDIR);
 
 	/* empty: nothing, then only non-JPEG and hidden files */
-	fmt(want, sizeof(want), "dataset 'default': no JPEG files under %s", t.root);
+	fmt(want, sizeof(want), "dataset 'default': no image files (.jpg .jpeg .png "
+	    ".webp) under %s", t.root);
 	assert_int_equal(open_ds(t.root, NULL, false, &ds, err, sizeof(err)), -ENOENT);
 	assert_string_equal(err, want);
-	mk(&t, "cat/a.png");
+	mk(&t, "cat/a.gif");
 	mk(&t, "cat/.b.jpg");
 	mk(&t, "c.jpg");
 	mk(&t, ".hidden/d.jpg");
@@ -739,7 +747,8 @@ static void test_open_errors(void **state)
 	strcpy(cfg.name, "imgs");
 	cfg.root = t.root;
 	assert_int_equal(dataset_open(&cfg, &ds, err, sizeof(err)), -ENOENT);
-	fmt(want, sizeof(want), "dataset 'imgs': no JPEG files under %s", t.root);
+	fmt(want, sizeof(want), "dataset 'imgs': no image files (.jpg .jpeg .png "
+	    ".webp) under %s", t.root);
 	assert_string_equal(err, want);
 
 	/* a NULL err buffer is allowed */
