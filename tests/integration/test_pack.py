@@ -6,9 +6,11 @@ point at each restart interval; batches from the pack are byte-identical
 to batches from the source files; a damaged index or pack file is refused
 at start-up with a message."""
 import io
+import os
 import struct
 import subprocess
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -233,7 +235,8 @@ def test_pack_usage_errors(tmp_path):
 
 # -- spliced region decode: pixel-identical to the plain decode -------------
 
-SPLICETOOL = BIN.parents[1] / __import__("os").environ.get("BUILD", "build") / "tools" / "splicetool"
+ROOT = Path(__file__).resolve().parents[2]
+SPLICETOOL = ROOT / os.environ.get("BUILD", "build") / "tools" / "splicetool"
 
 
 def cjpeg(arr, *args):
