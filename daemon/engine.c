@@ -33,7 +33,7 @@ int engine_new(config_t **cfgp, struct stats *stats, engine_t **out,
 
 	for (int d = 0; d < cfg->n_datasets; d++) {
 		rc = dataset_open(&cfg->datasets[d], &e->datasets[d], err, errlen);
-		if (rc && access(cfg->datasets[d].root, F_OK) != 0) {
+		if (rc && cfg->datasets[d].root && access(cfg->datasets[d].root, F_OK) != 0) {
 			/* The usual first-run mistake (the installed example
 			 * config's root): say which key of which file to edit. */
 			const char *name = cfg->datasets[d].name;

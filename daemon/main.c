@@ -291,8 +291,10 @@ int main(int argc, char **argv)
 		return cmd_keygen(argc, argv);
 	}
 	if (argc >= 2 && strcmp(argv[1], "pack") == 0) {
+		int hrc = sub_help(argc, argv, pack_usage_text);
+
 		free(sets);
-		return pack_main(argc, argv);
+		return hrc >= 0 ? hrc : pack_main(argc, argv);
 	}
 	while ((opt = getopt_long(argc, argv, "c:s:Vh", longopts, NULL)) != -1) {
 		switch (opt) {

@@ -315,12 +315,16 @@ static int pack_dataset(struct writer *w, const dataset_t *ds,
 	return rc;
 }
 
+const char pack_usage_text[] =
+	"usage: cutmixd pack -c CONFIG [--dataset NAME] [--shard-bytes N] OUTDIR\n"
+	"  rewrites the dataset NAME (default: 'default') of CONFIG into OUTDIR:\n"
+	"  pack-NNNNN.bin files of about N bytes (default 1 GiB) and index.cmxpack;\n"
+	"  serve it with [dataset] pack = OUTDIR/index.cmxpack\n"
+	"Exit status: 0 ok, 1 failed, 64 usage, 78 bad config or dataset.\n";
+
 static int pack_usage(void)
 {
-	fprintf(stderr, "usage: cutmixd pack -c CONFIG [--dataset NAME] [--shard-bytes N] OUTDIR\n"
-		"  rewrites the dataset NAME (default: 'default') of CONFIG into OUTDIR:\n"
-		"  pack-NNNNN.bin files of about N bytes (default 1 GiB) and index.cmxpack;\n"
-		"  serve it with [dataset] pack = OUTDIR/index.cmxpack\n");
+	fputs(pack_usage_text, stderr);
 	return 64;
 }
 

@@ -51,6 +51,7 @@ int pack_load(const struct dataset_cfg *cfg, struct dataset *ds,
 /* `cutmixd pack -c CONFIG [--dataset NAME] [--shard-bytes N] OUTDIR`:
  * exit status (0 ok, 64 usage, 78 config/dataset, 1 failure). */
 int pack_main(int argc, char **argv);
+extern const char pack_usage_text[];
 
 /* The transcode and the segment table: splice.h. */
 
