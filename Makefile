@@ -107,11 +107,11 @@ $(B)/%: $(BUILD)/scripts/%.o $(DAEMON_OBJ) $(PROTO_OBJ)
 
 # Each tests/unit/test_X.c is one cmocka program linked with the shared
 # test helpers and only the modules it tests (TEST_DEPS_X, object stems).
-TEST_DEPS_test_config  := daemon/config daemon/log daemon/policy daemon/rng
+TEST_DEPS_test_config  := daemon/config daemon/config_options daemon/config_values daemon/config_check daemon/log daemon/policy daemon/rng
 TEST_DEPS_test_policy  := daemon/policy daemon/rng
 TEST_DEPS_test_rng     := daemon/rng
 TEST_DEPS_test_digest  := daemon/digest
-TEST_DEPS_test_dataset := daemon/dataset daemon/dataset_scan daemon/dataset_manifest daemon/beneath daemon/shards daemon/tarindex daemon/pack daemon/source daemon/decode daemon/imgfmt daemon/splice daemon/digest daemon/log daemon/config daemon/policy daemon/rng
+TEST_DEPS_test_dataset := daemon/dataset daemon/dataset_scan daemon/dataset_manifest daemon/beneath daemon/shards daemon/tarindex daemon/pack daemon/source daemon/decode daemon/imgfmt daemon/splice daemon/digest daemon/log daemon/config daemon/config_options daemon/config_values daemon/config_check daemon/policy daemon/rng
 TEST_DEPS_test_sampler := daemon/sampler daemon/rng
 TEST_DEPS_test_decode  := daemon/decode daemon/beneath daemon/imgfmt daemon/splice daemon/log
 TEST_DEPS_test_resize  := daemon/resize
@@ -124,7 +124,7 @@ TEST_DEPS_test_beneath := daemon/beneath
 TEST_DEPS_test_imgops  := daemon/imgops daemon/imgops_geom daemon/imgops_avx2
 TEST_DEPS_test_pool    := daemon/pool daemon/log
 TEST_DEPS_test_bufpool := daemon/bufpool
-TEST_DEPS_test_engine  := daemon/engine daemon/budget daemon/config daemon/dataset daemon/dataset_scan daemon/dataset_manifest daemon/beneath daemon/shards daemon/tarindex daemon/pack daemon/source daemon/decode daemon/imgfmt daemon/splice daemon/digest daemon/sampler daemon/rng daemon/log daemon/policy
+TEST_DEPS_test_engine  := daemon/engine daemon/budget daemon/config daemon/config_options daemon/config_values daemon/config_check daemon/dataset daemon/dataset_scan daemon/dataset_manifest daemon/beneath daemon/shards daemon/tarindex daemon/pack daemon/source daemon/decode daemon/imgfmt daemon/splice daemon/digest daemon/sampler daemon/rng daemon/log daemon/policy
 
 define unit_rule
 $(BUILD)/tests/$(1): $(BUILD)/tests/unit/$(1).o $(call obj,$(UNIT_HELP)) $(addprefix $(BUILD)/,$(addsuffix .o,$(TEST_DEPS_$(1))))

@@ -1,6 +1,6 @@
 /*
  * gen_ini_man.c — write cutmixd.ini(5) from man/cutmixd.ini.5.in and the
- * daemon's one options table (daemon/config.c), so the page cannot drift
+ * daemon's one options table (daemon/config_options.c), so the page cannot drift
  * from what the parser accepts.
  *
  *   gen_ini_man VERSION < man/cutmixd.ini.5.in > cutmixd.ini.5
@@ -117,7 +117,7 @@ int main(int argc, char **argv)
 			int i = in_section ? find(section, line + 5, &d) : -1;
 
 			if (i < 0) {
-				fprintf(stderr, "gen_ini_man: line %d: [%s] %s: no such key in the options table (daemon/config.c)\n",
+				fprintf(stderr, "gen_ini_man: line %d: [%s] %s: no such key in the options table (daemon/config_options.c)\n",
 					lineno, section, line + 5);
 				return 1;
 			}
