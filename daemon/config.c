@@ -118,71 +118,44 @@ struct where cfg_entry_at(const struct section *s, const char *key)
 	return e ? e->at : s->at;
 }
 
-/*
- * Open section `text` (len bytes, not NUL-terminated): check its name,
- * refuse a duplicate (from the file) or return the existing one (from
- * --set), else create it with its defaults. *idx = index in ld->secs.
- */
-static int section_open(struct loader *ld, const char *text, size_t len,
-			struct where at, bool reuse, int *idx)
+/* The kind and NAME of section header `text` (len bytes): false when it
+ * is no section this file knows. */
+static bool section_kind(const char *text, size_t len, enum sec_kind *kind,
+			 const char **id, size_t *id_len)
+{
+	*id_len = 0;
+	if (len == 6 && !memcmp(text, "server", 6)) {
+		*kind = SEC_SERVER;
+		*id = "";
+	} else if (len == 8 && !memcmp(text, "security", 8)) {
+		*kind = SEC_SECURITY;
+		*id = "";
+	} else if (len == 7 && !memcmp(text, "dataset", 7)) {
+		*kind = SEC_DATASET;
+		*id = "default";
+		*id_len = 7;
+	} else if (len > 8 && !memcmp(text, "dataset.", 8)) {
+		*kind = SEC_DATASET;
+		*id = text + 8;
+		*id_len = len - 8;
+	} else if (len > 9 && !memcmp(text, "pipeline.", 9)) {
+		*kind = SEC_PIPELINE;
+		*id = text + 9;
+		*id_len = len - 9;
+	} else {
+		return false;
+	}
+	return true;
+}
+
+/* Point new section s at the struct its keys land in: the server's or
+ * the security's, else a new dataset or pipeline of the config. */
+static int section_bind(struct loader *ld, struct section *s, const char *id,
+			size_t id_len, struct where at)
 {
 	config_t *cfg = ld->cfg;
-	char shown[QUOTE_MAX + 8];
-	enum sec_kind kind;
-	const char *id = NULL;
-	size_t id_len = 0;
-	struct section *s;
-	int rc;
 
-	cfg_quote(shown, sizeof(shown), text, len);
-	if (len == 6 && !memcmp(text, "server", 6)) {
-		kind = SEC_SERVER;
-		id = "";
-	} else if (len == 8 && !memcmp(text, "security", 8)) {
-		kind = SEC_SECURITY;
-		id = "";
-	} else if (len == 7 && !memcmp(text, "dataset", 7)) {
-		kind = SEC_DATASET;
-		id = "default";
-		id_len = 7;
-	} else if (len > 8 && !memcmp(text, "dataset.", 8)) {
-		kind = SEC_DATASET;
-		id = text + 8;
-		id_len = len - 8;
-	} else if (len > 9 && !memcmp(text, "pipeline.", 9)) {
-		kind = SEC_PIPELINE;
-		id = text + 9;
-		id_len = len - 9;
-	} else {
-		return cfg_fail(ld, at, "unknown section [%s]", shown);
-	}
-	if ((kind == SEC_DATASET || kind == SEC_PIPELINE) && !cfg_is_name(id, id_len))
-		return cfg_fail(ld, at, "bad section name [%s]: NAME must be 1..%d "
-			    "characters A-Z a-z 0-9 _ -", shown,
-			    CONFIG_NAME_MAX - 1);
-
-	for (int i = 0; i < ld->n_secs; i++) {
-		s = &ld->secs[i];
-		if (s->kind != kind || strlen(s->id) != id_len ||
-		    memcmp(s->id, id, id_len))
-			continue;
-		if (!reuse) {
-			if (s->at.set)
-				return cfg_fail(ld, at, "duplicate section [%s]", shown);
-			return cfg_fail(ld, at, "duplicate section [%s] (first on "
-				    "line %d)", shown, s->at.line);
-		}
-		*idx = i;
-		return 0;
-	}
-
-	s = &ld->secs[ld->n_secs];
-	memset(s, 0, sizeof(*s));
-	s->kind = kind;
-	s->at = at;
-	memcpy(s->text, text, len);
-	s->text[len] = '\0';
-	switch (kind) {
+	switch (s->kind) {
 	case SEC_SERVER:
 		s->base = &cfg->server;
 		s->id = "";
@@ -197,7 +170,7 @@ static int section_open(struct loader *ld, const char *text, size_t len,
 
 		if (cfg->n_datasets == CONFIG_MAX_DATASETS)
 			return cfg_fail(ld, at, "too many dataset sections (max %d)",
-				    CONFIG_MAX_DATASETS);
+					CONFIG_MAX_DATASETS);
 		d = &cfg->datasets[cfg->n_datasets++];
 		memcpy(d->name, id, id_len);
 		d->line = at.line;
@@ -210,7 +183,7 @@ static int section_open(struct loader *ld, const char *text, size_t len,
 
 		if (cfg->n_pipelines == CONFIG_MAX_PIPELINES)
 			return cfg_fail(ld, at, "too many pipeline sections (max %d)",
-				    CONFIG_MAX_PIPELINES);
+					CONFIG_MAX_PIPELINES);
 		p = &cfg->pipelines[cfg->n_pipelines++];
 		memcpy(p->name, id, id_len);
 		p->line = at.line;
@@ -220,6 +193,56 @@ static int section_open(struct loader *ld, const char *text, size_t len,
 		break;
 	}
 	}
+	return 0;
+}
+
+/*
+ * Open section `text` (len bytes, not NUL-terminated): check its name,
+ * refuse a duplicate (from the file) or return the existing one (from
+ * --set), else create it with its defaults. *idx = index in ld->secs.
+ */
+static int section_open(struct loader *ld, const char *text, size_t len,
+			struct where at, bool reuse, int *idx)
+{
+	char shown[QUOTE_MAX + 8];
+	enum sec_kind kind;
+	const char *id = NULL;
+	size_t id_len = 0;
+	struct section *s;
+	int rc;
+
+	cfg_quote(shown, sizeof(shown), text, len);
+	if (!section_kind(text, len, &kind, &id, &id_len))
+		return cfg_fail(ld, at, "unknown section [%s]", shown);
+	if ((kind == SEC_DATASET || kind == SEC_PIPELINE) && !cfg_is_name(id, id_len))
+		return cfg_fail(ld, at, "bad section name [%s]: NAME must be 1..%d "
+				"characters A-Z a-z 0-9 _ -", shown,
+				CONFIG_NAME_MAX - 1);
+
+	for (int i = 0; i < ld->n_secs; i++) {
+		s = &ld->secs[i];
+		if (s->kind != kind || strlen(s->id) != id_len ||
+		    memcmp(s->id, id, id_len))
+			continue;
+		if (!reuse) {
+			if (s->at.set)
+				return cfg_fail(ld, at, "duplicate section [%s]", shown);
+			return cfg_fail(ld, at, "duplicate section [%s] (first on "
+					"line %d)", shown, s->at.line);
+		}
+		*idx = i;
+		return 0;
+	}
+
+	s = &ld->secs[ld->n_secs];
+	memset(s, 0, sizeof(*s));
+	s->kind = kind;
+	s->at = at;
+	memcpy(s->text, text, len);
+	s->text[len] = '\0';
+	rc = section_bind(ld, s, id, id_len, at);
+	if (rc)
+		return rc;
 	ld->n_secs++;
 	*idx = ld->n_secs - 1;
 	/* the server's defaults were set before anything was read */
@@ -243,14 +266,14 @@ static int section_set(struct loader *ld, struct section *s, const char *key,
 		char shown[QUOTE_MAX + 8];
 
 		return cfg_fail(ld, at, "[%s] %s: unknown key", s->text,
-			    cfg_quote(shown, sizeof(shown), key, strlen(key)));
+				cfg_quote(shown, sizeof(shown), key, strlen(key)));
 	}
 	for (int i = 0; i < s->n_entries; i++)
 		if (s->entries[i].opt == o)
 			e = &s->entries[i];
 	if (e && !at.set && !e->at.set)
 		return cfg_fail(ld, at, "[%s] %s: duplicate key (first set on line "
-			    "%d)", s->text, key, e->at.line);
+				"%d)", s->text, key, e->at.line);
 	if (!e) {
 		if (s->n_entries == KEYS_MAX) /* cannot happen: keys are unique */
 			return cfg_fail(ld, at, "[%s] too many keys", s->text);
@@ -291,7 +314,7 @@ static int check_header(struct loader *ld, const char *line)
 			break;
 		if (!isspace((unsigned char)*r))
 			return cfg_fail(ld, at, "expected end of line after ']', got '%s'",
-				    cfg_quote(shown, sizeof(shown), s, ld->line_len -
+					cfg_quote(shown, sizeof(shown), s, ld->line_len -
 					  (size_t)(s - line)));
 	}
 	return section_open(ld, s + 1, (size_t)(end - s - 1), at, false,
@@ -321,7 +344,7 @@ static char *read_line(char *str, int num, void *stream)
 	struct where at = { ld->lineno, NULL };
 	if (text > CONFIG_LINE_MAX || len + 1 > (size_t)num) {
 		cfg_fail(ld, at, "line too long (%zu characters, max %d)", text,
-		     CONFIG_LINE_MAX);
+			 CONFIG_LINE_MAX);
 		return NULL;
 	}
 	if (memchr(p, '\0', len)) {
@@ -346,8 +369,8 @@ static int on_key(void *user, const char *section, const char *name,
 	(void)section; /* == ld->secs[ld->cur].text, we opened it */
 	if (ld->cur < 0) {
 		cfg_fail(ld, at, "%s: key outside any section (put it under "
-		     "[server], [dataset] or [pipeline.NAME])",
-		     cfg_quote(shown, sizeof(shown), name, strlen(name)));
+			 "[server], [dataset] or [pipeline.NAME])",
+			 cfg_quote(shown, sizeof(shown), name, strlen(name)));
 		return 0;
 	}
 	return section_set(ld, &ld->secs[ld->cur], name, value, at) == 0;
@@ -511,7 +534,7 @@ static int apply_set(struct loader *ld, const char *set)
 
 	if (!eq || eq == set)
 		return cfg_fail(ld, at, "must be SECTION.KEY=VALUE (e.g. "
-			    "pipeline.train.size=224)");
+				"pipeline.train.size=224)");
 	left = strndup(set, (size_t)(eq - set));
 	value = strdup(eq + 1);
 	if (!left || !value) {
@@ -522,7 +545,7 @@ static int apply_set(struct loader *ld, const char *set)
 	dot = strrchr(name, '.');
 	if (!dot || dot == name || !dot[1]) {
 		rc = cfg_fail(ld, at, "must be SECTION.KEY=VALUE (e.g. "
-			  "pipeline.train.size=224)");
+			      "pipeline.train.size=224)");
 		goto out_free;
 	}
 	*dot = '\0';

@@ -39,61 +39,69 @@ static int check_recipes(struct loader *ld, struct section *s)
 	e = cfg_find_entry(s, "auto_augment");
 	if (e && policy_parse_aa(p->auto_augment, &p->aa, why, sizeof(why)))
 		return cfg_fail(ld, e->at, "[%s] auto_augment: %s, got '%s'", s->text,
-			    why, p->auto_augment);
+				why, p->auto_augment);
 	if (p->aa_fill == FILL_NOISE)
 		return cfg_fail(ld, cfg_entry_at(s, "aa_fill"), "[%s] aa_fill: must be "
-			    "mean or 0..255, got 'noise'", s->text);
+				"mean or 0..255, got 'noise'", s->text);
 	e = cfg_find_entry(s, "color_jitter");
 	if (e && policy_parse_jitter(p->color_jitter, p->jitter, why, sizeof(why)))
 		return cfg_fail(ld, e->at, "[%s] color_jitter: %s, got '%s'", s->text,
-			    why, p->color_jitter);
+				why, p->color_jitter);
 	/* timm: an auto_augment policy other than 3a switches ColorJitter off */
 	p->jitter_on = (p->jitter[0] > 0 || p->jitter[1] > 0 || p->jitter[2] > 0 ||
 			p->jitter[3] > 0) && (p->aa.kind == AA_NONE || p->aa.kind == AA_3A);
 	if (p->remin > p->remax)
 		return cfg_fail(ld, cfg_entry_at(s, "remin"), "[%s] remin: must be <= remax "
-			    "(%g), got '%g'", s->text, p->remax, p->remin);
+				"(%g), got '%g'", s->text, p->remax, p->remin);
 	return 0;
 }
 
-static int check_pipeline(struct loader *ld, struct section *s)
+/* An eval pipeline: no augmentation key, crop = center, and the eval
+ * defaults of the keys left out (crop, flip, shuffle). */
+static int check_eval(struct loader *ld, struct section *s)
 {
-	config_t *cfg = ld->cfg;
 	struct pipeline_cfg *p = s->base;
 	const struct entry *e;
 	int rc;
 
-	if (p->eval) {
-		for (int i = 0; i < s->n_entries; i++) {
-			e = &s->entries[i];
-			if (e->opt->flags & F_AUG)
-				return cfg_fail(ld, e->at, "[%s] %s: an eval pipeline "
-					    "takes no augmentation keys", s->text,
-					    e->opt->key);
-		}
-		e = cfg_find_entry(s, "crop");
-		if (e && p->crop != CROP_CENTER)
-			return cfg_fail(ld, e->at, "[%s] crop: an eval pipeline must "
-				    "use center, got '%s'", s->text,
-				    cfg_word_name(cfg_kw_crop, p->crop));
-		/* the eval defaults of the keys left out (crop, flip, shuffle) */
-		for (int i = 0; i < config_n_options; i++) {
-			const struct option *o = &config_options[i];
-
-			if (o->sec != SEC_PIPELINE || !o->def_eval ||
-			    cfg_find_entry(s, o->key))
-				continue;
-			rc = cfg_set_value(ld, s, o, o->def_eval, s->at);
-			if (rc)
-				return rc;
-		}
+	for (int i = 0; i < s->n_entries; i++) {
+		e = &s->entries[i];
+		if (e->opt->flags & F_AUG)
+			return cfg_fail(ld, e->at, "[%s] %s: an eval pipeline "
+					"takes no augmentation keys", s->text,
+					e->opt->key);
 	}
+	e = cfg_find_entry(s, "crop");
+	if (e && p->crop != CROP_CENTER)
+		return cfg_fail(ld, e->at, "[%s] crop: an eval pipeline must "
+				"use center, got '%s'", s->text,
+				cfg_word_name(cfg_kw_crop, p->crop));
+	/* the eval defaults of the keys left out (crop, flip, shuffle) */
+	for (int i = 0; i < config_n_options; i++) {
+		const struct option *o = &config_options[i];
+
+		if (o->sec != SEC_PIPELINE || !o->def_eval ||
+		    cfg_find_entry(s, o->key))
+			continue;
+		rc = cfg_set_value(ld, s, o, o->def_eval, s->at);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+/* crop = center takes resize (default: size / 0.875), random_resized
+ * takes scale and ratio; neither takes the other's keys. */
+static int check_crop(struct loader *ld, struct section *s)
+{
+	struct pipeline_cfg *p = s->base;
+	const struct entry *e;
 
 	if (p->crop != CROP_CENTER) {
 		e = cfg_find_entry(s, "resize");
 		if (e)
 			return cfg_fail(ld, e->at, "[%s] resize: only allowed with "
-				    "crop = center", s->text);
+					"crop = center", s->text);
 		p->resize = 0;
 	} else {
 		static const char *const rrc_keys[] = { "scale", "ratio" };
@@ -102,17 +110,34 @@ static int check_pipeline(struct loader *ld, struct section *s)
 			e = cfg_find_entry(s, rrc_keys[i]);
 			if (e)
 				return cfg_fail(ld, e->at, "[%s] %s: only used with "
-					    "crop = random_resized", s->text,
-					    rrc_keys[i]);
+						"crop = random_resized", s->text,
+						rrc_keys[i]);
 		}
 		if (p->resize == 0) {
 			p->resize = (uint32_t)lround(p->size / AUTO_CROP_PCT);
 		} else if (p->resize < p->size) {
 			return cfg_fail(ld, cfg_entry_at(s, "resize"), "[%s] resize: must "
-				    "be >= size (%u), got '%u'", s->text,
-				    p->size, p->resize);
+					"be >= size (%u), got '%u'", s->text,
+					p->size, p->resize);
 		}
 	}
+	return 0;
+}
+
+static int check_pipeline(struct loader *ld, struct section *s)
+{
+	config_t *cfg = ld->cfg;
+	struct pipeline_cfg *p = s->base;
+	int rc;
+
+	if (p->eval) {
+		rc = check_eval(ld, s);
+		if (rc)
+			return rc;
+	}
+	rc = check_crop(ld, s);
+	if (rc)
+		return rc;
 
 	p->has_cutmix_minmax = cfg_find_entry(s, "cutmix_minmax") != NULL;
 	if (!p->has_cutmix_minmax)
@@ -122,8 +147,8 @@ static int check_pipeline(struct loader *ld, struct section *s)
 
 	if (p->mode == MIX_PAIR && p->partner == PARTNER_ROLL)
 		return cfg_fail(ld, cfg_entry_at(s, "partner"), "[%s] partner: must be "
-			    "permute or flip with mode = pair (roll is not a "
-			    "pairing), got 'roll'", s->text);
+				"permute or flip with mode = pair (roll is not a "
+				"pairing), got 'roll'", s->text);
 
 	rc = check_recipes(ld, s);
 	if (rc)
@@ -135,8 +160,8 @@ static int check_pipeline(struct loader *ld, struct section *s)
 			p->dataset = i;
 	if (p->dataset < 0)
 		return cfg_fail(ld, cfg_entry_at(s, "dataset"), "[%s] dataset: must name "
-			    "a dataset section ([dataset] or [dataset.NAME]), "
-			    "got '%s'", s->text, p->dataset_name);
+				"a dataset section ([dataset] or [dataset.NAME]), "
+				"got '%s'", s->text, p->dataset_name);
 	return 0;
 }
 
@@ -147,12 +172,12 @@ static int check_security(struct loader *ld, struct section *s)
 
 	if (k->curve_secret_key_file && !k->authorized_keys)
 		return cfg_fail(ld, cfg_entry_at(s, "curve_secret_key_file"), "[%s] "
-			    "curve_secret_key_file: needs authorized_keys too "
-			    "(set both or neither)", s->text);
+				"curve_secret_key_file: needs authorized_keys too "
+				"(set both or neither)", s->text);
 	if (k->authorized_keys && !k->curve_secret_key_file)
 		return cfg_fail(ld, cfg_entry_at(s, "authorized_keys"), "[%s] "
-			    "authorized_keys: needs curve_secret_key_file too "
-			    "(set both or neither)", s->text);
+				"authorized_keys: needs curve_secret_key_file too "
+				"(set both or neither)", s->text);
 	return 0;
 }
 
@@ -175,7 +200,7 @@ int cfg_check_all(struct loader *ld)
 		sv->max_scan_blocks = sv->max_pixels / 4 ? sv->max_pixels / 4 : 1;
 	if (cfg->n_datasets == 0)
 		return cfg_fail(ld, file, "no dataset section (add [dataset] with "
-			    "root = PATH)");
+				"root = PATH)");
 	for (int i = 0; i < ld->n_secs; i++) {
 		struct section *s = &ld->secs[i];
 		const struct dataset_cfg *dc = s->base;
@@ -184,20 +209,20 @@ int cfg_check_all(struct loader *ld)
 			continue;
 		if (!dc->root && !dc->shards && !dc->pack)
 			return cfg_fail(ld, s->at, "[%s] root: required key is "
-				    "missing", s->text);  /* or shards */
+					"missing", s->text);  /* or shards */
 		if (!!dc->root + !!dc->shards + !!dc->pack > 1)
 			return cfg_fail(ld, s->at, "[%s] root, shards and pack: give one "
-				    "of them, not both", s->text);
+					"of them, not both", s->text);
 		if (dc->pack && (dc->manifest || dc->index_cache || dc->class_names))
 			return cfg_fail(ld, s->at, "[%s] pack: the pack's index names "
-				    "the samples and classes (no manifest, index_cache "
-				    "or class_names)", s->text);
+					"the samples and classes (no manifest, index_cache "
+					"or class_names)", s->text);
 		if (dc->shards && dc->manifest)
 			return cfg_fail(ld, s->at, "[%s] manifest: not with shards "
-				    "(the tar members name the samples)", s->text);
+					"(the tar members name the samples)", s->text);
 		if (!dc->shards && (dc->index_cache || dc->class_names))
 			return cfg_fail(ld, s->at, "[%s] %s: only with shards", s->text,
-				    dc->index_cache ? "index_cache" : "class_names");
+					dc->index_cache ? "index_cache" : "class_names");
 	}
 	if (cfg->n_pipelines == 0)
 		return cfg_fail(ld, file, "no pipeline section (add [pipeline.NAME])");

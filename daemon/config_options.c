@@ -228,8 +228,8 @@ const char *cfg_word_name(const struct keyword *w, int value)
 	return "?";
 }
 
-/* What an option takes, for "must be WHAT". */
-void cfg_describe(const struct option *o, char *buf, size_t n)
+/* What a number-valued option takes (OT_DOUBLE, OT_PAIR, OT_RGB). */
+static void describe_reals(const struct option *o, char *buf, size_t n)
 {
 	char lo[64], hi[64];
 	const char *op_lo = (o->flags & F_MIN_OPEN) ? "<" : "<=";
@@ -240,6 +240,45 @@ void cfg_describe(const struct option *o, char *buf, size_t n)
 	if (o->max != INF)
 		snprintf(hi, sizeof(hi), " %s %g", op_hi, o->max);
 
+	if (o->type == OT_DOUBLE) {
+		if (!(o->flags & (F_MIN_OPEN | F_MAX_OPEN)) && o->max != INF)
+			snprintf(buf, n, "%g..%g", o->min, o->max);
+		else if (o->max == INF)
+			snprintf(buf, n, "a number %s %g",
+				 (o->flags & F_MIN_OPEN) ? ">" : ">=", o->min);
+		else
+			snprintf(buf, n, "a number %s %g and %s %g",
+				 (o->flags & F_MIN_OPEN) ? ">" : ">=", o->min,
+				 op_hi, o->max);
+	} else if (o->type == OT_PAIR) {
+		snprintf(buf, n, "two numbers A,B with %sA %s B%s", lo,
+			 (o->flags & F_LESS) ? "<" : "<=", hi);
+	} else if (o->max == INF) {
+		snprintf(buf, n, "three numbers R,G,B, each %s %g",
+			 (o->flags & F_MIN_OPEN) ? ">" : ">=", o->min);
+	} else {
+		snprintf(buf, n, "three numbers R,G,B, each %g..%g",
+			 o->min, o->max);
+	}
+}
+
+/* "a, b or c" from an OT_ENUM option's keywords. */
+static void describe_words(const struct keyword *words, char *buf, size_t n)
+{
+	size_t used = 0, count = 0;
+
+	while (words[count].name)
+		count++;
+	buf[0] = '\0';
+	for (size_t i = 0; i < count && used < n; i++)
+		used += (size_t)snprintf(buf + used, n - used, "%s%s",
+			i == 0 ? "" : i + 1 == count ? " or " : ", ",
+			words[i].name);
+}
+
+/* What an option takes, for "must be WHAT". */
+void cfg_describe(const struct option *o, char *buf, size_t n)
+{
 	switch (o->type) {
 	case OT_BOOL:
 		snprintf(buf, n, "true or false (also yes/no, on/off, 1/0)");
@@ -250,27 +289,9 @@ void cfg_describe(const struct option *o, char *buf, size_t n)
 			 (unsigned long long)o->umax);
 		break;
 	case OT_DOUBLE:
-		if (!(o->flags & (F_MIN_OPEN | F_MAX_OPEN)) && o->max != INF)
-			snprintf(buf, n, "%g..%g", o->min, o->max);
-		else if (o->max == INF)
-			snprintf(buf, n, "a number %s %g",
-				 (o->flags & F_MIN_OPEN) ? ">" : ">=", o->min);
-		else
-			snprintf(buf, n, "a number %s %g and %s %g",
-				 (o->flags & F_MIN_OPEN) ? ">" : ">=", o->min,
-				 op_hi, o->max);
-		break;
 	case OT_PAIR:
-		snprintf(buf, n, "two numbers A,B with %sA %s B%s", lo,
-			 (o->flags & F_LESS) ? "<" : "<=", hi);
-		break;
 	case OT_RGB:
-		if (o->max == INF)
-			snprintf(buf, n, "three numbers R,G,B, each %s %g",
-				 (o->flags & F_MIN_OPEN) ? ">" : ">=", o->min);
-		else
-			snprintf(buf, n, "three numbers R,G,B, each %g..%g",
-				 o->min, o->max);
+		describe_reals(o, buf, n);
 		break;
 	case OT_SIZES:
 		snprintf(buf, n, "N or MIN-MAX with %llu <= MIN <= MAX <= %llu",
@@ -283,18 +304,9 @@ void cfg_describe(const struct option *o, char *buf, size_t n)
 	case OT_TEXT:
 		snprintf(buf, n, "1..%d printable characters", CONFIG_TEXT_MAX - 1);
 		break;
-	case OT_ENUM: {
-		size_t used = 0, count = 0;
-
-		while (o->words[count].name)
-			count++;
-		buf[0] = '\0';
-		for (size_t i = 0; i < count && used < n; i++)
-			used += (size_t)snprintf(buf + used, n - used, "%s%s",
-				i == 0 ? "" : i + 1 == count ? " or " : ", ",
-				o->words[i].name);
+	case OT_ENUM:
+		describe_words(o->words, buf, n);
 		break;
-	}
 	case OT_NAME:
 		snprintf(buf, n, "a dataset name of 1..%d characters A-Z a-z 0-9 _ -",
 			 CONFIG_NAME_MAX - 1);

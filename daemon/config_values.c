@@ -274,18 +274,106 @@ static bool parse_hostport(const char *v)
 }
 
 
+/* An integer in the option's range, stored as its uint32_t or uint64_t. */
+static bool parse_uint(const struct option *o, const char *v, void *dst)
+{
+	uint64_t u;
+
+	if (!parse_u64(v, &u) || u < o->umin || u > o->umax)
+		return false;
+	if (o->type == OT_U32)
+		*(uint32_t *)dst = (uint32_t)u;
+	else
+		*(uint64_t *)dst = u;
+	return true;
+}
+
+/* One of the keywords, in any case. */
+static bool parse_word(const struct keyword *w, const char *v, int *out)
+{
+	for (; w->name; w++) {
+		if (!strcasecmp(v, w->name)) {
+			*out = w->value;
+			return true;
+		}
+	}
+	return false;
+}
+
+/* 1..CONFIG_TEXT_MAX - 1 printable characters, no blanks. */
+static bool parse_text(const char *v, char *dst)
+{
+	size_t len = strlen(v);
+	bool ok = len > 0 && len < CONFIG_TEXT_MAX;
+
+	for (size_t i = 0; ok && i < len; i++)
+		ok = v[i] > ' ' && v[i] < 0x7f;
+	if (ok)
+		memcpy(dst, v, len + 1);
+	return ok;
+}
+
+/* "mean", "noise" or a value 0..255 (FILL_VALUE). */
+static bool parse_fill(const char *v, int *mode, uint8_t *value)
+{
+	uint64_t u;
+
+	if (!strcasecmp(v, "mean")) {
+		*mode = FILL_MEAN;
+	} else if (!strcasecmp(v, "noise")) {
+		*mode = FILL_NOISE;
+	} else if (parse_u64(v, &u) && u <= 255) {
+		*mode = FILL_VALUE;
+		*value = (uint8_t)u;
+	} else {
+		return false;
+	}
+	return true;
+}
+
+/*
+ * The types whose value owns memory: OT_PATH (resolved against dir),
+ * OT_ENDPOINTS, OT_HOSTPORT ("off" = NULL). The old value is freed once
+ * the new one parsed. Returns 1 when parsed, 0 when the text is bad,
+ * -ENOMEM.
+ */
+static int parse_owned(const char *dir, const struct section *s,
+		       const struct option *o, const char *v, void *dst)
+{
+	char *p;
+
+	if (o->type == OT_ENDPOINTS)
+		return parse_endpoints(v, dst, (int *)((char *)s->base + o->off2));
+	if (o->type == OT_PATH) {
+		if (v[0] == '\0')
+			return 0;
+		p = join_path(dir, v);
+		if (!p)
+			return -ENOMEM;
+	} else {
+		if (!parse_hostport(v))
+			return 0;
+		p = strcasecmp(v, "off") ? strdup(v) : NULL;
+		if (!p && strcasecmp(v, "off"))
+			return -ENOMEM;
+	}
+	free(*(char **)dst);
+	*(char **)dst = p;
+	return 1;
+}
+
 /*
  * Parse v into the field(s) of o in base. Returns 0, or the error (with
  * the message written) saying what the key takes and what it got.
  */
 int cfg_set_value(struct loader *ld, const struct section *s,
-		     const struct option *o, const char *v, struct where at)
+		  const struct option *o, const char *v, struct where at)
 {
 	void *dst = (char *)s->base + o->off;
 	char what[160], got[QUOTE_MAX + 8];
 	bool ok = false;
-	uint64_t u;
 	double d, dv[3];
+	int rc;
 
 	switch (o->type) {
 	case OT_BOOL:
@@ -293,11 +381,7 @@ int cfg_set_value(struct loader *ld, const struct section *s,
 		break;
 	case OT_U32:
 	case OT_U64:
-		ok = parse_u64(v, &u) && u >= o->umin && u <= o->umax;
-		if (ok && o->type == OT_U32)
-			*(uint32_t *)dst = (uint32_t)u;
-		else if (ok)
-			*(uint64_t *)dst = u;
+		ok = parse_uint(o, v, dst);
 		break;
 	case OT_DOUBLE:
 		ok = parse_double(v, &d) && in_range(o, d);
@@ -305,12 +389,7 @@ int cfg_set_value(struct loader *ld, const struct section *s,
 			*(double *)dst = d;
 		break;
 	case OT_ENUM:
-		for (const struct keyword *w = o->words; w->name && !ok; w++) {
-			if (!strcasecmp(v, w->name)) {
-				*(int *)dst = w->value;
-				ok = true;
-			}
-		}
+		ok = parse_word(o->words, v, (int *)dst);
 		break;
 	case OT_NAME:
 		ok = cfg_is_name(v, strlen(v));
@@ -318,25 +397,13 @@ int cfg_set_value(struct loader *ld, const struct section *s,
 			strcpy(dst, v);
 		break;
 	case OT_PATH:
-		ok = v[0] != '\0';
-		if (ok) {
-			char *p = join_path(ld->dir, v);
-
-			if (!p)
-				return cfg_fail_errno(ld, -ENOMEM, "loading config");
-			free(*(char **)dst);
-			*(char **)dst = p;
-		}
-		break;
-	case OT_ENDPOINTS: {
-		void *count = (char *)s->base + o->off2;
-		int rc = parse_endpoints(v, dst, count);
-
+	case OT_ENDPOINTS:
+	case OT_HOSTPORT:
+		rc = parse_owned(ld->dir, s, o, v, dst);
 		if (rc < 0)
 			return cfg_fail_errno(ld, rc, "loading config");
 		ok = rc == 1;
 		break;
-	}
 	case OT_PAIR:
 		ok = parse_reals(o, v, dv, 2) &&
 		     ((o->flags & F_LESS) ? dv[0] < dv[1] : dv[0] <= dv[1]);
@@ -351,49 +418,18 @@ int cfg_set_value(struct loader *ld, const struct section *s,
 	case OT_SIZES:
 		ok = parse_sizes(o, v, (uint32_t *)dst);
 		break;
-	case OT_HOSTPORT:
-		ok = parse_hostport(v);
-		if (ok) {
-			char *p = strcasecmp(v, "off") ? strdup(v) : NULL;
-
-			if (!p && strcasecmp(v, "off"))
-				return cfg_fail_errno(ld, -ENOMEM, "loading config");
-			free(*(char **)dst);
-			*(char **)dst = p;
-		}
+	case OT_TEXT:
+		ok = parse_text(v, dst);
 		break;
-	case OT_TEXT: {
-		size_t len = strlen(v);
-
-		ok = len > 0 && len < CONFIG_TEXT_MAX;
-		for (size_t i = 0; ok && i < len; i++)
-			ok = v[i] > ' ' && v[i] < 0x7f;
-		if (ok)
-			memcpy(dst, v, len + 1);
+	case OT_FILL:
+		ok = parse_fill(v, (int *)dst, (uint8_t *)s->base + o->off2);
 		break;
-	}
-	case OT_FILL: {
-		uint8_t *value = (uint8_t *)s->base + o->off2;
-
-		ok = true;
-		if (!strcasecmp(v, "mean")) {
-			*(int *)dst = FILL_MEAN;
-		} else if (!strcasecmp(v, "noise")) {
-			*(int *)dst = FILL_NOISE;
-		} else if (parse_u64(v, &u) && u <= 255) {
-			*(int *)dst = FILL_VALUE;
-			*value = (uint8_t)u;
-		} else {
-			ok = false;
-		}
-		break;
-	}
 	}
 	if (ok)
 		return 0;
 	cfg_describe(o, what, sizeof(what));
 	return cfg_fail(ld, at, "[%s] %s: must be %s, got '%s'", s->text, o->key,
-		    what, cfg_quote(got, sizeof(got), v, strlen(v)));
+			what, cfg_quote(got, sizeof(got), v, strlen(v)));
 }
 
 /* The built-in defaults of a section (eval: those of an eval pipeline
