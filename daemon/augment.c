@@ -251,6 +251,33 @@ static void set_item(struct mix_item *it, int32_t partner, uint8_t op,
 	memcpy(it->box, box, sizeof(it->box));
 }
 
+/* The partner of position i: perm[i] (a permutation in every rule). */
+static void mix_partners(const struct pipeline_cfg *p, uint64_t key,
+			 uint32_t epoch, uint32_t batch, uint32_t B,
+			 uint32_t *perm)
+{
+	rng_t r;
+
+	for (uint32_t i = 0; i < B; i++) {
+		switch (p->partner) {
+		case PARTNER_FLIP:
+			perm[i] = B - 1 - i;
+			break;
+		case PARTNER_ROLL:
+			perm[i] = (i + B - 1) % B;
+			break;
+		case PARTNER_PERMUTE:
+		default:
+			perm[i] = i;
+			break;
+		}
+	}
+	if (p->partner == PARTNER_PERMUTE) {
+		rng_init(&r, key, epoch, batch, 0, RNG_PARTNER, 0);
+		rng_shuffle_u32(&r, perm, B);
+	}
+}
+
 void augment_mix_plan(const struct pipeline_cfg *p, uint64_t key,
 		      uint32_t epoch, uint32_t batch, uint32_t B, int W, int H,
 		      struct mix_item *items, uint32_t *perm)
@@ -270,25 +297,7 @@ void augment_mix_plan(const struct pipeline_cfg *p, uint64_t key,
 	if (p->off_epoch > 0 && epoch >= p->off_epoch)
 		return;
 
-	/* partner of position i: perm[i] (a permutation in every rule). */
-	for (uint32_t i = 0; i < B; i++) {
-		switch (p->partner) {
-		case PARTNER_FLIP:
-			perm[i] = B - 1 - i;
-			break;
-		case PARTNER_ROLL:
-			perm[i] = (i + B - 1) % B;
-			break;
-		case PARTNER_PERMUTE:
-		default:
-			perm[i] = i;
-			break;
-		}
-	}
-	if (p->partner == PARTNER_PERMUTE) {
-		rng_init(&r, key, epoch, batch, 0, RNG_PARTNER, 0);
-		rng_shuffle_u32(&r, perm, B);
-	}
+	mix_partners(p, key, epoch, batch, B, perm);
 
 	switch (p->mode) {
 	case MIX_BATCH:

@@ -38,6 +38,107 @@ static double filter_support(int interpolation)
 	return interpolation == RESIZE_BICUBIC ? 2.0 : 1.0;
 }
 
+/* The crop of a W x H image, from `r` (random-resized) or the center;
+ * recorded in m. */
+static void choose_crop(const struct pipeline_cfg *p, rng_t *r, int W, int H,
+			struct crop_box *box, struct wire_meta *m)
+{
+	if (p->crop == CROP_RANDOM_RESIZED)
+		augment_rrc(r, W, H, p->scale, p->ratio, box);
+	else
+		augment_center(W, H, p->resize, p->size, box);
+	m->crop[0] = (float)box->x0;
+	m->crop[1] = (float)box->y0;
+	m->crop[2] = (float)box->x1;
+	m->crop[3] = (float)box->y1;
+	m->src_w = W;
+	m->src_h = H;
+}
+
+/* What to decode for a crop: the DCT scale, the crop in scaled pixels
+ * (s*) and the decoded region (r*), which may be larger than the crop. */
+struct region {
+	int denom;
+	double sx0, sy0, sx1, sy1;
+	int rx0, ry0, rx1, ry1;
+};
+
+/* Returns 0, or -EINVAL when the region is empty (w->why set). */
+static int plan_region(struct worker_ctx *w, const struct pipeline_cfg *p,
+		       const struct crop_box *box, int interp, struct region *g)
+{
+	const int out = (int)p->size;
+	int sw, sh;
+
+	/* DCT-domain downscaling by 1/2, 1/4 or 1/8 (the SIMD factors) when
+	 * the crop stays at least the output size after it: the final
+	 * resample then still only shrinks. */
+	int denom = 1;
+	if (p->dct_scale) {
+		for (int dd = 8; dd >= 2; dd /= 2) {
+			if ((box->x1 - box->x0) / dd >= out && (box->y1 - box->y0) / dd >= out) {
+				denom = dd;
+				break;
+			}
+		}
+	}
+	decoder_scaled_size(w->dec, denom, &sw, &sh);
+	g->denom = denom;
+	g->sx0 = box->x0 / denom;
+	g->sy0 = box->y0 / denom;
+	g->sx1 = fmin(box->x1 / denom, sw);
+	g->sy1 = fmin(box->y1 / denom, sh);
+
+	/* Decode only the region the resample reads. A center crop is a
+	 * resize of the whole image followed by a crop, so its filter taps
+	 * may reach past the box: keep a margin. A random-resized crop is a
+	 * crop followed by a resize: taps stop at the box, as in torchvision. */
+	double margin = 0;
+	if (p->crop == CROP_CENTER) {
+		double scale = fmax((g->sx1 - g->sx0) / out, (g->sy1 - g->sy0) / out);
+		margin = ceil(filter_support(interp) * fmax(scale, 1.0)) + 1;
+	}
+	g->rx0 = (int)fmax(floor(g->sx0 - margin), 0);
+	g->ry0 = (int)fmax(floor(g->sy0 - margin), 0);
+	g->rx1 = (int)fmin(ceil(g->sx1 + margin), sw);
+	g->ry1 = (int)fmin(ceil(g->sy1 + margin), sh);
+	if (g->rx1 <= g->rx0 || g->ry1 <= g->ry0) {
+		snprintf(w->why, sizeof(w->why), "empty crop region");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* Resample decoded region d (of a W x H image) into the out x out slot.
+ * Returns 0, or -errno with w->why set. */
+static int resample(struct worker_ctx *w, const struct pipeline_cfg *p,
+		    const struct decoded *d, const struct region *g, int W, int H,
+		    int interp, uint8_t *slot)
+{
+	const int out = (int)p->size;
+	int rc;
+
+	if (p->crop == CROP_CENTER && g->denom == 1) {
+		/* the coefficients of torchvision's whole Resize, then the
+		 * crop: byte-identical to its PIL path (resize.h) */
+		struct center_geom cg;
+		augment_center_geom(W, H, p->resize, p->size, &cg);
+		rc = resize_rgb_crop(w->rz, (enum resize_filter)interp,
+				     d->rgb, g->rx0, g->ry0, d->width, d->height, d->stride, W, H,
+				     cg.new_w, cg.new_h, cg.left, cg.top, slot, out, out,
+				     (size_t)out * 3);
+	} else {
+		rc = resize_rgb(w->rz, (enum resize_filter)interp, d->rgb,
+				d->width, d->height, d->stride, g->sx0 - g->rx0, g->sy0 - g->ry0,
+				g->sx1 - g->rx0, g->sy1 - g->ry0, slot, out, out, (size_t)out * 3);
+	}
+	if (rc) {
+		snprintf(w->why, sizeof(w->why), "resize failed: %s", strerror(-rc));
+		return rc;
+	}
+	return 0;
+}
+
 /*
  * Read, decode and resample dataset file `source` into `slot`, choosing the
  * crop from `r`. Returns 0, or -errno with w->why set.
@@ -49,9 +150,9 @@ static int load_sample(struct worker_ctx *w, batch_t *b, uint32_t source,
 	const struct server_cfg *sv = &b->eng->cfg->server;
 	struct decode_limits lim = { sv->max_pixels, sv->max_file_bytes,
 				     sv->max_scan_blocks };
-	const int out = (int)p->size;
 	const uint8_t *data;
 	struct crop_box box;
+	struct region g;
 	struct decoded d;
 	size_t len;
 	int W, H, rc;
@@ -67,77 +168,16 @@ static int load_sample(struct worker_ctx *w, batch_t *b, uint32_t source,
 		snprintf(w->why, sizeof(w->why), "%s", decoder_error(w->dec));
 		return rc;
 	}
-
-	if (p->crop == CROP_RANDOM_RESIZED)
-		augment_rrc(r, W, H, p->scale, p->ratio, &box);
-	else
-		augment_center(W, H, p->resize, p->size, &box);
-	m->crop[0] = (float)box.x0;
-	m->crop[1] = (float)box.y0;
-	m->crop[2] = (float)box.x1;
-	m->crop[3] = (float)box.y1;
-	m->src_w = W;
-	m->src_h = H;
-
-	/* DCT-domain downscaling by 1/2, 1/4 or 1/8 (the SIMD factors) when
-	 * the crop stays at least the output size after it: the final
-	 * resample then still only shrinks. */
-	int denom = 1;
-	if (p->dct_scale) {
-		for (int dd = 8; dd >= 2; dd /= 2) {
-			if ((box.x1 - box.x0) / dd >= out && (box.y1 - box.y0) / dd >= out) {
-				denom = dd;
-				break;
-			}
-		}
-	}
-	int sw, sh;
-	decoder_scaled_size(w->dec, denom, &sw, &sh);
-	double sx0 = box.x0 / denom, sy0 = box.y0 / denom;
-	double sx1 = fmin(box.x1 / denom, sw), sy1 = fmin(box.y1 / denom, sh);
-
-	/* Decode only the region the resample reads. A center crop is a
-	 * resize of the whole image followed by a crop, so its filter taps
-	 * may reach past the box: keep a margin. A random-resized crop is a
-	 * crop followed by a resize: taps stop at the box, as in torchvision. */
-	double margin = 0;
-	if (p->crop == CROP_CENTER) {
-		double scale = fmax((sx1 - sx0) / out, (sy1 - sy0) / out);
-		margin = ceil(filter_support(m->resize_interp) * fmax(scale, 1.0)) + 1;
-	}
-	int rx0 = (int)fmax(floor(sx0 - margin), 0);
-	int ry0 = (int)fmax(floor(sy0 - margin), 0);
-	int rx1 = (int)fmin(ceil(sx1 + margin), sw);
-	int ry1 = (int)fmin(ceil(sy1 + margin), sh);
-	if (rx1 <= rx0 || ry1 <= ry0) {
-		snprintf(w->why, sizeof(w->why), "empty crop region");
-		return -EINVAL;
-	}
-
-	rc = decoder_read(w->dec, denom, rx0, ry0, rx1, ry1, &d);
+	choose_crop(p, r, W, H, &box, m);
+	rc = plan_region(w, p, &box, m->resize_interp, &g);
+	if (rc)
+		return rc;
+	rc = decoder_read(w->dec, g.denom, g.rx0, g.ry0, g.rx1, g.ry1, &d);
 	if (rc) {
 		snprintf(w->why, sizeof(w->why), "%s", decoder_error(w->dec));
 		return rc;
 	}
-	if (p->crop == CROP_CENTER && denom == 1) {
-		/* the coefficients of torchvision's whole Resize, then the
-		 * crop: byte-identical to its PIL path (resize.h) */
-		struct center_geom g;
-		augment_center_geom(W, H, p->resize, p->size, &g);
-		rc = resize_rgb_crop(w->rz, (enum resize_filter)m->resize_interp,
-				     d.rgb, rx0, ry0, d.width, d.height, d.stride, W, H,
-				     g.new_w, g.new_h, g.left, g.top, slot, out, out,
-				     (size_t)out * 3);
-	} else {
-		rc = resize_rgb(w->rz, (enum resize_filter)m->resize_interp, d.rgb,
-				d.width, d.height, d.stride, sx0 - rx0, sy0 - ry0,
-				sx1 - rx0, sy1 - ry0, slot, out, out, (size_t)out * 3);
-	}
-	if (rc) {
-		snprintf(w->why, sizeof(w->why), "resize failed: %s", strerror(-rc));
-		return rc;
-	}
-	return 0;
+	return resample(w, p, &d, &g, W, H, m->resize_interp, slot);
 }
 
 /*
@@ -184,23 +224,9 @@ static int apply_recipe_ops(struct worker_ctx *w, batch_t *b, uint32_t pos,
 	return 0;
 }
 
-void sample_run(struct pool_task *t, uint32_t pos, void *ctx)
+/* meta[pos] before the sample is loaded: no partner, lam 1. */
+static void meta_init(const batch_t *b, uint32_t pos, struct wire_meta *m)
 {
-	batch_t *b = (batch_t *)t;
-	struct worker_ctx *w = ctx;
-	const struct pipeline_rt *pl = b->pl;
-	const struct pipeline_cfg *p = pl->cfg;
-	const int out = (int)p->size;
-	uint8_t *slot = b->pixels + (size_t)pos * pl->pixel_bytes;
-	struct wire_meta *m = &b->meta[pos];
-	uint32_t source = b->idx[pos];
-	uint32_t n = dataset_size(pl->ds);
-	unsigned attempt;
-	rng_t r;
-
-	if (atomic_load_explicit(&b->failed, memory_order_relaxed))
-		return;
-
 	memset(m, 0, sizeof(*m));
 	m->index = b->idx[pos];
 	m->partner = -1;
@@ -208,16 +234,34 @@ void sample_run(struct pool_task *t, uint32_t pos, void *ctx)
 	m->partner_pos = -1;
 	m->lam = 1.0;
 	m->pad = b->pad[pos];
+}
+
+/*
+ * Load the sample of position pos into slot, replacing a bad file by a
+ * deterministic other one (or failing the batch, as configured). On
+ * success *r is the sample stream of the attempt that loaded, *attempt
+ * that attempt and m->source the file. Returns 0, or -1 when the batch
+ * failed.
+ */
+static int load_or_replace(struct worker_ctx *w, batch_t *b, uint32_t pos,
+			   uint8_t *slot, struct wire_meta *m, rng_t *r,
+			   unsigned *attempt_out)
+{
+	const struct pipeline_rt *pl = b->pl;
+	const struct pipeline_cfg *p = pl->cfg;
+	uint32_t source = b->idx[pos];
+	uint32_t n = dataset_size(pl->ds);
+	unsigned attempt;
 
 	for (attempt = 0;; attempt++) {
-		rng_init(&r, b->key, b->epoch, b->index, pos, RNG_SAMPLE, attempt);
+		rng_init(r, b->key, b->epoch, b->index, pos, RNG_SAMPLE, attempt);
 		m->resize_interp = (uint8_t)p->interpolation;
 		if (p->train_interpolation == TI_RANDOM) { /* timm: bilinear or bicubic */
 			rng_t ir;
 			rng_init(&ir, b->key, b->epoch, b->index, pos, RNG_INTERP, attempt);
 			m->resize_interp = (uint8_t)rng_below(&ir, 2);
 		}
-		int rc = load_sample(w, b, source, &r, slot, m);
+		int rc = load_sample(w, b, source, r, slot, m);
 		if (rc == 0)
 			break;
 		if (decode_error_transient(rc)) {
@@ -226,20 +270,20 @@ void sample_run(struct pool_task *t, uint32_t pos, void *ctx)
 			batch_fail(b, WIRE_E_INTERNAL, "cannot read '%s' now: %s "
 				   "(not a bad file; retry)", dataset_path(pl->ds, source),
 				   w->why[0] ? w->why : strerror(-rc));
-			return;
+			return -1;
 		}
 		engine_note_bad(b->eng, pl->ds_index, source, w->why);
 		if (b->eng->cfg->server.on_decode_error == ON_ERROR_FAIL) {
 			batch_fail(b, WIRE_E_DECODE, "decode failed: '%s': %s",
 				   dataset_path(pl->ds, source), w->why);
-			return;
+			return -1;
 		}
 		if (attempt + 1 >= MAX_REPLACE_TRIES) {
 			batch_fail(b, WIRE_E_DECODE,
 				   "no readable replacement for '%s' after %d tries; last: '%s': %s",
 				   dataset_path(pl->ds, b->idx[pos]), MAX_REPLACE_TRIES,
 				   dataset_path(pl->ds, source), w->why);
-			return;
+			return -1;
 		}
 		/* Deterministic replacement: any sample, from a stream of
 		 * this position and attempt. */
@@ -251,15 +295,19 @@ void sample_run(struct pool_task *t, uint32_t pos, void *ctx)
 	if (m->status == WIRE_SAMPLE_REPLACED)
 		stats_add(b->eng->stats, replaced, 1);
 	m->source = source;
-	m->label = dataset_label(pl->ds, source);
+	*attempt_out = attempt;
+	return 0;
+}
 
-	if (rng_uniform(&r) < p->flip) {
-		augment_flip(slot, out, out, (size_t)out * 3);
-		m->flip = 1;
-	}
-	if (apply_recipe_ops(w, b, pos, attempt, slot, m))
-		return;
-	int nh = augment_cutout_boxes(&r, p, out, out, m->holes);
+/* Cutout (holes from the sample stream r) and RandomErasing, after the
+ * flip and the recipe ops. */
+static void apply_erasers(batch_t *b, uint32_t pos, unsigned attempt,
+			  rng_t *r, uint8_t *slot, struct wire_meta *m)
+{
+	const struct pipeline_cfg *p = b->pl->cfg;
+	const int out = (int)p->size;
+
+	int nh = augment_cutout_boxes(r, p, out, out, m->holes);
 	if (nh > 0) {
 		rng_t noise;
 		rng_init(&noise, b->key, b->epoch, b->index, pos, RNG_NOISE, attempt);
@@ -277,4 +325,33 @@ void sample_run(struct pool_task *t, uint32_t pos, void *ctx)
 		m->n_erase = (uint8_t)ne;
 		m->erase_mode = (uint8_t)p->remode;
 	}
+}
+
+void sample_run(struct pool_task *t, uint32_t pos, void *ctx)
+{
+	batch_t *b = (batch_t *)t;
+	struct worker_ctx *w = ctx;
+	const struct pipeline_rt *pl = b->pl;
+	const struct pipeline_cfg *p = pl->cfg;
+	const int out = (int)p->size;
+	uint8_t *slot = b->pixels + (size_t)pos * pl->pixel_bytes;
+	struct wire_meta *m = &b->meta[pos];
+	unsigned attempt;
+	rng_t r;
+
+	if (atomic_load_explicit(&b->failed, memory_order_relaxed))
+		return;
+
+	meta_init(b, pos, m);
+	if (load_or_replace(w, b, pos, slot, m, &r, &attempt))
+		return;
+	m->label = dataset_label(pl->ds, (uint32_t)m->source);
+
+	if (rng_uniform(&r) < p->flip) {
+		augment_flip(slot, out, out, (size_t)out * 3);
+		m->flip = 1;
+	}
+	if (apply_recipe_ops(w, b, pos, attempt, slot, m))
+		return;
+	apply_erasers(b, pos, attempt, &r, slot, m);
 }
