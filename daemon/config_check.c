@@ -181,6 +181,21 @@ static int check_security(struct loader *ld, struct section *s)
 	return 0;
 }
 
+/* check() each section of this kind, in file order; the first error wins. */
+static int check_each(struct loader *ld, enum sec_kind kind,
+		      int (*check)(struct loader *, struct section *))
+{
+	for (int i = 0; i < ld->n_secs; i++) {
+		if (ld->secs[i].kind != kind)
+			continue;
+		int rc = check(ld, &ld->secs[i]);
+
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
 int cfg_check_all(struct loader *ld)
 {
 	config_t *cfg = ld->cfg;
@@ -226,20 +241,9 @@ int cfg_check_all(struct loader *ld)
 	}
 	if (cfg->n_pipelines == 0)
 		return cfg_fail(ld, file, "no pipeline section (add [pipeline.NAME])");
-	for (int i = 0; i < ld->n_secs; i++) {
-		if (ld->secs[i].kind != SEC_PIPELINE)
-			continue;
-		rc = check_pipeline(ld, &ld->secs[i]);
-		if (rc)
-			return rc;
-	}
-	for (int i = 0; i < ld->n_secs; i++) {
-		if (ld->secs[i].kind != SEC_SECURITY)
-			continue;
-		rc = check_security(ld, &ld->secs[i]);
-		if (rc)
-			return rc;
-	}
-	return 0;
+	rc = check_each(ld, SEC_PIPELINE, check_pipeline);
+	if (rc)
+		return rc;
+	return check_each(ld, SEC_SECURITY, check_security);
 }
 

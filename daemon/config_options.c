@@ -424,11 +424,27 @@ static void order_by_name(const char *const *names, int n, int *idx)
 	}
 }
 
+/* The n sections of one kind (names[i] the NAME of the one at bases[i]),
+ * ordered by name, each as "WORD.NAME.key=value" lines. */
+static void canon_by_name(FILE *f, enum sec_kind kind, const char *word,
+			  const char *const *names, const void *const *bases,
+			  int n)
+{
+	char prefix[SECTION_TEXT_MAX];
+	int idx[CONFIG_MAX_PIPELINES + CONFIG_MAX_DATASETS];
+
+	order_by_name(names, n, idx);
+	for (int i = 0; i < n; i++) {
+		snprintf(prefix, sizeof(prefix), "%s.%s", word, names[idx[i]]);
+		canon_section(f, kind, prefix, bases[idx[i]]);
+	}
+}
+
 char *config_canonical(const config_t *cfg)
 {
-	char *text = NULL, prefix[SECTION_TEXT_MAX];
+	char *text = NULL;
 	const char *names[CONFIG_MAX_PIPELINES + CONFIG_MAX_DATASETS];
-	int idx[CONFIG_MAX_PIPELINES + CONFIG_MAX_DATASETS];
+	const void *bases[CONFIG_MAX_PIPELINES + CONFIG_MAX_DATASETS];
 	size_t len = 0;
 	FILE *f;
 
@@ -440,24 +456,16 @@ char *config_canonical(const config_t *cfg)
 	canon_section(f, SEC_SERVER, "server", &cfg->server);
 	/* datasets and pipelines by name: the order of the sections in the
 	 * file does not change a batch */
-	for (int i = 0; i < cfg->n_datasets; i++)
-		names[i] = cfg->datasets[i].name;
-	order_by_name(names, cfg->n_datasets, idx);
 	for (int i = 0; i < cfg->n_datasets; i++) {
-		const struct dataset_cfg *d = &cfg->datasets[idx[i]];
-
-		snprintf(prefix, sizeof(prefix), "dataset.%s", d->name);
-		canon_section(f, SEC_DATASET, prefix, d);
+		names[i] = cfg->datasets[i].name;
+		bases[i] = &cfg->datasets[i];
 	}
-	for (int i = 0; i < cfg->n_pipelines; i++)
-		names[i] = cfg->pipelines[i].name;
-	order_by_name(names, cfg->n_pipelines, idx);
+	canon_by_name(f, SEC_DATASET, "dataset", names, bases, cfg->n_datasets);
 	for (int i = 0; i < cfg->n_pipelines; i++) {
-		const struct pipeline_cfg *p = &cfg->pipelines[idx[i]];
-
-		snprintf(prefix, sizeof(prefix), "pipeline.%s", p->name);
-		canon_section(f, SEC_PIPELINE, prefix, p);
+		names[i] = cfg->pipelines[i].name;
+		bases[i] = &cfg->pipelines[i];
 	}
+	canon_by_name(f, SEC_PIPELINE, "pipeline", names, bases, cfg->n_pipelines);
 	if (ferror(f)) {
 		fclose(f);
 		free(text);

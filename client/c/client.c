@@ -462,7 +462,9 @@ out:
 	return rc;
 }
 
-int cutmixd_client_info(cutmixd_client_t *c, char **json)
+/* A JSON request (INFO, STATS): *json the reply text, freed by the
+ * caller, or NULL on error. */
+static int json_call(cutmixd_client_t *c, uint16_t type, char **json)
 {
 	char *s = NULL;
 	int rc;
@@ -471,7 +473,7 @@ int cutmixd_client_info(cutmixd_client_t *c, char **json)
 		*json = NULL;
 	if (!c)
 		return -EINVAL;
-	rc = json_request(c, WIRE_INFO, &s);
+	rc = json_request(c, type, &s);
 	if (rc == 0 && json)
 		*json = s;
 	else
@@ -479,21 +481,14 @@ int cutmixd_client_info(cutmixd_client_t *c, char **json)
 	return rc;
 }
 
+int cutmixd_client_info(cutmixd_client_t *c, char **json)
+{
+	return json_call(c, WIRE_INFO, json);
+}
+
 int cutmixd_client_stats(cutmixd_client_t *c, char **json)
 {
-	char *s = NULL;
-	int rc;
-
-	if (json)
-		*json = NULL;
-	if (!c)
-		return -EINVAL;
-	rc = json_request(c, WIRE_STATS, &s);
-	if (rc == 0 && json)
-		*json = s;
-	else
-		free(s);
-	return rc;
+	return json_call(c, WIRE_STATS, json);
 }
 
 int64_t cutmixd_client_batches_per_epoch(cutmixd_client_t *c)
