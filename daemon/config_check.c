@@ -1,8 +1,9 @@
 /*
  * config_check.c — the cross-field rules of the config file, run after
- * the file and the overrides were read: the eval pipeline's keys and
- * defaults, crop and resize, the recipes, the pipeline's dataset, both
- * CURVE keys or neither, the daemon-wide defaults computed from others.
+ * the file and the overrides were read: one source per dataset, the eval
+ * pipeline's keys and defaults, crop and resize, the recipes, the
+ * pipeline's dataset, both CURVE keys or neither, the daemon-wide
+ * defaults computed from others.
  */
 #include "config.h"
 
@@ -196,6 +197,31 @@ static int check_each(struct loader *ld, enum sec_kind kind,
 	return 0;
 }
 
+/* One source per dataset (root, shards or pack), and only the keys that
+ * go with it. */
+static int check_dataset(struct loader *ld, struct section *s)
+{
+	const struct dataset_cfg *dc = s->base;
+
+	if (!dc->root && !dc->shards && !dc->pack)
+		return cfg_fail(ld, s->at, "[%s] root: required key is "
+				"missing", s->text);  /* or shards */
+	if (!!dc->root + !!dc->shards + !!dc->pack > 1)
+		return cfg_fail(ld, s->at, "[%s] root, shards and pack: give one "
+				"of them, not both", s->text);
+	if (dc->pack && (dc->manifest || dc->index_cache || dc->class_names))
+		return cfg_fail(ld, s->at, "[%s] pack: the pack's index names "
+				"the samples and classes (no manifest, index_cache "
+				"or class_names)", s->text);
+	if (dc->shards && dc->manifest)
+		return cfg_fail(ld, s->at, "[%s] manifest: not with shards "
+				"(the tar members name the samples)", s->text);
+	if (!dc->shards && (dc->index_cache || dc->class_names))
+		return cfg_fail(ld, s->at, "[%s] %s: only with shards", s->text,
+				dc->index_cache ? "index_cache" : "class_names");
+	return 0;
+}
+
 int cfg_check_all(struct loader *ld)
 {
 	config_t *cfg = ld->cfg;
@@ -216,29 +242,9 @@ int cfg_check_all(struct loader *ld)
 	if (cfg->n_datasets == 0)
 		return cfg_fail(ld, file, "no dataset section (add [dataset] with "
 				"root = PATH)");
-	for (int i = 0; i < ld->n_secs; i++) {
-		struct section *s = &ld->secs[i];
-		const struct dataset_cfg *dc = s->base;
-
-		if (s->kind != SEC_DATASET)
-			continue;
-		if (!dc->root && !dc->shards && !dc->pack)
-			return cfg_fail(ld, s->at, "[%s] root: required key is "
-					"missing", s->text);  /* or shards */
-		if (!!dc->root + !!dc->shards + !!dc->pack > 1)
-			return cfg_fail(ld, s->at, "[%s] root, shards and pack: give one "
-					"of them, not both", s->text);
-		if (dc->pack && (dc->manifest || dc->index_cache || dc->class_names))
-			return cfg_fail(ld, s->at, "[%s] pack: the pack's index names "
-					"the samples and classes (no manifest, index_cache "
-					"or class_names)", s->text);
-		if (dc->shards && dc->manifest)
-			return cfg_fail(ld, s->at, "[%s] manifest: not with shards "
-					"(the tar members name the samples)", s->text);
-		if (!dc->shards && (dc->index_cache || dc->class_names))
-			return cfg_fail(ld, s->at, "[%s] %s: only with shards", s->text,
-					dc->index_cache ? "index_cache" : "class_names");
-	}
+	rc = check_each(ld, SEC_DATASET, check_dataset);
+	if (rc)
+		return rc;
 	if (cfg->n_pipelines == 0)
 		return cfg_fail(ld, file, "no pipeline section (add [pipeline.NAME])");
 	rc = check_each(ld, SEC_PIPELINE, check_pipeline);
