@@ -293,33 +293,43 @@ void cutmixd_client_destroy(cutmixd_client_t **cp)
 	*cp = NULL;
 }
 
-int cutmixd_client_set_timeout(cutmixd_client_t *c, int ms)
+/* The setters of a time in ms: c given and ms > 0, else -EINVAL (with
+ * "WHAT: must be > 0 ms, got N" as the client's error). */
+static int check_ms(cutmixd_client_t *c, const char *what, int ms)
 {
 	if (!c)
 		return -EINVAL;
 	if (ms <= 0)
-		return cmx_set_error(c, -EINVAL, 0, "set_timeout: must be > 0 ms, got %d", ms);
+		return cmx_set_error(c, -EINVAL, 0, "%s: must be > 0 ms, got %d", what, ms);
+	return 0;
+}
+
+int cutmixd_client_set_timeout(cutmixd_client_t *c, int ms)
+{
+	int rc = check_ms(c, "set_timeout", ms);
+
+	if (rc)
+		return rc;
 	c->timeout_ms = ms;
 	return 0;
 }
 
 int cutmixd_client_set_resend_timeout(cutmixd_client_t *c, int ms)
 {
-	if (!c)
-		return -EINVAL;
-	if (ms <= 0)
-		return cmx_set_error(c, -EINVAL, 0, "set_resend_timeout: must be > 0 ms, got %d", ms);
+	int rc = check_ms(c, "set_resend_timeout", ms);
+
+	if (rc)
+		return rc;
 	c->resend_ms = ms;
 	return 0;
 }
 
 int cutmixd_client_set_discovery_interval(cutmixd_client_t *c, int ms)
 {
-	if (!c)
-		return -EINVAL;
-	if (ms <= 0)
-		return cmx_set_error(c, -EINVAL, 0, "set_discovery_interval: must be > 0 ms, got %d",
-				     ms);
+	int rc = check_ms(c, "set_discovery_interval", ms);
+
+	if (rc)
+		return rc;
 	c->discovery_ms = ms;
 	for (int i = 0; i < c->ngroups; i++)
 		if (c->connected && c->groups[i].next_at > cmx_now_ms() + ms)
