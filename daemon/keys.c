@@ -14,6 +14,7 @@
  *   them once they are no longer needed, and never quoted in a message.
  */
 #include "keys.h"
+#include "errbuf.h"
 #include "keyfile.h"
 
 #include <dirent.h>
@@ -39,29 +40,6 @@ struct keyset {
 #define KEY_SECRET KEYFILE_SECRET
 
 typedef keyfile_fn key_fn;
-
-/* ---------------------------------------------------------------- errors */
-
-__attribute__((format(printf, 3, 4)))
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err && errlen) {
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return -EINVAL;
-}
-
-static int fail_errno(char *err, size_t errlen, int rc, const char *path,
-		      const char *what)
-{
-	if (err && errlen)
-		snprintf(err, errlen, "%s: %s: %s", path, what, strerror(-rc));
-	return rc;
-}
 
 /* ------------------------------------------------------------------- z85 */
 
@@ -112,16 +90,16 @@ static int on_pair_key(void *ctx, const char *path, const struct keyfile_key *k,
 		if (c->public_only)
 			return 0; /* a NAME.key read for its public key */
 		if (c->secret_line)
-			return fail(err, errlen, "%s:%d: secret-key: duplicate "
-				    "(first on line %d)", path, k->line,
-				    c->secret_line);
+			return errbuf_fail(err, errlen, "%s:%d: secret-key: duplicate "
+					   "(first on line %d)", path, k->line,
+					   c->secret_line);
 		memcpy(c->secret, k->bin, KEYS_BIN_LEN);
 		c->secret_line = k->line;
 		return 0;
 	}
 	if (c->public_line)
-		return fail(err, errlen, "%s:%d: public-key: duplicate (first on "
-			    "line %d)", path, k->line, c->public_line);
+		return errbuf_fail(err, errlen, "%s:%d: public-key: duplicate (first on "
+				   "line %d)", path, k->line, c->public_line);
 	memcpy(c->public_key, k->bin, KEYS_BIN_LEN);
 	c->public_line = k->line;
 	return 0;
@@ -141,7 +119,7 @@ int keys_load_secret(const char *path, char secret[KEYS_Z85_LEN + 1],
 	if (err && errlen)
 		err[0] = '\0';
 	if (!path)
-		return fail(err, errlen, "keys_load_secret: no path");
+		return errbuf_fail(err, errlen, "keys_load_secret: no path");
 	memset(&c, 0, sizeof(c));
 	rc = read_file(path, &buf, &len, &st, err, errlen);
 	if (rc)
@@ -150,23 +128,23 @@ int keys_load_secret(const char *path, char secret[KEYS_Z85_LEN + 1],
 	if (rc)
 		goto out_wipe;
 	if (!c.secret_line) {
-		rc = fail(err, errlen, "%s: no 'secret-key = KEY' line (a .pub "
-			  "file has none: give the NAME.key file that "
-			  "'cutmixd keygen NAME' wrote)", path);
+		rc = errbuf_fail(err, errlen, "%s: no 'secret-key = KEY' line (a .pub "
+				 "file has none: give the NAME.key file that "
+				 "'cutmixd keygen NAME' wrote)", path);
 		goto out_wipe;
 	}
 	if (!zmq_z85_encode(sec_z, c.secret, KEYS_BIN_LEN) ||
 	    zmq_curve_public(pub_z, sec_z) != 0) {
-		rc = fail(err, errlen, "%s: cannot derive the public key: %s "
-			  "(libzmq without CURVE?)", path, zmq_strerror(errno));
+		rc = errbuf_fail(err, errlen, "%s: cannot derive the public key: %s "
+				 "(libzmq without CURVE?)", path, zmq_strerror(errno));
 		goto out_wipe;
 	}
 	if (c.public_line) {
 		zmq_z85_encode(given, c.public_key, KEYS_BIN_LEN);
 		if (strcmp(given, pub_z) != 0) {
-			rc = fail(err, errlen, "%s:%d: public-key: does not belong "
-				  "to the secret-key of line %d", path,
-				  c.public_line, c.secret_line);
+			rc = errbuf_fail(err, errlen, "%s:%d: public-key: does not belong "
+					 "to the secret-key of line %d", path,
+					 c.public_line, c.secret_line);
 			goto out_wipe;
 		}
 	}
@@ -197,7 +175,7 @@ int keys_load_public(const char *path, char public_key[KEYS_Z85_LEN + 1],
 	if (err && errlen)
 		err[0] = '\0';
 	if (!path)
-		return fail(err, errlen, "keys_load_public: no path");
+		return errbuf_fail(err, errlen, "keys_load_public: no path");
 	memset(&c, 0, sizeof(c));
 	c.public_only = true;
 	rc = read_file(path, &buf, &len, &st, err, errlen);
@@ -205,7 +183,7 @@ int keys_load_public(const char *path, char public_key[KEYS_Z85_LEN + 1],
 		return rc;
 	rc = parse_text(path, buf, len, on_pair_key, &c, err, errlen);
 	if (!rc && !c.public_line)
-		rc = fail(err, errlen, "%s: no 'public-key = KEY' line", path);
+		rc = errbuf_fail(err, errlen, "%s: no 'public-key = KEY' line", path);
 	if (!rc && public_key)
 		zmq_z85_encode(public_key, c.public_key, KEYS_BIN_LEN);
 	explicit_bzero(&c, sizeof(c));
@@ -235,14 +213,14 @@ static int on_auth_key(void *ctx, const char *path, const struct keyfile_key *k,
 		return 0;
 	}
 	if (c->n == KEYS_MAX)
-		return fail(err, errlen, "%s:%d: too many authorized keys (max %d)",
-			    path, k->line, KEYS_MAX);
+		return errbuf_fail(err, errlen, "%s:%d: too many authorized keys (max %d)",
+				   path, k->line, KEYS_MAX);
 	if (c->n == c->cap) {
 		size_t cap = c->cap ? c->cap * 2 : 16;
 		void *nk = realloc(c->keys, cap * KEYS_BIN_LEN);
 
 		if (!nk)
-			return fail_errno(err, errlen, -ENOMEM, path, "cannot read");
+			return errbuf_fail_errno(err, errlen, -ENOMEM, path, "cannot read");
 		c->keys = nk;
 		c->cap = cap;
 	}
@@ -276,7 +254,7 @@ static int auth_file(struct auth_ctx *c, const char *path, char *err,
 	rc = parse_text(path, buf, len, on_auth_key, c, err, errlen);
 	/* an empty file is a mistake (a truncated copy?), not "nobody" */
 	if (!rc && c->n == before)
-		rc = fail(err, errlen, "%s: no public key in this file", path);
+		rc = errbuf_fail(err, errlen, "%s: no public key in this file", path);
 	free_secret_text(buf, len);
 	return rc;
 }
@@ -305,7 +283,7 @@ static int auth_folder(struct auth_ctx *c, const char *path,
 
 	d = opendir(path);
 	if (!d)
-		return fail_errno(err, errlen, -errno, path, "cannot open");
+		return errbuf_fail_errno(err, errlen, -errno, path, "cannot open");
 	warn_writable(path, st);
 	while ((errno = 0, de = readdir(d))) {
 		if (!is_pub_name(de->d_name))
@@ -315,8 +293,8 @@ static int auth_folder(struct auth_ctx *c, const char *path,
 			char **nn = realloc(names, nc * sizeof(*names));
 
 			if (!nn) {
-				rc = fail_errno(err, errlen, -ENOMEM, path,
-						"cannot read");
+				rc = errbuf_fail_errno(err, errlen, -ENOMEM, path,
+						       "cannot read");
 				goto out_free;
 			}
 			names = nn;
@@ -324,17 +302,17 @@ static int auth_folder(struct auth_ctx *c, const char *path,
 		}
 		names[n] = strdup(de->d_name);
 		if (!names[n]) {
-			rc = fail_errno(err, errlen, -ENOMEM, path, "cannot read");
+			rc = errbuf_fail_errno(err, errlen, -ENOMEM, path, "cannot read");
 			goto out_free;
 		}
 		n++;
 	}
 	if (errno) {
-		rc = fail_errno(err, errlen, -errno, path, "cannot read");
+		rc = errbuf_fail_errno(err, errlen, -errno, path, "cannot read");
 		goto out_free;
 	}
 	if (n == 0) {
-		rc = fail(err, errlen, "%s: no *.pub files in this folder", path);
+		rc = errbuf_fail(err, errlen, "%s: no *.pub files in this folder", path);
 		goto out_free;
 	}
 	qsort(names, n, sizeof(*names), cmp_name);
@@ -343,7 +321,7 @@ static int auth_folder(struct auth_ctx *c, const char *path,
 
 		if (asprintf(&file, "%s%s%s", path, sep, names[i]) < 0) {
 			file = NULL;
-			rc = fail_errno(err, errlen, -ENOMEM, path, "cannot read");
+			rc = errbuf_fail_errno(err, errlen, -ENOMEM, path, "cannot read");
 			break;
 		}
 		rc = auth_file(c, file, err, errlen);
@@ -374,10 +352,10 @@ int keys_load_authorized(const char *path, keyset_t **out, char *err,
 	if (err && errlen)
 		err[0] = '\0';
 	if (!path || !out)
-		return fail(err, errlen, "keys_load_authorized: bad arguments");
+		return errbuf_fail(err, errlen, "keys_load_authorized: bad arguments");
 	*out = NULL;
 	if (stat(path, &st) < 0)
-		return fail_errno(err, errlen, -errno, path, "cannot open");
+		return errbuf_fail_errno(err, errlen, -errno, path, "cannot open");
 	if (S_ISDIR(st.st_mode))
 		rc = auth_folder(&c, path, &st, err, errlen);
 	else
@@ -391,7 +369,7 @@ int keys_load_authorized(const char *path, keyset_t **out, char *err,
 			memcpy(c.keys[u++], c.keys[i], KEYS_BIN_LEN);
 	set = calloc(1, sizeof(*set));
 	if (!set) {
-		rc = fail_errno(err, errlen, -ENOMEM, path, "cannot read");
+		rc = errbuf_fail_errno(err, errlen, -ENOMEM, path, "cannot read");
 		goto out_free;
 	}
 	set->n = u;
@@ -452,9 +430,9 @@ static int create_file(const char *path, mode_t mode, const char *text,
 	if (fd < 0) {
 		rc = -errno;
 		if (rc == -EEXIST)
-			return fail_errno(err, errlen, rc, path,
-					  "not overwriting an existing file");
-		return fail_errno(err, errlen, rc, path, "cannot create");
+			return errbuf_fail_errno(err, errlen, rc, path,
+						 "not overwriting an existing file");
+		return errbuf_fail_errno(err, errlen, rc, path, "cannot create");
 	}
 	*created = true;
 	/* exactly `mode`, whatever the umask */
@@ -466,7 +444,7 @@ static int create_file(const char *path, mode_t mode, const char *text,
 	if (close(fd) < 0 && !rc)
 		rc = -errno;
 	if (rc)
-		return fail_errno(err, errlen, rc, path, "cannot write");
+		return errbuf_fail_errno(err, errlen, rc, path, "cannot write");
 	return 0;
 }
 
@@ -482,25 +460,25 @@ int keys_write_pair(const char *name, char public_key[KEYS_Z85_LEN + 1],
 	if (err && errlen)
 		err[0] = '\0';
 	if (!name || !*name)
-		return fail(err, errlen, "keygen: no NAME given");
+		return errbuf_fail(err, errlen, "keygen: no NAME given");
 	if (asprintf(&key_path, "%s.key", name) < 0)
 		key_path = NULL;
 	if (asprintf(&pub_path, "%s.pub", name) < 0)
 		pub_path = NULL;
 	if (!key_path || !pub_path) {
-		rc = fail_errno(err, errlen, -ENOMEM, name, "keygen");
+		rc = errbuf_fail_errno(err, errlen, -ENOMEM, name, "keygen");
 		goto out_free;
 	}
 	/* both checked before either is written */
 	if (lstat(key_path, &st) == 0 || lstat(pub_path, &st) == 0) {
-		rc = fail_errno(err, errlen, -EEXIST,
-				lstat(key_path, &st) == 0 ? key_path : pub_path,
-				"not overwriting an existing file");
+		rc = errbuf_fail_errno(err, errlen, -EEXIST,
+				       lstat(key_path, &st) == 0 ? key_path : pub_path,
+				       "not overwriting an existing file");
 		goto out_free;
 	}
 	if (zmq_curve_keypair(pub, sec) != 0) {
-		rc = fail(err, errlen, "keygen: cannot make a CURVE key pair: %s "
-			  "(libzmq without CURVE?)", zmq_strerror(errno));
+		rc = errbuf_fail(err, errlen, "keygen: cannot make a CURVE key pair: %s "
+				 "(libzmq without CURVE?)", zmq_strerror(errno));
 		goto out_free;
 	}
 	if (asprintf(&key_text, "# cutmixd CURVE key pair: keep this file secret\n"
@@ -510,7 +488,7 @@ int keys_write_pair(const char *name, char public_key[KEYS_Z85_LEN + 1],
 		     pub) < 0)
 		pub_text = NULL;
 	if (!key_text || !pub_text) {
-		rc = fail_errno(err, errlen, -ENOMEM, name, "keygen");
+		rc = errbuf_fail_errno(err, errlen, -ENOMEM, name, "keygen");
 		goto out_free;
 	}
 	rc = create_file(key_path, 0600, key_text, &key_made, err, errlen);

@@ -7,6 +7,7 @@
  * the caller's business. No state, no threads. Buffers that held key
  * text are wiped (explicit_bzero) before they are freed.
  */
+#include "errbuf.h"
 #include "keyfile.h"
 
 #include <ctype.h>
@@ -29,26 +30,6 @@ static const char z85_chars[] =
 
 static const char expected[] = "expected 'public-key = KEY', "
 	"'secret-key = KEY', a bare KEY or a '#' comment";
-
-__attribute__((format(printf, 3, 4)))
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err && errlen) {
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return -EINVAL;
-}
-
-static int fail_errno(char *err, size_t errlen, int rc, const char *path, const char *what)
-{
-	if (err && errlen)
-		snprintf(err, errlen, "%s: %s: %s", path, what, strerror(-rc));
-	return rc;
-}
 
 /* Copy s for a message: at most QUOTE_MAX characters, controls as '?'. */
 static const char *quote(char *dst, size_t n, const char *s, size_t len)
@@ -106,23 +87,23 @@ int keyfile_read(const char *path, char **out, size_t *len_out, unsigned *mode,
 	 * it is refused below as not a regular file */
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
 	if (fd < 0)
-		return fail_errno(err, errlen, -errno, path, "cannot open");
+		return errbuf_fail_errno(err, errlen, -errno, path, "cannot open");
 	if (fstat(fd, &st) < 0) {
-		rc = fail_errno(err, errlen, -errno, path, "cannot open");
+		rc = errbuf_fail_errno(err, errlen, -errno, path, "cannot open");
 		goto out_close;
 	}
 	if (!S_ISREG(st.st_mode)) {
-		rc = fail(err, errlen, "%s: not a regular file", path);
+		rc = errbuf_fail(err, errlen, "%s: not a regular file", path);
 		goto out_close;
 	}
 	if (st.st_size > KEYFILE_MAX_BYTES) {
-		rc = fail(err, errlen, "%s: too large for a key file (%lld bytes, max %d)",
-			  path, (long long)st.st_size, KEYFILE_MAX_BYTES);
+		rc = errbuf_fail(err, errlen, "%s: too large for a key file (%lld bytes, max %d)",
+				 path, (long long)st.st_size, KEYFILE_MAX_BYTES);
 		goto out_close;
 	}
 	buf = malloc((size_t)st.st_size + 1);
 	if (!buf) {
-		rc = fail_errno(err, errlen, -ENOMEM, path, "cannot read");
+		rc = errbuf_fail_errno(err, errlen, -ENOMEM, path, "cannot read");
 		goto out_close;
 	}
 	for (;;) {
@@ -131,7 +112,7 @@ int keyfile_read(const char *path, char **out, size_t *len_out, unsigned *mode,
 		if (got < 0 && errno == EINTR)
 			continue;
 		if (got < 0) {
-			rc = fail_errno(err, errlen, -errno, path, "cannot read");
+			rc = errbuf_fail_errno(err, errlen, -errno, path, "cannot read");
 			goto out_close;
 		}
 		if (got == 0 || (len += (size_t)got) == (size_t)st.st_size)
@@ -199,16 +180,16 @@ static int name_value(const char *path, int lineno, const char *p, size_t n,
 	} else {
 		/* "secret-key" misspelt could carry a secret: only the name
 		 * is shown */
-		return fail(err, errlen, "%s:%d: %s, got '%s = ...'", path, lineno, expected,
-			    quote(shown, sizeof(shown), p, name_len));
+		return errbuf_fail(err, errlen, "%s:%d: %s, got '%s = ...'", path, lineno, expected,
+				   quote(shown, sizeof(shown), p, name_len));
 	}
 	if (keyfile_z85_ok(v, v_len, k->bin))
 		return 1;
 	if (k->kind == KEYFILE_SECRET)
-		return fail(err, errlen, "%s:%d: secret-key: must be %d Z85 characters (got "
-			    "%zu characters; not shown)", path, lineno, KEYFILE_Z85_LEN, v_len);
-	return fail(err, errlen, "%s:%d: public-key: must be %d Z85 characters, got '%s'",
-		    path, lineno, KEYFILE_Z85_LEN, quote(shown, sizeof(shown), v, v_len));
+		return errbuf_fail(err, errlen, "%s:%d: secret-key: must be %d Z85 characters (got "
+				   "%zu characters; not shown)", path, lineno, KEYFILE_Z85_LEN, v_len);
+	return errbuf_fail(err, errlen, "%s:%d: public-key: must be %d Z85 characters, got '%s'",
+			   path, lineno, KEYFILE_Z85_LEN, quote(shown, sizeof(shown), v, v_len));
 }
 
 int keyfile_parse(const char *path, const char *buf, size_t len, keyfile_fn each,
@@ -230,7 +211,7 @@ int keyfile_parse(const char *path, const char *buf, size_t len, keyfile_fn each
 		pos += n + (nl ? 1 : 0);
 		lineno++;
 		if (memchr(p, '\0', n)) {
-			rc = fail(err, errlen, "%s:%d: NUL byte in line", path, lineno);
+			rc = errbuf_fail(err, errlen, "%s:%d: NUL byte in line", path, lineno);
 			break;
 		}
 		e = p + n;
@@ -260,8 +241,8 @@ int keyfile_parse(const char *path, const char *buf, size_t len, keyfile_fn each
 		}
 		eq = memchr(p, '=', n);
 		if (!eq) {
-			rc = fail(err, errlen, "%s:%d: %s, got '%s'", path, lineno, expected,
-				  quote(shown, sizeof(shown), p, n));
+			rc = errbuf_fail(err, errlen, "%s:%d: %s, got '%s'", path, lineno, expected,
+					 quote(shown, sizeof(shown), p, n));
 			break;
 		}
 		rc = name_value(path, lineno, p, n, eq, in_metadata, &k, err, errlen);
