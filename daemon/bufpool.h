@@ -15,11 +15,15 @@
 
 /* A buffer of at least `size` bytes, 64-byte aligned; NULL if out of memory. */
 void *bufpool_get(size_t size);
-/* Give a buffer back (NULL-safe): kept for reuse or unmapped. */
+/* Give a buffer back (NULL-safe): kept for reuse (while the buffers held
+ * stay within the most ever in use at once, and the idle ones within the
+ * limit) or unmapped. */
 void bufpool_put(void *buf);
 /* zmq_msg_init_data free callback: bufpool_put(data). */
 void bufpool_free_cb(void *data, void *hint);
-/* Keep at most `n` idle buffers (default 4); extra ones are released. */
+/* Keep at most `n` idle buffers (default 4); extra ones are released.
+ * Idle buffers never make the total held exceed the peak in use, so a
+ * limit of a few costs no RSS beyond the busiest moment. */
 void bufpool_set_limit(unsigned n);
 /* Idle buffers held now (tests, stats). */
 unsigned bufpool_idle(void);
