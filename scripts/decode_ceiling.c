@@ -247,9 +247,19 @@ static int region_one(struct thread *t, const struct file *f, uint64_t item)
 		t->checksum += d.rgb[(size_t)(d.height / 2) * d.stride + (size_t)d.width / 2 * 3];
 		return 0;
 	}
-	rc = resize_rgb(t->rz, filter, d.rgb, d.width, d.height, d.stride, sx0 - rx0,
-			sy0 - ry0, sx1 - rx0, sy1 - ry0, t->out, out_size, out_size,
-			(size_t)out_size * 3);
+	if (crops_mode == CROPS_CENTER && denom == 1) {
+		/* as batch.c: the whole Resize's coefficients, then the crop */
+		struct center_geom g;
+
+		augment_center_geom(W, H, 256, (unsigned)out_size, &g);
+		rc = resize_rgb_crop(t->rz, filter, d.rgb, rx0, ry0, d.width, d.height,
+				     d.stride, W, H, g.new_w, g.new_h, g.left, g.top, t->out,
+				     out_size, out_size, (size_t)out_size * 3);
+	} else {
+		rc = resize_rgb(t->rz, filter, d.rgb, d.width, d.height, d.stride, sx0 - rx0,
+				sy0 - ry0, sx1 - rx0, sy1 - ry0, t->out, out_size, out_size,
+				(size_t)out_size * 3);
+	}
 	if (rc) {
 		snprintf(t->why, sizeof(t->why), "resize failed: %s", strerror(-rc));
 		return -1;
