@@ -78,6 +78,9 @@ static int load_sample(struct worker_ctx *w, batch_t *b, uint32_t source,
 	m->crop[3] = (float)box.y1;
 	m->src_w = W;
 	m->src_h = H;
+	/* The flip draw follows the crop's draws (the stream order is
+	 * unchanged); drawn here so the resize can fold it in. */
+	m->flip = rng_uniform(r) < p->flip;
 
 	/* DCT-domain downscaling by 1/2, 1/4 or 1/8 (the SIMD factors) when
 	 * the crop stays at least the output size after it: the final
@@ -128,10 +131,14 @@ static int load_sample(struct worker_ctx *w, batch_t *b, uint32_t source,
 				     d.rgb, rx0, ry0, d.width, d.height, d.stride, W, H,
 				     g.new_w, g.new_h, g.left, g.top, slot, out, out,
 				     (size_t)out * 3);
+		if (rc == 0 && m->flip)
+			augment_flip(slot, out, out, (size_t)out * 3);
 	} else {
-		rc = resize_rgb(w->rz, (enum resize_filter)m->resize_interp, d.rgb,
-				d.width, d.height, d.stride, sx0 - rx0, sy0 - ry0,
-				sx1 - rx0, sy1 - ry0, slot, out, out, (size_t)out * 3);
+		/* RESIZE_FLIP: the mirror folded into the horizontal pass */
+		rc = resize_rgb_ex(w->rz, (enum resize_filter)m->resize_interp,
+				   m->flip ? RESIZE_FLIP : 0, d.rgb, d.width, d.height,
+				   d.stride, sx0 - rx0, sy0 - ry0, sx1 - rx0, sy1 - ry0, slot,
+				   out, out, (size_t)out * 3);
 	}
 	if (rc) {
 		snprintf(w->why, sizeof(w->why), "resize failed: %s", strerror(-rc));
@@ -253,10 +260,7 @@ void sample_run(struct pool_task *t, uint32_t pos, void *ctx)
 	m->source = source;
 	m->label = dataset_label(pl->ds, source);
 
-	if (rng_uniform(&r) < p->flip) {
-		augment_flip(slot, out, out, (size_t)out * 3);
-		m->flip = 1;
-	}
+	/* m->flip was drawn, and applied, by load_sample. */
 	if (apply_recipe_ops(w, b, pos, attempt, slot, m))
 		return;
 	int nh = augment_cutout_boxes(&r, p, out, out, m->holes);
