@@ -37,7 +37,10 @@ def main():
     ap.add_argument("--batches", type=int, default=24)
     ap.add_argument("--pipeline", default="train", choices=("train", "val"))
     ap.add_argument("--photo", action="store_true")
+    ap.add_argument("--bin", help="another cutmixd binary (A/B of builds)")
     a = ap.parse_args()
+    if a.bin:
+        bench.BIN = os.path.dirname(os.path.abspath(a.bin))
     out_dir = os.path.join(bench.REPO, "build", "bench")
     os.makedirs(out_dir, exist_ok=True)
     root, manifest, rows, desc = bench.prepare_dataset(out_dir, a.photo)
@@ -56,9 +59,12 @@ def main():
             bench.touch(b.images, b.labels)
         f1, c1, t1 = minflt(d.pid), resource.getrusage(resource.RUSAGE_SELF).ru_minflt, \
             time.monotonic()
+        cpu1, n = bench.proc_cpu_s(d.pid), 0
         for _ in range(a.batches):
             b = next(it)
             bench.touch(b.images, b.labels)
+            n += len(b)
+        cpu2 = bench.proc_cpu_s(d.pid)
         f2, c2, t2 = minflt(d.pid), resource.getrusage(resource.RUSAGE_SELF).ru_minflt, \
             time.monotonic()
         c.close()
@@ -71,7 +77,8 @@ def main():
         "daemon_faults_warmup_per_batch": (f1 - f0) / a.warmup,
         "daemon_faults_per_batch": (f2 - f1) / a.batches,
         "client_faults_per_batch": (c2 - c1) / a.batches,
-        "daemon_peak_rss_mib": rss / 1024.0, "seconds": t2 - t1}, indent=1))
+        "daemon_peak_rss_mib": rss / 1024.0,
+        "daemon_cpu_ms_per_image": 1000.0 * (cpu2 - cpu1) / n, "seconds": t2 - t1}, indent=1))
     return 0
 
 
