@@ -64,7 +64,8 @@ def main():
     top = int(sys.argv[3]) if len(sys.argv) > 3 else 12
     funcs, total = table(path, False)
     incl, _ = table(path, True)
-    for f in ("decoder_read", "resize_rgb", "resize_rgb_ex", "mirror_rows", "augment_flip"):
+    for f in ("decoder_read", "resize_rgb", "resize_rgb_ex", "resize_rgb_crop", "mirror_rows",
+              "augment_flip"):
         if f in incl:
             print("inclusive %-14s %8.3f M per image" % (f, incl[f] / images / 1e6))
     print("total %.2f M instructions per image (%d images)" % (total / images / 1e6, images))
