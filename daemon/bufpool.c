@@ -8,7 +8,8 @@
  *   mapping length or somewhat smaller (up to a third less: the short last
  *   batch of an epoch takes a full batch's buffer instead of faulting in a
  *   fresh mapping); the smallest fitting idle buffer is taken.
- * - High-water rule: a returned buffer is kept only while the buffers held
+ * - High-water rule (bufpool_bound_by_peak, the daemon turns it on): a
+ *   returned buffer is kept only while the buffers held
  *   (in use + idle) stay within the most ever in use at once (`peak`), and
  *   `limit` caps the idle ones. So the pool never makes the daemon hold more
  *   than its busiest moment did (peak RSS unchanged), and in the steady
@@ -22,6 +23,7 @@
 #include "bufpool.h"
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -34,6 +36,7 @@ static void *idle[MAX_IDLE];
 static unsigned n_idle;
 static unsigned limit = 4;
 static unsigned live, peak;   /* buffers handed out now / at most so far */
+static bool peak_bound;       /* bufpool_bound_by_peak() */
 
 static size_t map_len(size_t size)
 {
@@ -85,7 +88,7 @@ void bufpool_put(void *buf)
 	pthread_mutex_lock(&lock);
 	if (live > 0)
 		live--;
-	if (n_idle < limit && live + n_idle < peak) {
+	if (n_idle < limit && (!peak_bound || live + n_idle < peak)) {
 		idle[n_idle++] = base;
 	} else {
 		drop = base;
@@ -117,6 +120,14 @@ void bufpool_set_limit(unsigned n)
 		nd--;
 		munmap(drop[nd], *(size_t *)drop[nd]);
 	}
+}
+
+void bufpool_bound_by_peak(bool on)
+{
+	pthread_mutex_lock(&lock);
+	peak_bound = on;
+	peak = live; /* the busiest moment from now on */
+	pthread_mutex_unlock(&lock);
 }
 
 unsigned bufpool_idle(void)
