@@ -4,10 +4,14 @@
  * DESIGN
  * A resizer_t belongs to one worker thread (no locks). It keeps, growing
  * only: the fixed-point coefficients and tap bounds of both passes (plus
- * their packed form for the SSE2 horizontal pass), a double scratch row
- * for one output pixel's weights, the uint8 buffer between the passes and
- * an int32 accumulator row for the portable vertical pass. After warm-up
- * resize_rgb() allocates nothing.
+ * their packed (lo, hi) int16 pairs for the SIMD passes), a double scratch
+ * row for one output pixel's weights, the uint8 buffer between the passes
+ * and an int32 accumulator row for the portable vertical pass. After
+ * warm-up resize_rgb() allocates nothing. Each pass remembers the key its
+ * coefficients were computed for (sizes, box, window, filter, flip) and
+ * reuses them for an equal request (repeated sizes, val crops of equal
+ * images). RESIZE_FLIP stores the horizontal coefficients in reverse
+ * output order: the pass writes the mirrored row at no extra cost.
  *
  * What has to match Pillow exactly (libImaging/Resample.c, _imaging.c):
  *   - the box arrives as float32 (Python floats parsed with "(ffff)"), and
@@ -23,12 +27,16 @@
  *     short cut: an integer box of exactly the output size is a crop.
  * Integer sums are exact, so the order of the additions is free: the
  * portable vertical pass accumulates a whole row one tap at a time, and the
- * SSE2 passes (x86-64 baseline, no dispatch needed) add pairs of taps with
- * pmaddwd; both give Pillow's bytes (tests compare all three).
+ * SIMD passes add pairs of taps with pmaddwd on the exact 15-bit split of
+ * the 22-bit coefficients: SSE2 (x86-64 baseline) and, dispatched on the
+ * CPU, AVX2 (horizontal: four rows per pair of registers; vertical: 32
+ * output bytes per iteration); all give Pillow's bytes (tests compare
+ * them). Plain 16-bit coefficients (Pillow-SIMD's) would be faster but not
+ * exact, so they are not used.
  *
- * Speed, one core, 500x375 source, 224x224 output: a 400x300 crop box
- * takes about 0.45 ms bilinear / 0.7 ms bicubic with SSE2 and twice that
- * with the portable loops; Pillow 9.4 takes 0.86 / 1.26 ms.
+ * Speed (docs/PERFORMANCE.md "Resize and page faults"): train crops of the
+ * ImageNet sample, 224x224 bilinear, 2.39 M instructions per image with
+ * AVX2 (6.11 M before the 4-row/AVX2-vertical work), about 0.1 ms.
  */
 #include "resize.h"
 
@@ -100,6 +108,13 @@ struct resize_pass {
 	int32_t *pairs;
 	size_t pairs_cap;
 	int npairs;
+	/* What the coefficients above were computed for: a resample with the
+	 * same key reuses them (val crops of same-sized images, repeated
+	 * sizes); the key is everything resize_coeffs reads. */
+	bool valid, key_pairs, key_flip;
+	int key_in, key_total, key_off, key_out, key_src_off, key_buf;
+	float key_in0, key_in1;
+	const struct resize_kernel *key_kern;
 };
 
 struct resizer {
@@ -172,10 +187,17 @@ static inline int32_t pack16(int32_t a, int32_t b)
 static int resize_coeffs(resizer_t *r, struct resize_pass *p, int in_size,
 			 float in0, float in1, int out_total, int out_off,
 			 int out_size, int src_off, int buf_size,
-			 const struct resize_kernel *kern, bool pairs)
+			 const struct resize_kernel *kern, bool pairs, bool flip)
 {
 	double support, scale, filterscale, center, ww, ss;
 	int xx, x, ksize, xmin, xmax, rc;
+
+	if (p->valid && p->key_in == in_size && p->key_total == out_total &&
+	    p->key_off == out_off && p->key_out == out_size && p->key_src_off == src_off &&
+	    p->key_buf == buf_size && p->key_in0 == in0 && p->key_in1 == in1 &&
+	    p->key_kern == kern && p->key_flip == flip && (p->key_pairs || !pairs))
+		return 0;
+	p->valid = false;
 
 	filterscale = scale = (double)(in1 - in0) / out_total;
 	if (filterscale < 1.0)
@@ -201,7 +223,8 @@ static int resize_coeffs(resizer_t *r, struct resize_pass *p, int in_size,
 	ss = 1.0 / filterscale;
 	for (xx = 0; xx < out_size; xx++) {
 		double *k = r->pre;
-		int32_t *kk = p->kk + (size_t)xx * (size_t)ksize;
+		const int slot = flip ? out_size - 1 - xx : xx;
+		int32_t *kk = p->kk + (size_t)slot * (size_t)ksize;
 
 		center = in0 + (xx + out_off + 0.5) * scale;
 		ww = 0.0;
@@ -232,10 +255,10 @@ static int resize_coeffs(resizer_t *r, struct resize_pass *p, int in_size,
 					 : (int32_t)(0.5 + k[x] * (1 << PRECISION_BITS));
 		if (xmin - src_off < 0 || xmin - src_off + xmax > buf_size)
 			return -ERANGE; /* the caller's window lacks taps */
-		p->bounds[xx * 2 + 0] = xmin - src_off;
-		p->bounds[xx * 2 + 1] = xmax;
+		p->bounds[slot * 2 + 0] = xmin - src_off;
+		p->bounds[slot * 2 + 1] = xmax;
 		if (pairs) {
-			int32_t *kp = p->pairs + (size_t)xx * (size_t)p->npairs * 2;
+			int32_t *kp = p->pairs + (size_t)slot * (size_t)p->npairs * 2;
 
 			for (x = 0; x < p->npairs; x++) {
 				int32_t ka = kk[2 * x];
@@ -246,6 +269,18 @@ static int resize_coeffs(resizer_t *r, struct resize_pass *p, int in_size,
 			}
 		}
 	}
+	p->valid = true;
+	p->key_in = in_size;
+	p->key_total = out_total;
+	p->key_off = out_off;
+	p->key_out = out_size;
+	p->key_src_off = src_off;
+	p->key_buf = buf_size;
+	p->key_in0 = in0;
+	p->key_in1 = in1;
+	p->key_kern = kern;
+	p->key_flip = flip;
+	p->key_pairs = pairs;
 	return 0;
 }
 
@@ -350,75 +385,150 @@ static void resize_horizontal_sse2(const struct resize_pass *p, int in_w,
 
 
 #ifdef RESIZE_AVX2
+/* Three bytes of a uint32 (little endian) to dst; four when `room`, which
+ * is one plain store (the fourth byte is rewritten by the next pixel). */
+static inline void store_rgb(uint8_t *dst, uint32_t v, bool room)
+{
+	if (room)
+		memcpy(dst, &v, 4);
+	else
+		memcpy(dst, &v, 3);
+}
+
 /*
- * Horizontal pass with AVX2: resize_horizontal_sse2 on two rows at once,
- * row y in the low 128-bit lane and row y+1 in the high one. Every lane
- * does exactly the SSE2 arithmetic (the same pairs, the same exact
- * coefficient split), so the bytes are the same; the loads, unpacks and
- * pmaddwd are shared by the two rows.
+ * Horizontal pass with AVX2: two rows at once, row y in the low 128-bit
+ * lane and row y+1 in the high one, the same exact coefficient split as
+ * the SSE2 pass. Per pair of taps: one 8-byte load per row
+ * (r0 g0 b0 r1 g1 b1 r2 g2), one pshufb to the int16 lanes
+ * r0 r1 g0 g1 b0 b1 0 0, two pmaddwd with the (lo, hi) coefficient pairs.
+ * An odd tap count runs its last pair with the zero coefficient the
+ * padding holds (pixel values times 0 add nothing), so no scalar tail is
+ * needed unless the load would leave the row. The sums start at the
+ * rounding half and are joined, shifted, clamped (packs/packus clamp as
+ * clip8) and stored in vector registers.
+ */
+/* Load the 8 bytes at a (low lane) and b (high lane). */
+__attribute__((target("avx2")))
+static inline __m256i load2x8(const uint8_t *a, const uint8_t *b)
+{
+	return _mm256_inserti128_si256(
+		_mm256_castsi128_si256(_mm_loadl_epi64((const __m128i *)(const void *)a)),
+		_mm_loadl_epi64((const __m128i *)(const void *)b), 1);
+}
+
+/* Finish a sum of two rows (low lane: row a, high lane: row b): the taps
+ * at x..n-1 one by one (right edge), then clip8 and store. */
+__attribute__((target("avx2")))
+static void horiz_edge(__m256i sum, const int32_t *k, int x, int n, const uint8_t *sa,
+		       const uint8_t *sb, uint8_t *oa, uint8_t *ob)
+{
+	int32_t acc[8];
+
+	_mm256_storeu_si256((__m256i *)(void *)acc, sum);
+	for (; x < n; x++) {
+		for (int c = 0; c < 3; c++) {
+			acc[c] += sa[x * 3 + c] * k[x];
+			acc[4 + c] += sb[x * 3 + c] * k[x];
+		}
+	}
+	for (int c = 0; c < 3; c++) {
+		oa[c] = clip8(acc[c]);
+		if (ob)
+			ob[c] = clip8(acc[4 + c]);
+	}
+}
+
+/* Shift, clamp (packs/packus clamp as clip8) and store two rows' pixel. */
+__attribute__((target("avx2")))
+static inline void horiz_store(__m256i sum, uint8_t *oa, uint8_t *ob, bool room)
+{
+	sum = _mm256_srai_epi32(sum, PRECISION_BITS);
+	sum = _mm256_packs_epi32(sum, sum);
+	sum = _mm256_packus_epi16(sum, sum);
+	store_rgb(oa, (uint32_t)_mm256_cvtsi256_si32(sum), room);
+	if (ob)
+		store_rgb(ob, (uint32_t)_mm256_extract_epi32(sum, 4), room);
+}
+
+/*
+ * Horizontal pass with AVX2: four rows at once, rows y and y+1 in the two
+ * 128-bit lanes of one register, y+2 and y+3 in another, the same exact
+ * coefficient split as the SSE2 pass; the coefficient broadcasts, bounds
+ * and loop control are shared by the four rows. Per pair of taps and row:
+ * one 8-byte load (r0 g0 b0 r1 g1 b1 r2 g2), one pshufb to the int16 lanes
+ * r0 r1 g0 g1 b0 b1 0 0, two pmaddwd with the (lo, hi) coefficient pairs.
+ * An odd tap count runs its last pair with the zero coefficient the
+ * padding holds (pixel values times 0 add nothing), so no scalar tail is
+ * needed unless the load would leave the row. The sums start at the
+ * rounding half and are joined, shifted, clamped and stored in vector
+ * registers. Missing rows (nrows % 4) read row y and are not stored.
  */
 __attribute__((target("avx2")))
 static void resize_horizontal_avx2(const struct resize_pass *p, int in_w,
 				   const uint8_t *src, size_t src_stride, int row0,
 				   int nrows, uint8_t *dst, size_t dst_stride, int out_w)
 {
-	const __m256i zero = _mm256_setzero_si256();
-	const int32_t half = 1 << (PRECISION_BITS - 1);
+	const __m256i shuf = _mm256_setr_epi8(0, -1, 3, -1, 1, -1, 4, -1, 2, -1, 5, -1,
+					      -1, -1, -1, -1, 0, -1, 3, -1, 1, -1, 4, -1,
+					      2, -1, 5, -1, -1, -1, -1, -1);
+	const int32_t h = 1 << (PRECISION_BITS - 1);
+	const __m256i init = _mm256_setr_epi32(h, h, h, 0, h, h, h, 0);
 	const int ksize = p->ksize, npairs = p->npairs;
 
-	for (int y = 0; y < nrows; y += 2) {
-		const int two = y + 1 < nrows;
-		const uint8_t *in0 = src + (size_t)(row0 + y) * src_stride;
-		const uint8_t *in1 = two ? in0 + src_stride : in0;
-		uint8_t *out0 = dst + (size_t)y * dst_stride;
-		uint8_t *out1 = out0 + dst_stride;
+	for (int y = 0; y < nrows; y += 4) {
+		const uint8_t *in[4];
+		uint8_t *out[4];
 
+		for (int j = 0; j < 4; j++) {
+			const bool ok = y + j < nrows;
+
+			in[j] = src + (size_t)(row0 + (ok ? y + j : y)) * src_stride;
+			out[j] = ok ? dst + (size_t)(y + j) * dst_stride : NULL;
+		}
 		for (int xx = 0; xx < out_w; xx++) {
-			const int32_t *k = p->kk + (size_t)xx * (size_t)ksize;
 			const int32_t *kp = p->pairs + (size_t)xx * (size_t)npairs * 2;
 			const int xmin = p->bounds[xx * 2], n = p->bounds[xx * 2 + 1];
-			const uint8_t *s0 = in0 + (size_t)xmin * 3;
-			const uint8_t *s1 = in1 + (size_t)xmin * 3;
+			const size_t off = (size_t)xmin * 3;
+			const uint8_t *s0 = in[0] + off, *s1 = in[1] + off;
+			const uint8_t *s2 = in[2] + off, *s3 = in[3] + off;
+			/* The pair at tap x loads 8 bytes from pixel xmin+x:
+			 * only while that stays inside the row. */
 			const int lim = in_w - 2 - xmin;
-			__m256i lo = zero, hi = zero, sum;
+			__m256i lo01 = init, hi01 = _mm256_setzero_si256();
+			__m256i lo23 = init, hi23 = _mm256_setzero_si256();
 			int x = 0;
 
-			for (; x + 1 < n && x < lim; x += 2) {
-				const __m256i v = _mm256_inserti128_si256(
-					_mm256_castsi128_si256(_mm_loadl_epi64(
-						(const __m128i *)(const void *)(s0 + x * 3))),
-					_mm_loadl_epi64((const __m128i *)(const void *)(s1 + x * 3)), 1);
-				const __m256i a = _mm256_unpacklo_epi8(v, zero);
-				const __m256i ab = _mm256_unpacklo_epi16(a, _mm256_srli_si256(a, 6));
+			for (; x < n && x < lim; x += 2) {
+				/* pair x/2 sits at kp[x], kp[x + 1] */
+				const __m256i kl = _mm256_set1_epi32(kp[x]);
+				const __m256i kh = _mm256_set1_epi32(kp[x + 1]);
+				const __m256i v01 = _mm256_shuffle_epi8(
+					load2x8(s0 + x * 3, s1 + x * 3), shuf);
+				const __m256i v23 = _mm256_shuffle_epi8(
+					load2x8(s2 + x * 3, s3 + x * 3), shuf);
 
-				lo = _mm256_add_epi32(lo, _mm256_madd_epi16(ab, _mm256_set1_epi32(kp[x])));
-				hi = _mm256_add_epi32(hi, _mm256_madd_epi16(ab, _mm256_set1_epi32(kp[x + 1])));
+				lo01 = _mm256_add_epi32(lo01, _mm256_madd_epi16(v01, kl));
+				hi01 = _mm256_add_epi32(hi01, _mm256_madd_epi16(v01, kh));
+				lo23 = _mm256_add_epi32(lo23, _mm256_madd_epi16(v23, kl));
+				hi23 = _mm256_add_epi32(hi23, _mm256_madd_epi16(v23, kh));
 			}
-			sum = _mm256_add_epi32(_mm256_slli_epi32(hi, 15), lo);
-			const __m128i r0 = _mm256_castsi256_si128(sum);
-			const __m128i r1 = _mm256_extracti128_si256(sum, 1);
-			int32_t a0 = _mm_cvtsi128_si32(r0) + half;
-			int32_t a1 = _mm_cvtsi128_si32(_mm_srli_si128(r0, 4)) + half;
-			int32_t a2 = _mm_cvtsi128_si32(_mm_srli_si128(r0, 8)) + half;
-			int32_t b0 = _mm_cvtsi128_si32(r1) + half;
-			int32_t b1 = _mm_cvtsi128_si32(_mm_srli_si128(r1, 4)) + half;
-			int32_t b2 = _mm_cvtsi128_si32(_mm_srli_si128(r1, 8)) + half;
-			for (; x < n; x++) {
-				a0 += s0[x * 3 + 0] * k[x];
-				a1 += s0[x * 3 + 1] * k[x];
-				a2 += s0[x * 3 + 2] * k[x];
-				b0 += s1[x * 3 + 0] * k[x];
-				b1 += s1[x * 3 + 1] * k[x];
-				b2 += s1[x * 3 + 2] * k[x];
+			const __m256i sum01 = _mm256_add_epi32(_mm256_slli_epi32(hi01, 15), lo01);
+			const __m256i sum23 = _mm256_add_epi32(_mm256_slli_epi32(hi23, 15), lo23);
+			const size_t o = (size_t)xx * 3;
+
+			if (x < n) {
+				const int32_t *k = p->kk + (size_t)xx * (size_t)ksize;
+
+				horiz_edge(sum01, k, x, n, s0, s1, out[0] + o, out[1] ? out[1] + o : NULL);
+				if (out[2])
+					horiz_edge(sum23, k, x, n, s2, s3, out[2] + o,
+						   out[3] ? out[3] + o : NULL);
+				continue;
 			}
-			out0[xx * 3 + 0] = clip8(a0);
-			out0[xx * 3 + 1] = clip8(a1);
-			out0[xx * 3 + 2] = clip8(a2);
-			if (two) {
-				out1[xx * 3 + 0] = clip8(b0);
-				out1[xx * 3 + 1] = clip8(b1);
-				out1[xx * 3 + 2] = clip8(b2);
-			}
+			horiz_store(sum01, out[0] + o, out[1] ? out[1] + o : NULL, xx + 1 < out_w);
+			if (out[2])
+				horiz_store(sum23, out[2] + o, out[3] ? out[3] + o : NULL,
+					    xx + 1 < out_w);
 		}
 	}
 }
@@ -453,7 +563,8 @@ static void resize_horizontal(const resizer_t *r, const struct resize_pass *p, i
 	resize_horizontal_scalar(p, src, src_stride, row0, nrows, dst, dst_stride, out_w);
 }
 
-/* Vertical pass, portable: one tap at a time over a whole row. */
+/* Vertical pass, portable: one tap at a time over a whole row. Source row
+ * y of the pass's bounds is at src + (y - yoff) * src_stride. */
 static void resize_vertical_tap(int32_t *restrict acc, const uint8_t *restrict row,
 				int32_t k, size_t n)
 {
@@ -462,7 +573,7 @@ static void resize_vertical_tap(int32_t *restrict acc, const uint8_t *restrict r
 }
 
 static void resize_vertical_scalar(const struct resize_pass *p, int32_t *acc,
-				   const uint8_t *src, size_t src_stride,
+				   const uint8_t *src, size_t src_stride, int yoff,
 				   uint8_t *dst, size_t dst_stride, int out_w, int out_h)
 {
 	const size_t n = (size_t)out_w * 3;
@@ -470,7 +581,7 @@ static void resize_vertical_scalar(const struct resize_pass *p, int32_t *acc,
 
 	for (int yy = 0; yy < out_h; yy++) {
 		const int32_t *k = p->kk + (size_t)yy * (size_t)ksize;
-		const int ymin = p->bounds[yy * 2], ny = p->bounds[yy * 2 + 1];
+		const int ymin = p->bounds[yy * 2] - yoff, ny = p->bounds[yy * 2 + 1];
 		uint8_t *out = dst + (size_t)yy * dst_stride;
 
 		for (size_t i = 0; i < n; i++)
@@ -479,6 +590,19 @@ static void resize_vertical_scalar(const struct resize_pass *p, int32_t *acc,
 			resize_vertical_tap(acc, src + (size_t)(ymin + y) * src_stride, k[y], n);
 		for (size_t i = 0; i < n; i++)
 			out[i] = clip8(acc[i]);
+	}
+}
+
+/* The last n % 16 (SSE2) or n % 32 (AVX2) bytes of a vertical row. */
+static void vertical_tail(const int32_t *k, int ny, const uint8_t *base, size_t src_stride,
+			  uint8_t *out, size_t x, size_t n)
+{
+	for (; x < n; x++) {
+		int64_t acc = 1 << (PRECISION_BITS - 1);
+
+		for (int y = 0; y < ny; y++)
+			acc += base[(size_t)y * src_stride + x] * k[y];
+		out[x] = clip8((int32_t)acc);
 	}
 }
 
@@ -492,6 +616,7 @@ static void resize_vertical_scalar(const struct resize_pass *p, int32_t *acc,
  * and the exact sum fits in an int32 (Pillow's PRECISION_BITS guarantee),
  * so the result is the same integer as the scalar sum. Sixteen output
  * bytes stay in registers over all taps; the last n % 16 bytes are scalar.
+ * The (lo, hi) coefficient pairs come precomputed from resize_coeffs.
  */
 static inline __m128i sse2_load16(const uint8_t *p)
 {
@@ -504,87 +629,178 @@ static inline __m128i sse2_join(__m128i hi, __m128i lo)
 	return _mm_srai_epi32(_mm_add_epi32(_mm_slli_epi32(hi, 15), lo), PRECISION_BITS);
 }
 
+/* Sixteen output bytes at s (first source row), ny taps, pairs kp. */
+static inline void vertical16_sse2(const int32_t *kp, int ny, const uint8_t *s,
+				   size_t src_stride, uint8_t *out)
+{
+	const __m128i zero = _mm_setzero_si128();
+	const __m128i init = _mm_set1_epi32(1 << (PRECISION_BITS - 1));
+	__m128i lo0 = init, lo1 = init, lo2 = init, lo3 = init;
+	__m128i hi0 = zero, hi1 = zero, hi2 = zero, hi3 = zero;
+
+	for (int y = 0; y < ny; y += 2) {
+		const __m128i kl = _mm_set1_epi32(kp[y]);
+		const __m128i kh = _mm_set1_epi32(kp[y + 1]);
+		const __m128i a = sse2_load16(s + (size_t)y * src_stride);
+		/* an odd last tap pairs with a zero row (its coefficient is 0 too) */
+		const __m128i b = y + 1 < ny ? sse2_load16(s + (size_t)(y + 1) * src_stride) : zero;
+		const __m128i al = _mm_unpacklo_epi8(a, zero);
+		const __m128i ah = _mm_unpackhi_epi8(a, zero);
+		const __m128i bl = _mm_unpacklo_epi8(b, zero);
+		const __m128i bh = _mm_unpackhi_epi8(b, zero);
+		const __m128i p0 = _mm_unpacklo_epi16(al, bl);
+		const __m128i p1 = _mm_unpackhi_epi16(al, bl);
+		const __m128i p2 = _mm_unpacklo_epi16(ah, bh);
+		const __m128i p3 = _mm_unpackhi_epi16(ah, bh);
+
+		lo0 = _mm_add_epi32(lo0, _mm_madd_epi16(p0, kl));
+		lo1 = _mm_add_epi32(lo1, _mm_madd_epi16(p1, kl));
+		lo2 = _mm_add_epi32(lo2, _mm_madd_epi16(p2, kl));
+		lo3 = _mm_add_epi32(lo3, _mm_madd_epi16(p3, kl));
+		hi0 = _mm_add_epi32(hi0, _mm_madd_epi16(p0, kh));
+		hi1 = _mm_add_epi32(hi1, _mm_madd_epi16(p1, kh));
+		hi2 = _mm_add_epi32(hi2, _mm_madd_epi16(p2, kh));
+		hi3 = _mm_add_epi32(hi3, _mm_madd_epi16(p3, kh));
+	}
+	/* Saturating packs clamp to 0..255 exactly as clip8. */
+	_mm_storeu_si128((__m128i *)(void *)out,
+			 _mm_packus_epi16(_mm_packs_epi32(sse2_join(hi0, lo0), sse2_join(hi1, lo1)),
+					  _mm_packs_epi32(sse2_join(hi2, lo2), sse2_join(hi3, lo3))));
+}
+
 static void resize_vertical_sse2(const struct resize_pass *p,
-				 const uint8_t *src, size_t src_stride,
+				 const uint8_t *src, size_t src_stride, int yoff,
 				 uint8_t *dst, size_t dst_stride, int out_w, int out_h)
 {
 	const size_t n = (size_t)out_w * 3;
-	const int ksize = p->ksize;
-	const __m128i zero = _mm_setzero_si128();
-	const __m128i init = _mm_set1_epi32(1 << (PRECISION_BITS - 1));
 
 	for (int yy = 0; yy < out_h; yy++) {
-		const int32_t *k = p->kk + (size_t)yy * (size_t)ksize;
-		const int ymin = p->bounds[yy * 2], ny = p->bounds[yy * 2 + 1];
+		const int32_t *k = p->kk + (size_t)yy * (size_t)p->ksize;
+		const int32_t *kp = p->pairs + (size_t)yy * (size_t)p->npairs * 2;
+		const int ymin = p->bounds[yy * 2] - yoff, ny = p->bounds[yy * 2 + 1];
 		const uint8_t *base = src + (size_t)ymin * src_stride;
 		uint8_t *out = dst + (size_t)yy * dst_stride;
 		size_t x = 0;
 
-		for (; x + 16 <= n; x += 16) {
-			__m128i lo0 = init, lo1 = init, lo2 = init, lo3 = init;
-			__m128i hi0 = zero, hi1 = zero, hi2 = zero, hi3 = zero;
+		for (; x + 16 <= n; x += 16)
+			vertical16_sse2(kp, ny, base + x, src_stride, out + x);
+		vertical_tail(k, ny, base, src_stride, out, x, n);
+	}
+}
+#endif
+
+#ifdef RESIZE_AVX2
+/* (hi << 15) + lo, >> 22, as sse2_join. */
+__attribute__((target("avx2")))
+static inline __m256i avx2_join(__m256i hi, __m256i lo)
+{
+	return _mm256_srai_epi32(_mm256_add_epi32(_mm256_slli_epi32(hi, 15), lo), PRECISION_BITS);
+}
+
+/*
+ * Vertical pass with AVX2: resize_vertical_sse2 on 32 output bytes per
+ * iteration. The unpacks and packs work within each 128-bit lane, so the
+ * bytes leave in the order they came (lane 0: bytes 0-15, lane 1: 16-31).
+ */
+__attribute__((target("avx2")))
+static void resize_vertical_avx2(const struct resize_pass *p,
+				 const uint8_t *src, size_t src_stride, int yoff,
+				 uint8_t *dst, size_t dst_stride, int out_w, int out_h)
+{
+	const size_t n = (size_t)out_w * 3;
+	const __m256i zero = _mm256_setzero_si256();
+	const __m256i init = _mm256_set1_epi32(1 << (PRECISION_BITS - 1));
+
+	for (int yy = 0; yy < out_h; yy++) {
+		const int32_t *k = p->kk + (size_t)yy * (size_t)p->ksize;
+		const int32_t *kp = p->pairs + (size_t)yy * (size_t)p->npairs * 2;
+		const int ymin = p->bounds[yy * 2] - yoff, ny = p->bounds[yy * 2 + 1];
+		const uint8_t *base = src + (size_t)ymin * src_stride;
+		uint8_t *out = dst + (size_t)yy * dst_stride;
+		size_t x = 0;
+
+		for (; x + 32 <= n; x += 32) {
+			__m256i lo0 = init, lo1 = init, lo2 = init, lo3 = init;
+			__m256i hi0 = zero, hi1 = zero, hi2 = zero, hi3 = zero;
 			const uint8_t *s = base + x;
 
 			for (int y = 0; y < ny; y += 2) {
-				const bool two = y + 1 < ny;
-				const int32_t ka = k[y], kb = two ? k[y + 1] : 0;
-				const __m128i kl = _mm_set1_epi32(pack16(ka & 0x7FFF, kb & 0x7FFF));
-				const __m128i kh = _mm_set1_epi32(pack16(ka >> 15, kb >> 15));
-				const __m128i a = sse2_load16(s + (size_t)y * src_stride);
-				const __m128i b = two ? sse2_load16(s + (size_t)(y + 1) * src_stride)
-						      : zero;
-				const __m128i al = _mm_unpacklo_epi8(a, zero);
-				const __m128i ah = _mm_unpackhi_epi8(a, zero);
-				const __m128i bl = _mm_unpacklo_epi8(b, zero);
-				const __m128i bh = _mm_unpackhi_epi8(b, zero);
-				const __m128i p0 = _mm_unpacklo_epi16(al, bl);
-				const __m128i p1 = _mm_unpackhi_epi16(al, bl);
-				const __m128i p2 = _mm_unpacklo_epi16(ah, bh);
-				const __m128i p3 = _mm_unpackhi_epi16(ah, bh);
+				const __m256i kl = _mm256_set1_epi32(kp[y]);
+				const __m256i kh = _mm256_set1_epi32(kp[y + 1]);
+				const __m256i a = _mm256_loadu_si256(
+					(const __m256i *)(const void *)(s + (size_t)y * src_stride));
+				const __m256i b = y + 1 < ny ? _mm256_loadu_si256(
+					(const __m256i *)(const void *)(s + (size_t)(y + 1) * src_stride))
+							     : zero;
+				const __m256i al = _mm256_unpacklo_epi8(a, zero);
+				const __m256i ah = _mm256_unpackhi_epi8(a, zero);
+				const __m256i bl = _mm256_unpacklo_epi8(b, zero);
+				const __m256i bh = _mm256_unpackhi_epi8(b, zero);
+				const __m256i p0 = _mm256_unpacklo_epi16(al, bl);
+				const __m256i p1 = _mm256_unpackhi_epi16(al, bl);
+				const __m256i p2 = _mm256_unpacklo_epi16(ah, bh);
+				const __m256i p3 = _mm256_unpackhi_epi16(ah, bh);
 
-				lo0 = _mm_add_epi32(lo0, _mm_madd_epi16(p0, kl));
-				lo1 = _mm_add_epi32(lo1, _mm_madd_epi16(p1, kl));
-				lo2 = _mm_add_epi32(lo2, _mm_madd_epi16(p2, kl));
-				lo3 = _mm_add_epi32(lo3, _mm_madd_epi16(p3, kl));
-				hi0 = _mm_add_epi32(hi0, _mm_madd_epi16(p0, kh));
-				hi1 = _mm_add_epi32(hi1, _mm_madd_epi16(p1, kh));
-				hi2 = _mm_add_epi32(hi2, _mm_madd_epi16(p2, kh));
-				hi3 = _mm_add_epi32(hi3, _mm_madd_epi16(p3, kh));
+				lo0 = _mm256_add_epi32(lo0, _mm256_madd_epi16(p0, kl));
+				lo1 = _mm256_add_epi32(lo1, _mm256_madd_epi16(p1, kl));
+				lo2 = _mm256_add_epi32(lo2, _mm256_madd_epi16(p2, kl));
+				lo3 = _mm256_add_epi32(lo3, _mm256_madd_epi16(p3, kl));
+				hi0 = _mm256_add_epi32(hi0, _mm256_madd_epi16(p0, kh));
+				hi1 = _mm256_add_epi32(hi1, _mm256_madd_epi16(p1, kh));
+				hi2 = _mm256_add_epi32(hi2, _mm256_madd_epi16(p2, kh));
+				hi3 = _mm256_add_epi32(hi3, _mm256_madd_epi16(p3, kh));
 			}
-			/* Saturating packs clamp to 0..255 exactly as clip8. */
-			_mm_storeu_si128((__m128i *)(void *)(out + x),
-					 _mm_packus_epi16(
-						 _mm_packs_epi32(sse2_join(hi0, lo0), sse2_join(hi1, lo1)),
-						 _mm_packs_epi32(sse2_join(hi2, lo2), sse2_join(hi3, lo3))));
+			_mm256_storeu_si256((__m256i *)(void *)(out + x),
+					    _mm256_packus_epi16(
+						    _mm256_packs_epi32(avx2_join(hi0, lo0), avx2_join(hi1, lo1)),
+						    _mm256_packs_epi32(avx2_join(hi2, lo2), avx2_join(hi3, lo3))));
 		}
-		for (; x < n; x++) {
-			int64_t acc = 1 << (PRECISION_BITS - 1);
-
-			for (int y = 0; y < ny; y++)
-				acc += base[(size_t)y * src_stride + x] * k[y];
-			out[x] = clip8((int32_t)acc);
-		}
+		for (; x + 16 <= n; x += 16)
+			vertical16_sse2(kp, ny, base + x, src_stride, out + x);
+		vertical_tail(k, ny, base, src_stride, out, x, n);
 	}
 }
 #endif
 
 static int resize_vertical(resizer_t *r, const struct resize_pass *p,
-			   const uint8_t *src, size_t src_stride,
+			   const uint8_t *src, size_t src_stride, int yoff,
 			   uint8_t *dst, size_t dst_stride, int out_w, int out_h)
 {
 	int rc;
 
+#ifdef RESIZE_AVX2
+	if (r->simd && cpu_has_avx2()) {
+		resize_vertical_avx2(p, src, src_stride, yoff, dst, dst_stride, out_w, out_h);
+		return 0;
+	}
+#endif
 #ifdef RESIZE_SSE2
 	if (r->simd) {
-		resize_vertical_sse2(p, src, src_stride, dst, dst_stride, out_w, out_h);
+		resize_vertical_sse2(p, src, src_stride, yoff, dst, dst_stride, out_w, out_h);
 		return 0;
 	}
 #endif
 	rc = scratch_grow((void **)&r->acc, &r->acc_cap, (size_t)out_w * 3 * sizeof(int32_t));
 	if (rc < 0)
 		return rc;
-	resize_vertical_scalar(p, r->acc, src, src_stride, dst, dst_stride, out_w, out_h);
+	resize_vertical_scalar(p, r->acc, src, src_stride, yoff, dst, dst_stride, out_w, out_h);
 	return 0;
+}
+
+/* Mirror rows left-right in place (the flip where no horizontal pass runs). */
+static void mirror_rows(uint8_t *img, size_t stride, int w, int h)
+{
+	for (int y = 0; y < h; y++) {
+		uint8_t *a = img + (size_t)y * stride, *b = a + (size_t)(w - 1) * 3;
+
+		for (; a < b; a += 3, b -= 3) {
+			uint8_t t[3];
+
+			memcpy(t, a, 3);
+			memcpy(a, b, 3);
+			memcpy(b, t, 3);
+		}
+	}
 }
 
 static void copy_rows(const uint8_t *src, size_t src_stride, uint8_t *dst,
@@ -602,8 +818,11 @@ static void copy_rows(const uint8_t *src, size_t src_stride, uint8_t *dst,
  * dst; src holds the image's pixels [buf_x0, buf_x0 + buf_w) x [buf_y0,
  * buf_y0 + buf_h). Pillow's decisions (the crop short cut, need_horizontal,
  * need_vertical) are taken on the whole image, as Pillow takes them.
+ * With `flip` the written window comes out mirrored left-right: folded
+ * into the horizontal coefficients' order when there is a horizontal pass,
+ * else a mirror of the rows written.
  */
-static int resize_window(resizer_t *r, enum resize_filter f, const uint8_t *src,
+static int resize_window(resizer_t *r, enum resize_filter f, bool flip, const uint8_t *src,
 			 int buf_x0, int buf_y0, int buf_w, int buf_h, size_t src_stride,
 			 int full_w, int full_h, const float box[4], int out_w, int out_h,
 			 int x_off, int y_off, uint8_t *dst, int dst_w, int dst_h,
@@ -623,6 +842,8 @@ static int resize_window(resizer_t *r, enum resize_filter f, const uint8_t *src,
 			return -ERANGE;
 		copy_rows(src + (size_t)cy * src_stride + (size_t)cx * 3,
 			  src_stride, dst, dst_stride, dst_w, dst_h);
+		if (flip)
+			mirror_rows(dst, dst_stride, dst_w, dst_h);
 		return 0;
 	}
 
@@ -630,10 +851,10 @@ static int resize_window(resizer_t *r, enum resize_filter f, const uint8_t *src,
 	need_v = out_h != full_h || box[1] != 0.0f || box[3] != (float)out_h;
 
 	rc = resize_coeffs(r, &r->horiz, full_w, box[0], box[2], out_w, x_off, dst_w,
-			   buf_x0, buf_w, kern, need_h && r->simd);
+			   buf_x0, buf_w, kern, need_h && r->simd, flip && need_h);
 	if (rc == 0)
 		rc = resize_coeffs(r, &r->vert, full_h, box[1], box[3], out_h, y_off,
-				   dst_h, buf_y0, buf_h, kern, false);
+				   dst_h, buf_y0, buf_h, kern, r->simd, false);
 	if (rc < 0)
 		return rc;
 	/* First and one past the last source row the vertical pass reads. */
@@ -647,12 +868,10 @@ static int resize_window(resizer_t *r, enum resize_filter f, const uint8_t *src,
 			  tmp_stride * (size_t)(ybox_last - ybox_first));
 		if (rc < 0)
 			return rc;
-		for (int i = 0; i < dst_h; i++)
-			r->vert.bounds[i * 2] -= ybox_first;
 		resize_horizontal(r, &r->horiz, buf_w, src, src_stride, ybox_first,
 				  ybox_last - ybox_first, r->tmp, tmp_stride, dst_w);
-		return resize_vertical(r, &r->vert, r->tmp, tmp_stride, dst, dst_stride,
-				       dst_w, dst_h);
+		return resize_vertical(r, &r->vert, r->tmp, tmp_stride, ybox_first, dst,
+				       dst_stride, dst_w, dst_h);
 	}
 	if (need_h) {
 		/* Same height, whole height: Pillow's temp image is the result;
@@ -667,14 +886,18 @@ static int resize_window(resizer_t *r, enum resize_filter f, const uint8_t *src,
 	if (x_off - buf_x0 < 0 || x_off - buf_x0 + dst_w > buf_w)
 		return -ERANGE;
 	win = src + (size_t)(x_off - buf_x0) * 3;
-	if (need_v)
-		return resize_vertical(r, &r->vert, win, src_stride, dst, dst_stride,
-				       dst_w, dst_h);
-	if (y_off - buf_y0 < 0 || y_off - buf_y0 + dst_h > buf_h)
-		return -ERANGE;
-	copy_rows(win + (size_t)(y_off - buf_y0) * src_stride, src_stride, dst,
-		  dst_stride, dst_w, dst_h);
-	return 0;
+	if (need_v) {
+		rc = resize_vertical(r, &r->vert, win, src_stride, 0, dst, dst_stride,
+				     dst_w, dst_h);
+	} else {
+		if (y_off - buf_y0 < 0 || y_off - buf_y0 + dst_h > buf_h)
+			return -ERANGE;
+		copy_rows(win + (size_t)(y_off - buf_y0) * src_stride, src_stride, dst,
+			  dst_stride, dst_w, dst_h);
+	}
+	if (rc == 0 && flip)
+		mirror_rows(dst, dst_stride, dst_w, dst_h);
+	return rc;
 }
 
 int resize_rgb(resizer_t *r, enum resize_filter f,
@@ -682,9 +905,19 @@ int resize_rgb(resizer_t *r, enum resize_filter f,
 	       double bx0, double by0, double bx1, double by1,
 	       uint8_t *dst, int dst_w, int dst_h, size_t dst_stride)
 {
+	return resize_rgb_ex(r, f, 0, src, src_w, src_h, src_stride, bx0, by0, bx1, by1,
+			     dst, dst_w, dst_h, dst_stride);
+}
+
+int resize_rgb_ex(resizer_t *r, enum resize_filter f, unsigned flags,
+		  const uint8_t *src, int src_w, int src_h, size_t src_stride,
+		  double bx0, double by0, double bx1, double by1,
+		  uint8_t *dst, int dst_w, int dst_h, size_t dst_stride)
+{
 	float box[4];
 
-	if (!r || !src || !dst || (f != RESIZE_BILINEAR && f != RESIZE_BICUBIC))
+	if (!r || !src || !dst || (f != RESIZE_BILINEAR && f != RESIZE_BICUBIC) ||
+	    (flags & ~(unsigned)RESIZE_FLIP))
 		return -EINVAL;
 	if (src_w < 1 || src_h < 1 || dst_w < 1 || dst_h < 1 ||
 	    src_w > RESIZE_MAX_DIM || src_h > RESIZE_MAX_DIM ||
@@ -700,8 +933,8 @@ int resize_rgb(resizer_t *r, enum resize_filter f,
 	box[1] = (float)by0;
 	box[2] = (float)bx1;
 	box[3] = (float)by1;
-	return resize_window(r, f, src, 0, 0, src_w, src_h, src_stride, src_w, src_h,
-			     box, dst_w, dst_h, 0, 0, dst, dst_w, dst_h, dst_stride);
+	return resize_window(r, f, flags & RESIZE_FLIP, src, 0, 0, src_w, src_h, src_stride,
+			     src_w, src_h, box, dst_w, dst_h, 0, 0, dst, dst_w, dst_h, dst_stride);
 }
 
 int resize_rgb_crop(resizer_t *r, enum resize_filter f, const uint8_t *src,
@@ -724,7 +957,7 @@ int resize_rgb_crop(resizer_t *r, enum resize_filter f, const uint8_t *src,
 		return -EINVAL;
 	if (src_stride < (size_t)buf_w * 3 || dst_stride < (size_t)dst_w * 3)
 		return -EINVAL;
-	return resize_window(r, f, src, buf_x0, buf_y0, buf_w, buf_h, src_stride,
+	return resize_window(r, f, false, src, buf_x0, buf_y0, buf_w, buf_h, src_stride,
 			     full_w, full_h, box, out_w, out_h, x_off, y_off, dst,
 			     dst_w, dst_h, dst_stride);
 }

@@ -55,4 +55,16 @@ int resize_rgb_crop(resizer_t *r, enum resize_filter f, const uint8_t *src,
 		    int full_w, int full_h, int out_w, int out_h, int x_off, int y_off,
 		    uint8_t *dst, int dst_w, int dst_h, size_t dst_stride);
 
+/* resize_rgb_ex flags. RESIZE_FLIP: the result mirrored left-right
+ * (torchvision's RandomResizedCrop followed by hflip), folded into the
+ * horizontal pass (its coefficients in reverse order): the same bytes as
+ * resize_rgb then a mirror, without a second pass over the output. */
+#define RESIZE_FLIP 1u
+
+/* resize_rgb with flags (RESIZE_FLIP or 0); -EINVAL for unknown flags. */
+int resize_rgb_ex(resizer_t *r, enum resize_filter f, unsigned flags,
+		  const uint8_t *src, int src_w, int src_h, size_t src_stride,
+		  double bx0, double by0, double bx1, double by1,
+		  uint8_t *dst, int dst_w, int dst_h, size_t dst_stride);
+
 #endif

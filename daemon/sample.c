@@ -109,11 +109,11 @@ static int plan_region(struct worker_ctx *w, const struct pipeline_cfg *p,
 	return 0;
 }
 
-/* Resample decoded region d (of a W x H image) into the out x out slot.
- * Returns 0, or -errno with w->why set. */
+/* Resample decoded region d (of a W x H image) into the out x out slot,
+ * mirrored when `flip`. Returns 0, or -errno with w->why set. */
 static int resample(struct worker_ctx *w, const struct pipeline_cfg *p,
 		    const struct decoded *d, const struct region *g, int W, int H,
-		    int interp, uint8_t *slot)
+		    int interp, bool flip, uint8_t *slot)
 {
 	const int out = (int)p->size;
 	int rc;
@@ -127,10 +127,15 @@ static int resample(struct worker_ctx *w, const struct pipeline_cfg *p,
 				     d->rgb, g->rx0, g->ry0, d->width, d->height, d->stride, W, H,
 				     cg.new_w, cg.new_h, cg.left, cg.top, slot, out, out,
 				     (size_t)out * 3);
+		if (rc == 0 && flip)
+			augment_flip(slot, out, out, (size_t)out * 3);
 	} else {
-		rc = resize_rgb(w->rz, (enum resize_filter)interp, d->rgb,
-				d->width, d->height, d->stride, g->sx0 - g->rx0, g->sy0 - g->ry0,
-				g->sx1 - g->rx0, g->sy1 - g->ry0, slot, out, out, (size_t)out * 3);
+		/* RESIZE_FLIP: the mirror folded into the horizontal pass */
+		rc = resize_rgb_ex(w->rz, (enum resize_filter)interp,
+				   flip ? RESIZE_FLIP : 0, d->rgb, d->width, d->height,
+				   d->stride, g->sx0 - g->rx0, g->sy0 - g->ry0,
+				   g->sx1 - g->rx0, g->sy1 - g->ry0, slot, out, out,
+				   (size_t)out * 3);
 	}
 	if (rc) {
 		snprintf(w->why, sizeof(w->why), "resize failed: %s", strerror(-rc));
@@ -169,6 +174,9 @@ static int load_sample(struct worker_ctx *w, batch_t *b, uint32_t source,
 		return rc;
 	}
 	choose_crop(p, r, W, H, &box, m);
+	/* The flip draw follows the crop's draws (the stream order is
+	 * unchanged); drawn here so the resize can fold it in. */
+	m->flip = rng_uniform(r) < p->flip;
 	rc = plan_region(w, p, &box, m->resize_interp, &g);
 	if (rc)
 		return rc;
@@ -177,7 +185,7 @@ static int load_sample(struct worker_ctx *w, batch_t *b, uint32_t source,
 		snprintf(w->why, sizeof(w->why), "%s", decoder_error(w->dec));
 		return rc;
 	}
-	return resample(w, p, &d, &g, W, H, m->resize_interp, slot);
+	return resample(w, p, &d, &g, W, H, m->resize_interp, m->flip, slot);
 }
 
 /*
@@ -332,8 +340,6 @@ void sample_run(struct pool_task *t, uint32_t pos, void *ctx)
 	batch_t *b = (batch_t *)t;
 	struct worker_ctx *w = ctx;
 	const struct pipeline_rt *pl = b->pl;
-	const struct pipeline_cfg *p = pl->cfg;
-	const int out = (int)p->size;
 	uint8_t *slot = b->pixels + (size_t)pos * pl->pixel_bytes;
 	struct wire_meta *m = &b->meta[pos];
 	unsigned attempt;
@@ -347,10 +353,7 @@ void sample_run(struct pool_task *t, uint32_t pos, void *ctx)
 		return;
 	m->label = dataset_label(pl->ds, (uint32_t)m->source);
 
-	if (rng_uniform(&r) < p->flip) {
-		augment_flip(slot, out, out, (size_t)out * 3);
-		m->flip = 1;
-	}
+	/* m->flip was drawn, and applied, by load_sample. */
 	if (apply_recipe_ops(w, b, pos, attempt, slot, m))
 		return;
 	apply_erasers(b, pos, attempt, &r, slot, m);

@@ -1176,10 +1176,13 @@ server_t *server_new(engine_t *eng, pool_t *pool, struct stats *stats,
 	s->opts.keys = NULL; /* taken below; not kept */
 	pthread_mutex_init(&s->done_lock, NULL);
 	s->max_inflight = sv->max_inflight ? sv->max_inflight : 2 + pool_workers(pool) / 2;
-	/* Idle batch buffers kept for reuse: one covers the steady state (a
-	 * finished batch's buffer is taken by the next one); more only
-	 * raises RSS. */
-	bufpool_set_limit(1);
+	/* Idle batch buffers kept for reuse. Bound by the peak, the pool
+	 * never holds more buffers (in use + idle) than were ever in use at
+	 * once, so this cap costs no peak RSS; one idle slot was too few (two releases before
+	 * the next get unmapped one: half the batches faulted in fresh pages,
+	 * see bufpool.c). */
+	bufpool_set_limit(16);
+	bufpool_bound_by_peak(true);
 
 	s->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	sigemptyset(&mask);

@@ -8,6 +8,11 @@ Contestants (batch 128, output 224x224x3 uint8, N workers each):
 
   ceiling      bin/decode_ceiling: every file read into memory, then fully
                decoded with libjpeg-turbo on N threads (nothing else).
+  floor        bin/decode_ceiling --crops train|center: the decode floor,
+               i.e. only the region decode cutmixd's train (val) pipeline does
+               (same crop distribution, DCT scaling, crop_scanline +
+               skip_scanlines, stop after the last row), with the daemon's own
+               decoder; `--resize` adds the daemon's resize (floor + resize).
   cutmixd      bin/cutmixd with N workers; a Python client (cutmixd.Client,
                window 4, ipc://) in its own process receives every batch and
                touches it (sum of a 1/16 strided sample of the pixels, sum of
@@ -664,7 +669,7 @@ def measure_dataloader(kind, workers, epochs, files_list, rows, quiet):
     }
 
 
-def measure_ceiling(threads, passes, root, manifest, rows, quiet):
+def measure_ceiling(threads, passes, root, manifest, rows, quiet, extra=()):
     warm_cache(rows)
     quiet()
     def children_cpu_s():
@@ -673,7 +678,8 @@ def measure_ceiling(threads, passes, root, manifest, rows, quiet):
 
     c0, b0, t0 = children_cpu_s(), machine_busy_s(), time.monotonic()
     out = subprocess.run([os.path.join(BIN, "decode_ceiling"), "-t", str(threads),
-                          "-r", str(passes), "-m", manifest, "--root", root, "--json"],
+                          "-r", str(passes), "-m", manifest, "--root", root, "--json"]
+                         + list(extra),
                          check=True, stdout=subprocess.PIPE, text=True).stdout
     c1, b1, t1 = children_cpu_s(), machine_busy_s(), time.monotonic()
     r = json.loads(out)
@@ -716,6 +722,9 @@ def build_report(R, targets):
 
     row("decode ceiling (full decode only)", "ceiling")
     row("decode ceiling, 1 thread", "ceiling_1")
+    row("decode floor (train crops, region decode only)", "floor_train")
+    row("decode floor + resize (train crops)", "floor_train_resize")
+    row("decode floor (val crops, region decode only)", "floor_val")
     row("**cutmixd train**", "cutmixd_train", "dataloader_train")
     row("cutmixd train, dct_scale off", "cutmixd_train_nodct", "dataloader_train")
     row("**cutmixd val**", "cutmixd_val", "dataloader_val")
@@ -740,11 +749,41 @@ def build_report(R, targets):
             "%s worker(s) %.0f img/s%s" % (w, v, " (%.2fx)" % (v / base) if base else "")
             for w, v in sorted(sc.items(), key=lambda kv: int(kv[0]))))
         lines.append("")
+    lines.extend(floor_report(res))
     lines.append("| target | measured | result |")
     lines.append("|---|---:|---|")
     for t in targets:
         lines.append("| %s | %s | %s |" % (t["target"], t["measured_text"], t["result"]))
     return "\n".join(lines)
+
+
+# Contestants compared with the decode floor of their pipeline (train or val).
+FLOOR_OF = {"val": "floor_val"}
+
+
+def floor_report(res):
+    """CPU per image of every contestant beside the region-decode floor of its
+    pipeline: what is left above the floor is the non-decode cost."""
+    if "floor_train" not in res:
+        return []
+    lines = ["CPU per image against the decode floor (region decode of the same "
+             "kind of crops, the part no loader can skip):", "",
+             "| contestant | CPU ms/img | floor ms/img | above the floor ms/img | x floor |",
+             "|---|---:|---:|---:|---:|"]
+    for key in sorted(res):
+        r = res[key]
+        if key.startswith(("floor_", "ceiling")) and key != "floor_train_resize":
+            continue
+        fk = next((f for k, f in FLOOR_OF.items() if k in key), "floor_train")
+        f = res.get(fk)
+        if not f or r.get("cpu_ms_per_img") is None:
+            continue
+        lines.append("| %s | %.2f | %.2f | %.2f | %.2fx |" % (
+            key, r["cpu_ms_per_img"], f["cpu_ms_per_img"],
+            r["cpu_ms_per_img"] - f["cpu_ms_per_img"],
+            r["cpu_ms_per_img"] / f["cpu_ms_per_img"]))
+    lines.append("")
+    return lines
 
 
 def evaluate_targets(R):
@@ -860,6 +899,13 @@ def main_bench(a):
         if N != 1:
             contestants.append(("ceiling_1", "decode ceiling, 1 thread",
                                 lambda: measure_ceiling(1, epochs, root, manifest, rows, quiet)))
+        for key, label, extra in (
+                ("floor_train", "decode floor, train crops", ("--crops", "train")),
+                ("floor_train_resize", "decode floor + resize, train",
+                 ("--crops", "train", "--resize")),
+                ("floor_val", "decode floor, val crops", ("--crops", "center"))):
+            contestants.append((key, label, lambda extra=extra: measure_ceiling(
+                N, epochs, root, manifest, rows, quiet, extra)))
         for pipe, key, ev in (("train", "cutmixd_train", False),
                               ("val", "cutmixd_val", True),
                               ("train_nodct", "cutmixd_train_nodct", False),

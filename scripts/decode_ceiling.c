@@ -12,6 +12,20 @@
  * Nothing else: no crop, no resize, no copy out. The result is images per
  * second of wall time, plus CPU time (getrusage) and megapixels per second.
  *
+ * --crops train: instead of a full decode, the region decode of the train
+ * pipeline, i.e. the decode floor of cutmixd's train batches: per image a
+ * RandomResizedCrop box (scale 0.08-1, ratio 3/4-4/3, drawn by the daemon's
+ * own augment_rrc from its counter-based generator, rng_init(seed, pass,
+ * file / 128, file % 128, RNG_SAMPLE, 0), so the same distribution as the
+ * daemon's crops; the file each box lands on differs from the daemon's
+ * shuffled order), the daemon's DCT-scale choice (--no-dct-scale turns it
+ * off), then the daemon's decoder_read (jpeg_crop_scanline +
+ * jpeg_skip_scanlines, stopping after the last row of the crop). With
+ * --resize it also resamples the region to SIZExSIZE with the daemon's
+ * resize_rgb (bilinear; --bicubic), so floor + resize can be told apart.
+ * --crops center: the val pipeline's box (Resize(256) + CenterCrop(224)
+ * with the daemon's filter margin).
+ *
  * Files come from the command line and/or a manifest ("path<TAB>anything"
  * lines, or one path per line; paths relative to --root, default the
  * manifest's folder; blank lines and '#' lines skipped).
@@ -28,6 +42,7 @@
  * Exit status: 0 ok, 1 a file could not be read or decoded, 64 usage.
  */
 #include <errno.h>
+#include <math.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -44,6 +59,18 @@
 
 #include <jpeglib.h>
 #include <jerror.h>
+
+#include "../daemon/augment.h"
+#include "../daemon/decode.h"
+#include "../daemon/resize.h"
+#include "../daemon/rng.h"
+
+enum crops { CROPS_FULL = 0, CROPS_TRAIN, CROPS_CENTER };
+static enum crops crops_mode;
+static bool do_resize, dct_scale = true;
+static enum resize_filter filter = RESIZE_BILINEAR;
+static int out_size = 224;
+static uint64_t crop_seed = 0x5eed;
 
 struct file {
 	char *path;
@@ -66,6 +93,9 @@ struct thread {
 	size_t cap;
 	JSAMPROW *rows;
 	size_t rows_cap;
+	decoder_t *dec;            /* --crops: the daemon's decoder and resizer */
+	resizer_t *rz;
+	uint8_t *out;              /* --resize output, out_size^2 x 3 */
 	uint64_t images, pixels, checksum;
 	int failed;                /* index of the file that failed + 1 */
 	char why[JMSG_LENGTH_MAX];
@@ -167,6 +197,80 @@ static int decode_one(struct thread *t, const struct file *f)
 	return 0;
 }
 
+/*
+ * Item `item` of file f in --crops mode: batch.c's load_sample without the
+ * file read (the file is in memory) and without the per-sample metadata.
+ * Returns 0 or -1 with t->why.
+ */
+static int region_one(struct thread *t, const struct file *f, uint64_t item)
+{
+	const double scale[2] = { 0.08, 1.0 }, ratio[2] = { 3.0 / 4.0, 4.0 / 3.0 };
+	uint64_t file = item % n_files;
+	struct crop_box box;
+	struct decoded d;
+	rng_t r;
+	int W, H, sw, sh, rc, denom = 1;
+
+	rc = decoder_open(t->dec, f->data, f->len, NULL, &W, &H);
+	if (rc)
+		goto fail;
+	if (crops_mode == CROPS_TRAIN) {
+		rng_init(&r, crop_seed, (uint32_t)(item / n_files), (uint32_t)(file / 128),
+			 (uint32_t)(file % 128), RNG_SAMPLE, 0);
+		augment_rrc(&r, W, H, scale, ratio, &box);
+	} else {
+		augment_center(W, H, 256, (unsigned)out_size, &box);
+	}
+	for (int dd = 8; dct_scale && dd >= 2; dd /= 2) {
+		if ((box.x1 - box.x0) / dd >= out_size && (box.y1 - box.y0) / dd >= out_size) {
+			denom = dd;
+			break;
+		}
+	}
+	decoder_scaled_size(t->dec, denom, &sw, &sh);
+	double sx0 = box.x0 / denom, sy0 = box.y0 / denom;
+	double sx1 = fmin(box.x1 / denom, sw), sy1 = fmin(box.y1 / denom, sh);
+	double margin = 0;
+	if (crops_mode == CROPS_CENTER) {
+		double sc = fmax((sx1 - sx0) / out_size, (sy1 - sy0) / out_size);
+		margin = ceil((filter == RESIZE_BICUBIC ? 2.0 : 1.0) * fmax(sc, 1.0)) + 1;
+	}
+	int rx0 = (int)fmax(floor(sx0 - margin), 0);
+	int ry0 = (int)fmax(floor(sy0 - margin), 0);
+	int rx1 = (int)fmin(ceil(sx1 + margin), sw);
+	int ry1 = (int)fmin(ceil(sy1 + margin), sh);
+	rc = decoder_read(t->dec, denom, rx0, ry0, rx1, ry1, &d);
+	if (rc)
+		goto fail;
+	t->pixels += (uint64_t)d.width * (uint64_t)d.height;
+	if (!do_resize) {
+		t->checksum += d.rgb[(size_t)(d.height / 2) * d.stride + (size_t)d.width / 2 * 3];
+		return 0;
+	}
+	if (crops_mode == CROPS_CENTER && denom == 1) {
+		/* as batch.c: the whole Resize's coefficients, then the crop */
+		struct center_geom g;
+
+		augment_center_geom(W, H, 256, (unsigned)out_size, &g);
+		rc = resize_rgb_crop(t->rz, filter, d.rgb, rx0, ry0, d.width, d.height,
+				     d.stride, W, H, g.new_w, g.new_h, g.left, g.top, t->out,
+				     out_size, out_size, (size_t)out_size * 3);
+	} else {
+		rc = resize_rgb(t->rz, filter, d.rgb, d.width, d.height, d.stride, sx0 - rx0,
+				sy0 - ry0, sx1 - rx0, sy1 - ry0, t->out, out_size, out_size,
+				(size_t)out_size * 3);
+	}
+	if (rc) {
+		snprintf(t->why, sizeof(t->why), "resize failed: %s", strerror(-rc));
+		return -1;
+	}
+	t->checksum += t->out[(size_t)out_size * out_size * 3 / 2];
+	return 0;
+fail:
+	snprintf(t->why, sizeof(t->why), "%s", decoder_error(t->dec));
+	return -1;
+}
+
 static int run_items(struct thread *t, atomic_uint_fast64_t *counter, uint64_t limit)
 {
 	for (;;) {
@@ -176,7 +280,7 @@ static int run_items(struct thread *t, atomic_uint_fast64_t *counter, uint64_t l
 		if (i >= limit)
 			return 0;
 		const struct file *f = &files[i % n_files];
-		if (decode_one(t, f)) {
+		if (crops_mode ? region_one(t, f, i) : decode_one(t, f)) {
 			t->failed = (int)(i % n_files) + 1;
 			atomic_store(&stop, 1);
 			return -1;
@@ -193,6 +297,16 @@ static void *thread_main(void *arg)
 	t->jerr.pub.error_exit = jerr_exit;
 	t->jerr.pub.output_message = jerr_output;
 	jpeg_create_decompress(&t->cinfo);
+	if (crops_mode) {
+		t->dec = decoder_new();
+		t->rz = resizer_new();
+		t->out = malloc((size_t)out_size * (size_t)out_size * 3);
+		if (!t->dec || !t->rz || !t->out) {
+			snprintf(t->why, sizeof(t->why), "out of memory");
+			t->failed = 1;
+			atomic_store(&stop, 1);
+		}
+	}
 
 	run_items(t, &next_warm, warmup_items);
 	t->images = t->pixels = 0;
@@ -200,6 +314,9 @@ static void *thread_main(void *arg)
 	run_items(t, &next_item, total_items);
 
 	jpeg_destroy_decompress(&t->cinfo);
+	decoder_destroy(&t->dec);
+	resizer_destroy(&t->rz);
+	free(t->out);
 	return NULL;
 }
 
@@ -306,6 +423,14 @@ static void usage(FILE *out)
 	      "  -w, --warmup N     images decoded before the clock starts (default: THREADS*8)\n"
 	      "  -m, --manifest F   file of 'path<TAB>class' (or 'path') lines\n"
 	      "      --root DIR     folder manifest paths are relative to (default: its folder)\n"
+	      "      --crops train|center  region-decode the train pipeline's random-resized\n"
+	      "                     crops (or val's center crop) with the daemon's decoder\n"
+	      "                     instead of decoding whole files\n"
+	      "      --resize       with --crops: also resample each region to SIZE^2\n"
+	      "      --size N       output side for --crops/--resize (default 224)\n"
+	      "      --bicubic      with --resize: bicubic instead of bilinear\n"
+	      "      --no-dct-scale with --crops: never decode at 1/2, 1/4, 1/8\n"
+	      "      --seed N       key of the crop generator (default 24301)\n"
 	      "      --json         one JSON object on stdout instead of text\n",
 	      out);
 }
@@ -348,10 +473,12 @@ static void print_result(bool json, long threads, long passes, uint64_t bytes,
 		printf("{\"threads\": %ld, \"passes\": %ld, \"files\": %zu, \"file_bytes\": %llu, "
 		       "\"images\": %llu, \"seconds\": %.6f, \"img_per_s\": %.3f, "
 		       "\"mpix_per_s\": %.3f, \"cpu_seconds\": %.6f, \"cpu_percent\": %.1f, "
-		       "\"checksum\": %llu, \"ok\": %s}\n",
+		       "\"checksum\": %llu, \"crops\": \"%s\", \"resize\": %s, \"ok\": %s}\n",
 		       threads, passes, n_files, (unsigned long long)bytes,
 		       (unsigned long long)images, wall, ips, mps, cpu, pct,
-		       (unsigned long long)checksum, ok ? "true" : "false");
+		       (unsigned long long)checksum,
+		       crops_mode == CROPS_TRAIN ? "train" : crops_mode == CROPS_CENTER ? "center" : "full",
+		       do_resize ? "true" : "false", ok ? "true" : "false");
 	else
 		printf("decode_ceiling: %llu images (%zu files x %ld passes, %.1f MB) on %ld threads "
 		       "in %.3f s: %.1f img/s, %.1f MP/s, CPU %.0f%%\n",
@@ -404,6 +531,37 @@ int main(int argc, char **argv)
 			else
 				manifest = v;
 			i++;
+		} else if (!strcmp(a, "--crops")) {
+			if (v && !strcmp(v, "train"))
+				crops_mode = CROPS_TRAIN;
+			else if (v && !strcmp(v, "center"))
+				crops_mode = CROPS_CENTER;
+			else {
+				fprintf(stderr, "decode_ceiling: --crops: expected train or center, got '%s'\n",
+					v ? v : "");
+				goto out;
+			}
+			i++;
+		} else if (!strcmp(a, "--size") || !strcmp(a, "--seed")) {
+			long n;
+			if (parse_uint(v, a + 2, 1 << 20, &n))
+				goto out;
+			if (a[3] == 'i') {
+				if (n < 1) {
+					fprintf(stderr, "decode_ceiling: size: must be >= 1\n");
+					goto out;
+				}
+				out_size = (int)n;
+			} else {
+				crop_seed = (uint64_t)n;
+			}
+			i++;
+		} else if (!strcmp(a, "--resize")) {
+			do_resize = true;
+		} else if (!strcmp(a, "--bicubic")) {
+			filter = RESIZE_BICUBIC;
+		} else if (!strcmp(a, "--no-dct-scale")) {
+			dct_scale = false;
 		} else if (!strcmp(a, "--json")) {
 			json = true;
 		} else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -419,6 +577,10 @@ int main(int argc, char **argv)
 			rc = 1;
 			goto out;
 		}
+	}
+	if (do_resize && !crops_mode) {
+		fprintf(stderr, "decode_ceiling: --resize needs --crops\n");
+		goto out;
 	}
 	rc = 1;
 	if (manifest && read_manifest(manifest, root))

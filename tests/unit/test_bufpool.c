@@ -2,7 +2,9 @@
  * test_bufpool.c — the batch buffer pool: a buffer given back comes back
  * on the next get of the same size, buffers of other sizes are not handed
  * out for it, at most `limit` idle buffers are kept (and lowering the
- * limit releases the extra ones), buffers are 64-byte aligned and fully
+ * limit releases the extra ones), no more buffers are held than were ever
+ * in use at once, the short last batch of an epoch reuses a full batch's
+ * buffer, buffers are 64-byte aligned and fully
  * writable, and get/put are safe while ZeroMQ's free callback returns
  * buffers from another thread.
  *
@@ -58,7 +60,7 @@ static void test_put_buffer_comes_back(void **state)
 }
 
 /* A buffer of another size is not handed out; it stays idle for its own
- * size (the short last batch of an epoch maps its own). */
+ * size (only a request up to a third smaller may take it: below). */
 static void test_sizes_kept_apart(void **state)
 {
 	(void)state;
@@ -129,6 +131,65 @@ static void test_idle_bound(void **state)
 	assert_int_equal(bufpool_idle(), 0);
 	for (int i = 0; i < 64; i++)
 		bufpool_put(bufs[i]);
+}
+
+#define MB (1024 * 1024)
+
+/* The short last batch of an epoch takes a full batch's buffer (a bit
+ * larger); a much smaller request does not pin a big buffer, and a larger
+ * one never gets a too small buffer. */
+static void test_smaller_request_reuses(void **state)
+{
+	(void)state;
+	bufpool_set_limit(4);
+	uint8_t *full = bufpool_get(4 * MB);
+	assert_non_null(full);
+	bufpool_put(full);
+	uint8_t *tiny = bufpool_get(MB);
+	assert_non_null(tiny);
+	assert_ptr_not_equal(tiny, full);
+	uint8_t *shortb = bufpool_get(4 * MB * 104 / 128);
+	assert_ptr_equal(shortb, full);
+	memset(shortb, 1, 4 * MB * 104 / 128);
+	bufpool_put(shortb);
+	uint8_t *bigger = bufpool_get(5 * MB);
+	assert_non_null(bigger);
+	assert_ptr_not_equal(bigger, full);
+	memset(bigger, 2, 5 * MB); /* would fault past a 4 MiB mapping */
+	bufpool_put(bigger);
+	bufpool_put(tiny);
+}
+
+/* Bound by the peak (the daemon's setting): the busy pattern that unmapped
+ * half the batches with one idle slot, two batches released before the
+ * next one starts. Every buffer ever in use stays available, so the next
+ * two gets are both recycled ones... */
+static void test_burst_of_releases_is_kept(void **state)
+{
+	(void)state;
+	bufpool_set_limit(8);
+	bufpool_bound_by_peak(true);
+	void *a = bufpool_get(2 * MB), *b = bufpool_get(2 * MB), *c = bufpool_get(2 * MB);
+	assert_non_null(a);
+	assert_non_null(b);
+	assert_non_null(c);
+	bufpool_put(a);
+	bufpool_put(b);
+	assert_int_equal(bufpool_idle(), 2);
+	void *d = bufpool_get(2 * MB), *e = bufpool_get(2 * MB);
+	assert_true((d == a && e == b) || (d == b && e == a));
+	bufpool_put(c);
+	bufpool_put(d);
+	bufpool_put(e);
+	assert_int_equal(bufpool_idle(), 3);
+	/* ... and nothing beyond the peak in use (3) is ever held: a buffer of
+	 * another size, mapped while three idle ones do not fit it, is
+	 * released when it comes back (4 held > 3 ever in use). */
+	void *x = bufpool_get(8 * MB);
+	assert_non_null(x);
+	bufpool_put(x);
+	assert_int_equal(bufpool_idle(), 3);
+	bufpool_bound_by_peak(false);
 }
 
 /* ---- thread safety ------------------------------------------------------- */
@@ -298,6 +359,8 @@ int main(void)
 		cmocka_unit_test_setup(test_put_buffer_comes_back, drain),
 		cmocka_unit_test_setup(test_sizes_kept_apart, drain),
 		cmocka_unit_test_setup(test_idle_bound, drain),
+		cmocka_unit_test_setup(test_smaller_request_reuses, drain),
+		cmocka_unit_test_setup(test_burst_of_releases_is_kept, drain),
 		cmocka_unit_test_setup(test_free_callback_thread, drain),
 		cmocka_unit_test_setup(test_concurrent_get_put, drain),
 	};

@@ -394,6 +394,84 @@ static void test_crop_window_of_whole_resize(void **state)
 	}
 }
 
+static void mirror(uint8_t *img, int w, int h)
+{
+	for (int y = 0; y < h; y++)
+		for (int x = 0; x < w / 2; x++)
+			for (int c = 0; c < 3; c++) {
+				uint8_t *a = img + ((size_t)y * w + x) * 3 + c;
+				uint8_t *b = img + ((size_t)y * w + (w - 1 - x)) * 3 + c;
+				uint8_t t = *a;
+
+				*a = *b;
+				*b = t;
+			}
+}
+
+/* RESIZE_FLIP (folded into the horizontal pass) gives exactly the mirror
+ * of the unflipped result, SIMD and portable, every filter, also where no
+ * horizontal pass runs (vertical only, plain crop, identity); the same
+ * resizer alternating flip and no flip on one box (the coefficient cache
+ * must not hand one the other's order). */
+static void test_flip_is_mirror(void **state)
+{
+	resizer_t *r = resizer_new();
+	uint64_t seed = 5;
+	const int maxw = 700, maxh = 80;
+	uint8_t *src = malloc((size_t)maxw * maxh * 3);
+	uint8_t *a = malloc(260 * 260 * 3), *b = malloc(260 * 260 * 3);
+
+	(void)state;
+	assert_non_null(r);
+	assert_non_null(src);
+	assert_non_null(a);
+	assert_non_null(b);
+	for (size_t i = 0; i < (size_t)maxw * maxh * 3; i++)
+		src[i] = (uint8_t)(rng_next(&seed) >> 56);
+	for (int iter = 0; iter < 800; iter++) {
+		int sw = 1 + rng_below(&seed, iter % 9 == 0 ? maxw : 120);
+		int sh = 1 + rng_below(&seed, maxh);
+		int dw = 1 + rng_below(&seed, 260), dh = 1 + rng_below(&seed, 260);
+		enum resize_filter f = (enum resize_filter)rng_below(&seed, 2);
+		double bx[4];
+
+		resizer_set_simd(r, iter % 3 != 0);
+		random_box(&seed, sw, sh, bx);
+		if (iter % 5 == 0)
+			dw = sw; /* vertical only when the box is the whole width */
+		if (iter % 11 == 0) { /* plain crop */
+			dw = (int)(bx[2] - bx[0]) > 0 ? (int)(bx[2] - bx[0]) : 1;
+			dh = (int)(bx[3] - bx[1]) > 0 ? (int)(bx[3] - bx[1]) : 1;
+			bx[0] = floor(bx[0]);
+			bx[1] = floor(bx[1]);
+			bx[2] = bx[0] + dw;
+			bx[3] = bx[1] + dh;
+		}
+		if (dw > 260 || dh > 260 || bx[2] > sw || bx[3] > sh)
+			continue;
+		for (int rep = 0; rep < 2; rep++) {
+			assert_int_equal(resize_rgb(r, f, src, sw, sh, (size_t)maxw * 3, bx[0], bx[1],
+						    bx[2], bx[3], a, dw, dh, (size_t)dw * 3), 0);
+			assert_int_equal(resize_rgb_ex(r, f, RESIZE_FLIP, src, sw, sh,
+						       (size_t)maxw * 3, bx[0], bx[1], bx[2], bx[3],
+						       b, dw, dh, (size_t)dw * 3), 0);
+			mirror(a, dw, dh);
+			if (memcmp(a, b, (size_t)dw * dh * 3) != 0) {
+				print_error("%dx%d box (%.17g,%.17g,%.17g,%.17g) -> %dx%d %s simd %d "
+					    "rep %d: flip differs\n", sw, sh, bx[0], bx[1], bx[2],
+					    bx[3], dw, dh, f ? "bicubic" : "bilinear", iter % 3 != 0, rep);
+				fail();
+			}
+		}
+	}
+	assert_int_equal(resize_rgb_ex(r, RESIZE_BILINEAR, 2u, src, 10, 10, 30, 0, 0, 10, 10,
+				       a, 5, 5, 15), -EINVAL);
+	free(src);
+	free(a);
+	free(b);
+	resizer_destroy(&r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -404,6 +482,7 @@ int main(void)
 		cmocka_unit_test(test_invalid_arguments),
 		cmocka_unit_test(test_reuse_matches_fresh),
 		cmocka_unit_test(test_simd_matches_scalar),
+		cmocka_unit_test(test_flip_is_mirror),
 		cmocka_unit_test(test_crop_window_of_whole_resize),
 	};
 
