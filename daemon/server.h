@@ -11,28 +11,10 @@
 
 #include "engine.h"
 #include "keys.h"
+#include "zap.h"
 #include "pool.h"
 
 typedef struct server server_t;
-
-/* The keys of a config's [security] section, read and checked. */
-struct server_keys {
-	bool curve;                          /* [security] is set */
-	char secret[KEYS_Z85_LEN + 1];       /* the daemon's secret key */
-	char public_key[KEYS_Z85_LEN + 1];   /* ... and its public key */
-	keyset_t *authorized;                /* client keys let in */
-};
-
-/*
- * Read the key files that cfg's [security] names (nothing when it has
- * none: k->curve false). Used at start (a bad file exits 78 before
- * anything is bound), by --check, and on SIGHUP. Returns 0, or -errno with
- * a message naming the key file and line. Clear *k with server_keys_clear.
- */
-int server_keys_load(const config_t *cfg, struct server_keys *k, char *err,
-		     size_t errlen);
-/* Wipe the secret, free the set. */
-void server_keys_clear(struct server_keys *k);
 
 struct server_opts {
 	const char *config_path;   /* for SIGHUP reloads */
