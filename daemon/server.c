@@ -12,9 +12,14 @@
  *   outstanding (pending + computing + reply not yet accepted by ZeroMQ);
  *   more get a BUSY error. At most max_inflight batches are computed at
  *   once; the rest wait in `pending` without holding pixel memory. A
- *   reply that ZeroMQ refuses (peer's queue at its high-water mark) waits
- *   in `unsent` and still counts against its client's window, so a client
- *   that never reads holds at most 2 x window replies in memory.
+ *   counted reply that ZeroMQ has accepted stays on its client's ticket
+ *   (struct ticket) until ZeroMQ has written its last byte to the kernel;
+ *   while a window of them is on the ticket, further replies wait in
+ *   `unsent` (still outstanding), and once a window waits there the
+ *   client's new requests are dropped (counted in `dropped`). So a client
+ *   that never reads holds at most 2 x window replies in memory (a window
+ *   in ZeroMQ, a window in `unsent`), in bytes, whatever ZeroMQ's per-peer
+ *   high-water mark would let queue.
  * - Ownership: a reply's frame buffers go to ZeroMQ (zmq_msg_init_data,
  *   released with free() from ZeroMQ's I/O thread); everything else is
  *   freed here.
@@ -57,10 +62,25 @@
 #define STOP_DEADLINE_S 3.0
 #define RATE_WINDOW 10 /* seconds of history for img/s */
 
+/*
+ * Replies of one client that ZeroMQ has accepted but not yet handed to the
+ * kernel. `held` goes up on the serving thread when a counted reply is
+ * sent, and down in the free callback of its last frame, which ZeroMQ runs
+ * (on its I/O thread) once every byte of the reply is written to the
+ * socket, or dropped with its peer. `refs`: one for the client, one per
+ * held reply, so a ticket outlives a client forgotten (or a server
+ * destroyed) while ZeroMQ still holds its replies.
+ */
+struct ticket {
+	atomic_uint held;
+	atomic_uint refs;
+};
+
 struct client {
 	uint8_t id[MAX_ID];
 	uint8_t id_len;
 	uint32_t outstanding;
+	struct ticket *tk;
 	uint32_t unsent;      /* replies ZeroMQ would not take yet */
 	uint64_t blocked_pass; /* unsent_flush pass that found its queue full */
 	bool warned;          /* logged that its requests are being dropped */
@@ -129,6 +149,35 @@ struct server {
 
 /* ---- clients ---------------------------------------------------------- */
 
+static void ticket_unref(struct ticket *tk)
+{
+	if (tk && atomic_fetch_sub_explicit(&tk->refs, 1, memory_order_acq_rel) == 1)
+		free(tk);
+}
+
+static void ticket_hold(struct ticket *tk)
+{
+	atomic_fetch_add_explicit(&tk->refs, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&tk->held, 1, memory_order_relaxed);
+}
+
+static void ticket_release(struct ticket *tk)
+{
+	atomic_fetch_sub_explicit(&tk->held, 1, memory_order_release);
+	ticket_unref(tk);
+}
+
+static unsigned client_held(const struct client *c)
+{
+	return atomic_load_explicit(&c->tk->held, memory_order_acquire);
+}
+
+static void client_free(struct client *c)
+{
+	ticket_unref(c->tk);
+	free(c);
+}
+
 static uint32_t id_hash(const uint8_t *id, size_t len)
 {
 	uint32_t h = 2166136261u;
@@ -148,8 +197,14 @@ static struct client *client_get(server_t *s, const uint8_t *id, size_t len,
 	if (!create || s->n_clients >= s->eng->cfg->server.max_clients)
 		return NULL;
 	struct client *c = calloc(1, sizeof(*c));
-	if (!c)
+	struct ticket *tk = c ? calloc(1, sizeof(*tk)) : NULL;
+	if (!tk) {
+		free(c);
 		return NULL;
+	}
+	atomic_init(&tk->refs, 1);
+	atomic_init(&tk->held, 0);
+	c->tk = tk;
 	memcpy(c->id, id, len);
 	c->id_len = (uint8_t)len;
 	c->next = s->clients[h];
@@ -168,9 +223,10 @@ static void clients_expire(server_t *s, double now, bool all)
 		struct client **pp = &s->clients[h];
 		while (*pp) {
 			struct client *c = *pp;
-			if (c->outstanding == 0 && c->unsent == 0 && (all || now - c->last_seen > limit)) {
+			if (c->outstanding == 0 && c->unsent == 0 && client_held(c) == 0 &&
+			    (all || now - c->last_seen > limit)) {
 				*pp = c->next;
-				free(c);
+				client_free(c);
 				s->n_clients--;
 			} else {
 				pp = &c->next;
@@ -203,25 +259,68 @@ static void reply_free(struct reply *r)
 	free(r);
 }
 
-/* The message for body frame i: an owned buffer goes to ZeroMQ, a cached
- * one is lent with a reference that ZeroMQ's free callback drops. */
-static int frame_init(struct reply *r, int i, zmq_msg_t *m)
+/* The free callback of a counted reply's last frame: what the frame
+ * would have done without a ticket, then the ticket's release. */
+struct ticket_hint {
+	void (*ffn)(void *data, void *hint);
+	void *hint;
+	struct ticket *tk;
+};
+
+static void ticket_free_cb(void *data, void *hint)
 {
-	if (!r->ce)
-		return zmq_msg_init_data(m, r->body[i], r->body_len[i],
-					 i == 0 && r->pooled0 ? bufpool_free_cb : free_cb, NULL);
-	cache_entry_t *ref = cache_ref(r->ce);
-	int rc = zmq_msg_init_data(m, r->body[i], r->body_len[i], cache_frame_free, ref);
-	if (rc)
-		cache_unref(&ref);
+	struct ticket_hint *th = hint;
+
+	th->ffn(data, th->hint);
+	ticket_release(th->tk);
+	free(th);
+}
+
+/* The message for body frame i: an owned buffer goes to ZeroMQ, a cached
+ * one is lent with a reference that ZeroMQ's free callback drops. With
+ * `tk`, the callback also releases that ticket (held here). */
+static int frame_init(struct reply *r, int i, zmq_msg_t *m, struct ticket *tk)
+{
+	void (*ffn)(void *, void *) = i == 0 && r->pooled0 ? bufpool_free_cb : free_cb;
+	void *hint = NULL;
+	struct ticket_hint *th = NULL;
+	int rc;
+
+	if (r->ce) {
+		ffn = cache_frame_free;
+		hint = cache_ref(r->ce);
+	}
+	if (tk && (th = malloc(sizeof(*th)))) {
+		*th = (struct ticket_hint){ ffn, hint, tk };
+		ticket_hold(tk);
+		rc = zmq_msg_init_data(m, r->body[i], r->body_len[i], ticket_free_cb, th);
+	} else {
+		rc = zmq_msg_init_data(m, r->body[i], r->body_len[i], ffn, hint);
+	}
+	if (rc) {
+		if (th) {
+			ticket_release(tk);
+			free(th);
+		}
+		if (r->ce) {
+			cache_entry_t *ref = hint;
+			cache_unref(&ref);
+		}
+	}
 	return rc;
 }
 
-/* 1 = sent (or dropped: peer gone), 0 = ZeroMQ queue full, try later. */
+/* 1 = sent (or dropped: peer gone), 0 = ZeroMQ queue full or the client's
+ * window of replies already in ZeroMQ: try later. */
 static int reply_try_send(server_t *s, struct reply *r)
 {
 	int more = ZMQ_SNDMORE | ZMQ_DONTWAIT;
 
+	/* A counted reply stays counted until ZeroMQ has written it to the
+	 * kernel: at most a window of them in ZeroMQ per client, whatever
+	 * its per-peer high-water mark would let queue. */
+	if (r->counts && client_held(r->cl) >= s->eng->cfg->server.max_client_window)
+		return 0;
 	if (zmq_send(s->router, r->cl->id, r->cl->id_len, more) < 0) {
 		if (errno == EAGAIN)
 			return 0;
@@ -240,8 +339,10 @@ static int reply_try_send(server_t *s, struct reply *r)
 			continue;
 		}
 		/* The buffer now belongs to ZeroMQ, which frees it after the
-		 * bytes have left (possibly on its I/O thread). */
-		if (frame_init(r, i, &m)) {
+		 * bytes have left (possibly on its I/O thread). The last frame
+		 * of a counted reply releases its client's ticket. */
+		bool ticket = r->counts && i + 1 == r->n_body;
+		if (frame_init(r, i, &m, ticket ? r->cl->tk : NULL)) {
 			zmq_send(s->router, "", 0, flags); /* keep the frame count */
 			continue;
 		}
@@ -1131,7 +1232,7 @@ void server_destroy(server_t **sp)
 		while (s->clients[h]) {
 			struct client *c = s->clients[h];
 			s->clients[h] = c->next;
-			free(c);
+			client_free(c);
 		}
 	cache_destroy(&s->cache);
 	if (s->router)

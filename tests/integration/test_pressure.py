@@ -1,0 +1,102 @@
+"""Promises under pressure (issue 9): memory bounded in bytes for a client
+that never reads, and a SIGTERM that answers every request within the
+documented stop deadline.
+
+Bounded in count and time; ipc:// only.
+"""
+
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+import zmq
+
+from cutmixd import _wire
+from cutmixd._wire import Status
+import gen_dataset
+from helpers import SANITIZER, Daemon, Dataset
+
+MiB = 2**20
+
+
+def vm_rss(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS for pid %d" % pid)
+
+
+def dealer(endpoint, rcvhwm=None, rcvbuf=None):
+    s = zmq.Context.instance().socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    if rcvhwm is not None:
+        s.setsockopt(zmq.RCVHWM, rcvhwm)
+    if rcvbuf is not None:
+        s.setsockopt(zmq.RCVBUF, rcvbuf)
+    s.connect(endpoint)
+    return s
+
+
+@pytest.fixture(scope="module")
+def ds64(tmp_path_factory):
+    """64 small images (4 classes of 16): one full batch of 64."""
+    root = tmp_path_factory.mktemp("ds64")
+    s = gen_dataset.make_dataset(root, classes=4, per_class=16, size=(64, 64), seed=5)
+    return Dataset(root, s)
+
+
+# -- a client that never reads -------------------------------------------------
+
+WINDOW = 4
+BATCH, SIZE = 64, 224
+BATCH_BYTES = BATCH * SIZE * SIZE * 3          # 9.6 MB of uint8 images
+NONREADER_S = 12.0
+
+
+def test_non_reader_memory_bounded_in_bytes(tmp_path, ds64):
+    """Issue 9 item 1, exactly as reported: max_client_window = 4, batch 64
+    at 224, a DEALER with RCVHWM 1 and a 64 KiB receive buffer sends one
+    request every 120 ms (within its window) and never calls recv. The
+    daemon's RSS stays below 64 MiB + (2 x window + inflight) x batch bytes,
+    the requests it could not take are counted as `dropped`, and another
+    client is served meanwhile."""
+    pipelines = {"big": dict(batch_size=BATCH, size=SIZE, crop="center", resize=SIZE,
+                             flip=0.0, shuffle=False),
+                 "small": dict(batch_size=4, size=32, crop="center", resize=32)}
+    server = {"max_client_window": WINDOW, "workers": 2, "max_inflight": 3}
+    inflight = 3
+    bound = 64 * MiB + (2 * WINDOW + inflight) * BATCH_BYTES
+    with Daemon(tmp_path, ds64.config(), pipelines, server=server) as d:
+        with d.client("big") as c:  # warm up: every worker, the buffer pool
+            c.batch(0, 0)
+        lazy = dealer(d.endpoint, rcvhwm=1, rcvbuf=64 * 1024)
+        peak, sent = 0, 0
+        try:
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < NONREADER_S:
+                sent += 1
+                lazy.send(_wire.encode_request(_wire.BATCH, sent, "big", epoch=sent, batch=0))
+                time.sleep(0.12)
+                peak = max(peak, vm_rss(d.proc.pid))
+            with d.client("small", timeout=10) as c:  # others are still served
+                assert len(list(c.epoch(0))) == c.batches_per_epoch()
+                st = c.stats()
+            peak = max(peak, vm_rss(d.proc.pid))
+        finally:
+            lazy.close(0)
+        print("peak RSS %.1f MiB, bound %.1f MiB, sent %d, stats %s" % (peak / MiB, bound / MiB, sent, {k: st[k] for k in ("dropped", "unsent", "requests")}))
+        if SANITIZER is None:
+            assert peak <= bound, (
+                "RSS %.1f MiB with a non-reading client after %d requests; promised at most "
+                "64 MiB + (2 x %d + %d) x %.1f MiB = %.1f MiB"
+                % (peak / MiB, sent, WINDOW, inflight, BATCH_BYTES / MiB, bound / MiB))
+        # at most 2 x window replies are kept for it; the rest were dropped
+        assert st["dropped"] >= sent - 2 * WINDOW - inflight - 2, (sent, st)
+        assert st["dropped"] <= sent, (sent, st)
+        assert st["unsent"] <= WINDOW, st
+        assert "does not read its replies" in d.log()
+        with d.client("big", timeout=20) as c:  # once it is gone, all is well
+            assert len(c.batch(0, 0)) == BATCH
