@@ -61,6 +61,7 @@ struct batch {
 	void (*complete)(batch_t *b, void *arg);
 	void *complete_arg;
 	void *user;                /* the server's request envelope */
+	const atomic_bool *stop;   /* set: fail with SHUTTING_DOWN (or NULL) */
 	batch_t *next;             /* the server's queues */
 };
 

@@ -347,6 +347,10 @@ void sample_run(struct pool_task *t, uint32_t pos, void *ctx)
 
 	if (atomic_load_explicit(&b->failed, memory_order_relaxed))
 		return;
+	if (b->stop && atomic_load_explicit(b->stop, memory_order_relaxed)) {
+		batch_fail(b, WIRE_E_SHUTTING_DOWN, "daemon is stopping");
+		return;
+	}
 
 	meta_init(b, pos, m);
 	if (load_or_replace(w, b, pos, slot, m, &r, &attempt))

@@ -59,7 +59,13 @@
 
 #define CLIENT_BUCKETS 1024
 #define MAX_ID 255
-#define STOP_DEADLINE_S 3.0
+/* SIGTERM: batches being computed may finish for STOP_GRACE_S; then the
+ * workers are told to stop (they check between samples) and the batches
+ * still running fail with SHUTTING_DOWN. The loop ends when every request
+ * is answered and ZeroMQ has written every reply, or at STOP_DEADLINE_S
+ * (docs/OPERATIONS.md; the unit's TimeoutStopSec=10 exceeds it). */
+#define STOP_GRACE_S 1.0
+#define STOP_DEADLINE_S 5.0
 #define RATE_WINDOW 10 /* seconds of history for img/s */
 
 /*
@@ -137,7 +143,8 @@ struct server {
 	batch_t *done;        /* LIFO under done_lock; order restored below */
 
 	bool stopping;
-	double stop_deadline;
+	double stop_grace, stop_deadline;
+	atomic_bool cancel;   /* read by workers between samples (batch.stop) */
 	bool watchdog;
 	double rate_t[RATE_WINDOW];
 	uint64_t rate_n[RATE_WINDOW];
@@ -701,6 +708,7 @@ static void schedule(server_t *s)
 		pq->t_start = stats_now();
 		b->user = pq;
 		b->version = pq->rq.version;
+		b->stop = &s->cancel;
 		s->inflight++;
 		batch_submit(b, s->pool, batch_complete, s);
 	}
@@ -995,6 +1003,7 @@ static void begin_stop(server_t *s)
 	if (s->stopping)
 		return;
 	s->stopping = true;
+	s->stop_grace = stats_now() + STOP_GRACE_S;
 	s->stop_deadline = stats_now() + STOP_DEADLINE_S;
 	sd_notify(0, "STOPPING=1");
 	log_notice("stopping: %u batches in flight, %u pending requests refused",
@@ -1008,6 +1017,31 @@ static void begin_stop(server_t *s)
 	}
 	s->pend_tail = NULL;
 	s->n_pending = 0;
+}
+
+/* Counted replies that ZeroMQ holds, over every client. */
+static unsigned replies_held(server_t *s)
+{
+	unsigned n = 0;
+
+	for (int h = 0; h < CLIENT_BUCKETS; h++)
+		for (struct client *c = s->clients[h]; c; c = c->next)
+			n += client_held(c);
+	return n;
+}
+
+/* While stopping: tell the workers to stop after the grace period; true
+ * once everything is answered and written, or at the deadline. */
+static bool stop_done(server_t *s, double now)
+{
+	if (now > s->stop_grace && s->inflight &&
+	    !atomic_load_explicit(&s->cancel, memory_order_relaxed)) {
+		log_notice("stopping: %u batches still computing: cancelled", s->inflight);
+		atomic_store_explicit(&s->cancel, true, memory_order_relaxed);
+	}
+	if (now > s->stop_deadline)
+		return true;
+	return s->inflight == 0 && !s->unsent_head && replies_held(s) == 0;
 }
 
 static void handle_signals(server_t *s)
@@ -1084,6 +1118,7 @@ server_t *server_new(engine_t *eng, pool_t *pool, struct stats *stats,
 	s->opts = *opts;
 	s->opts.keys = NULL; /* taken below; not kept */
 	pthread_mutex_init(&s->done_lock, NULL);
+	atomic_init(&s->cancel, false);
 	s->max_inflight = sv->max_inflight ? sv->max_inflight : 2 + pool_workers(pool) / 2;
 	/* Idle batch buffers kept for reuse. Bound by the peak, the pool
 	 * never holds more buffers (in use + idle) than were ever in use at
@@ -1169,7 +1204,7 @@ int server_run(server_t *s)
 			{ NULL, s->sfd, ZMQ_POLLIN, 0 },
 			{ s->zap ? zap_socket(s->zap) : NULL, 0, ZMQ_POLLIN, 0 },
 		};
-		long timeout = s->unsent_head ? 10 : 1000;
+		long timeout = s->unsent_head || s->stopping ? 10 : 1000;
 
 		if (zmq_poll(items, s->zap ? 4 : 3, timeout) < 0 && errno != EINTR) {
 			log_err("server: zmq_poll: %s", zmq_strerror(errno));
@@ -1193,12 +1228,12 @@ int server_run(server_t *s)
 		tick(s, now);
 		if (s->watchdog)
 			sd_notify(0, "WATCHDOG=1");
-		if (s->stopping && ((s->inflight == 0 && !s->unsent_head) || now > s->stop_deadline))
+		if (s->stopping && stop_done(s, now))
 			break;
 	}
-	if (s->inflight || s->unsent_head)
-		log_warning("stopped with %u batches unfinished and %u replies unsent",
-			    s->inflight, s->n_unsent);
+	if (s->inflight || s->unsent_head || replies_held(s))
+		log_warning("stopped with %u batches unfinished, %u replies unsent and %u "
+			    "not yet written by ZeroMQ", s->inflight, s->n_unsent, replies_held(s));
 	return 0;
 }
 

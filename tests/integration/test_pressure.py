@@ -100,3 +100,73 @@ def test_non_reader_memory_bounded_in_bytes(tmp_path, ds64):
         assert "does not read its replies" in d.log()
         with d.client("big", timeout=20) as c:  # once it is gone, all is well
             assert len(c.batch(0, 0)) == BATCH
+
+
+# -- SIGTERM with big batches in flight ------------------------------------------
+
+STOP_DEADLINE_S = 5.0   # docs/OPERATIONS.md: the stop deadline
+
+
+@pytest.fixture(scope="module")
+def ds1200(tmp_path_factory):
+    """A manifest of 1200 entries over 12 files of 2400x1800 (each
+    listed 100 times): a batch of 1000 takes seconds on two workers."""
+    root = tmp_path_factory.mktemp("ds1200")
+    samples = gen_dataset.make_dataset(root, classes=4, per_class=3, size=(2400, 1800),
+                                       seed=9)
+    man = root / "manifest.tsv"
+    with open(man, "w") as f:
+        for k in range(1200):
+            s = samples[k % len(samples)]
+            f.write("%s\t%s\n" % (s.path, s.class_name))
+    return {"root": str(root), "manifest": str(man)}
+
+
+def test_sigterm_answers_every_request_within_the_deadline(tmp_path, ds1200):
+    """Issue 9 item 2: workers 2, batch 1000 at 224, six requests, SIGTERM
+    after 0.5 s: the daemon exits 0 within the stop deadline and every
+    request gets exactly one reply (its batch, or SHUTTING_DOWN)."""
+    pipelines = {"huge": dict(batch_size=1000, size=224, crop="center", resize=224,
+                              flip=0.5, shuffle=True, dct_scale=False)}
+    d = Daemon(tmp_path, ds1200, pipelines, server={"workers": 2})
+    d.start()
+    sock = dealer(d.endpoint)
+    replies = {}
+    try:
+        for k in range(6):
+            sock.send(_wire.encode_request(_wire.BATCH, k + 1, "huge", epoch=k, batch=0))
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        d.proc.send_signal(signal.SIGTERM)
+        rc = None
+        deadline = t0 + STOP_DEADLINE_S + 5
+        while time.monotonic() < deadline:
+            if sock.poll(50):
+                frames = sock.recv_multipart()
+                hdr = _wire.decode_reply(frames[0])
+                replies.setdefault(hdr.request_id, []).append(
+                    hdr.status if hdr.type == _wire.ERROR else "batch")
+            if rc is None and d.proc.poll() is not None:
+                rc, took = d.proc.returncode, time.monotonic() - t0
+            if rc is not None and len(replies) == 6:
+                break
+        while sock.poll(300):  # anything left in flight after the exit
+            frames = sock.recv_multipart()
+            hdr = _wire.decode_reply(frames[0])
+            replies.setdefault(hdr.request_id, []).append(
+                hdr.status if hdr.type == _wire.ERROR else "batch")
+    finally:
+        sock.close(0)
+        if d.proc.poll() is None:
+            d.kill()
+            pytest.fail("cutmixd still running %gs after SIGTERM" % (STOP_DEADLINE_S + 5))
+    d.stop(check=False)
+    print("exit %s after %.2f s, replies %s" % (rc, took, replies))
+    assert rc == 0, d.tail()
+    assert took <= STOP_DEADLINE_S + 1.0, "exit took %.1f s after SIGTERM" % took
+    assert sorted(replies) == list(range(1, 7)), "replies by request id: %s" % replies
+    for rid, got in replies.items():
+        assert len(got) == 1, "request %d got %d replies: %s" % (rid, len(got), got)
+        assert got[0] in ("batch", Status.SHUTTING_DOWN), (rid, got)
+    assert Status.SHUTTING_DOWN in [g[0] for g in replies.values()], replies
+    assert "unfinished" not in d.log(), d.tail()
