@@ -84,6 +84,15 @@ static char *sb_finish(struct sbuf *b)
 	return b->s;
 }
 
+uint32_t info_samples_per_rank(const struct pipeline_rt *rt, uint32_t world)
+{
+	/* drop_last drops each shard's tail that does not fill a batch: a
+	 * rank receives whole batches only. Otherwise the padded shard. */
+	if (rt->cfg->drop_last)
+		return sampler_batches(rt->sampler, world) * rt->cfg->batch_size;
+	return sampler_shard_size(rt->sampler, world);
+}
+
 char *info_json(const engine_t *e, int pipeline, uint32_t rank, uint32_t world,
 		unsigned version, uint32_t max_window)
 {
@@ -123,7 +132,7 @@ char *info_json(const engine_t *e, int pipeline, uint32_t rank, uint32_t world,
 		sb_printf(&b, "],\"batch_size\":%u,\"batches_per_epoch\":%u,"
 			  "\"samples_per_rank\":%u,\"rank\":%u,\"world\":%u,",
 			  p->batch_size, sampler_batches(rt->sampler, w),
-			  sampler_shard_size(rt->sampler, w), rank, w);
+			  info_samples_per_rank(rt, w), rank, w);
 		if (p->layout == LAYOUT_NCHW)
 			sb_printf(&b, "\"image_shape\":[3,%u,%u],", p->size, p->size);
 		else

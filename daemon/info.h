@@ -10,6 +10,9 @@
 
 #include "engine.h"
 
+/* Samples each rank of `world` receives per epoch (INFO samples_per_rank). */
+uint32_t info_samples_per_rank(const struct pipeline_rt *rt, uint32_t world);
+
 /* pipeline < 0: global keys only; `version` is the request's protocol
  * version ("protocol" and "meta_size" answer for it). Returns malloc'd
  * text or NULL. */

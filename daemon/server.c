@@ -426,6 +426,23 @@ static void header_init(server_t *s, struct wire_reply *h, uint16_t type,
 	memcpy(h->digest, s->eng->digest, WIRE_DIGEST_SIZE);
 }
 
+/* The shape fields of a BATCH header, and of an INFO header for a
+ * pipeline (batch_size: the configured one; a batch sets its own). */
+static void header_shape(struct wire_reply *h, const struct pipeline_rt *rt,
+			 uint32_t batches_per_epoch)
+{
+	const struct pipeline_cfg *p = rt->cfg;
+
+	h->batch_size = p->batch_size;
+	h->height = h->width = p->size;
+	h->channels = 3;
+	h->layout = (uint8_t)p->layout;
+	h->dtype = (uint8_t)p->dtype;
+	h->meta_size = (uint16_t)wire_meta_size(h->version); /* set by header_init */
+	h->num_classes = dataset_num_classes(rt->ds);
+	h->batches_per_epoch = batches_per_epoch;
+}
+
 /* A reply with one text body (info/stats JSON or an error message).
  * `text` is taken over (malloc'd) or copied when `copy`. */
 static void reply_text(server_t *s, struct client *cl, bool delim, bool counts,
@@ -595,7 +612,6 @@ static bool cache_serve(server_t *s, struct pending *pq)
 static void batch_reply(server_t *s, batch_t *b)
 {
 	struct pending *rq = b->user;
-	const struct pipeline_cfg *p = b->pl->cfg;
 	struct wire_reply h;
 	struct reply *r;
 
@@ -607,14 +623,8 @@ static void batch_reply(server_t *s, batch_t *b)
 	}
 	header_init(s, &h, WIRE_BATCH, &rq->rq);
 	memcpy(h.digest, b->eng->digest, WIRE_DIGEST_SIZE);
+	header_shape(&h, b->pl, b->batches_per_epoch);
 	h.batch_size = b->n;
-	h.height = h.width = p->size;
-	h.channels = 3;
-	h.layout = (uint8_t)p->layout;
-	h.dtype = (uint8_t)p->dtype;
-	h.meta_size = (uint16_t)wire_meta_size(h.version);
-	h.num_classes = dataset_num_classes(b->pl->ds);
-	h.batches_per_epoch = b->batches_per_epoch;
 	h.flags = b->index + 1 == b->batches_per_epoch ? WIRE_RFLAG_LAST : 0;
 	h.body_bytes[0] = b->images_bytes;
 	h.body_bytes[1] = b->labels_bytes;
@@ -806,6 +816,10 @@ static void handle_request(server_t *s, struct client *cl, bool delim,
 		if (!request_valid(s, cl, delim, &rq, false, &pi))
 			return;
 		header_init(s, &h, WIRE_INFO, &rq);
+		if (pi >= 0)
+			header_shape(&h, &s->eng->pipelines[pi],
+				     sampler_batches(s->eng->pipelines[pi].sampler,
+						     rq.world));
 		reply_text(s, cl, delim, false, &h,
 			   info_json(s->eng, pi, rq.rank, rq.world, rq.version,
 				     s->eng->cfg->server.max_client_window));

@@ -170,3 +170,51 @@ def test_sigterm_answers_every_request_within_the_deadline(tmp_path, ds1200):
         assert got[0] in ("batch", Status.SHUTTING_DOWN), (rid, got)
     assert Status.SHUTTING_DOWN in [g[0] for g in replies.values()], replies
     assert "unfinished" not in d.log(), d.tail()
+
+
+# -- INFO: the header's shape fields, samples_per_rank with drop_last -------------
+
+def _info(endpoint, pipeline, world, rank=0):
+    sock = dealer(endpoint)
+    try:
+        sock.send(_wire.encode_request(_wire.INFO, 77, pipeline, rank=rank, world=world))
+        assert sock.poll(10000), "no INFO reply within 10 s"
+        frames = sock.recv_multipart()
+    finally:
+        sock.close(0)
+    import json
+    return _wire.decode_reply(frames[0]), json.loads(frames[1])
+
+
+def test_info_header_shape_fields_and_samples_per_rank(tmp_path, ds1200):
+    """Issue 9 items 3 and 4: an INFO reply for a pipeline fills the header's
+    shape fields as PROTOCOL.md section 5 says (like a BATCH header); with
+    drop_last, samples_per_rank counts what each rank receives (100 samples,
+    world 3, batch 10: 30, not 33); without it, the padded shard (34)."""
+    man = tmp_path / "m100.tsv"
+    lines = open(ds1200["manifest"]).read().splitlines()[:100]
+    man.write_text("\n".join(lines) + "\n")
+    pipelines = {
+        "dl": dict(batch_size=10, size=48, crop="center", resize=56, drop_last=True,
+                   layout="nchw", dtype="float32"),
+        "keep": dict(batch_size=10, size=40, crop="center", resize=40),
+    }
+    with Daemon(tmp_path, {"root": ds1200["root"], "manifest": str(man)}, pipelines) as d:
+        hdr, info = _info(d.endpoint, "dl", world=3)
+        assert info["samples_per_rank"] == 30, info
+        assert info["batches_per_epoch"] == 3, info
+        assert (hdr.batch_size, hdr.height, hdr.width, hdr.channels) == (10, 48, 48, 3), hdr
+        assert (hdr.layout, hdr.dtype, hdr.meta_size) == (1, 1, info["meta_size"]), hdr
+        assert (hdr.num_classes, hdr.batches_per_epoch) == (info["num_classes"], 3), hdr
+        assert hdr.world == 3 and hdr.status == 0, hdr
+        # every rank really receives samples_per_rank samples
+        with d.client("dl", rank=2, world=3) as c:
+            assert sum(len(b) for b in c.epoch(0)) == 30
+        hdr, info = _info(d.endpoint, "keep", world=3)
+        assert info["samples_per_rank"] == 34 and info["batches_per_epoch"] == 4, info
+        assert (hdr.batch_size, hdr.height, hdr.layout, hdr.dtype) == (10, 40, 0, 0), hdr
+        assert hdr.batches_per_epoch == 4, hdr
+        with d.client("keep", rank=1, world=3) as c:
+            assert sum(len(b) for b in c.epoch(0)) == 34
+        hdr, info = _info(d.endpoint, "", world=1)  # no pipeline: shape fields 0
+        assert (hdr.batch_size, hdr.height, hdr.num_classes) == (0, 0, 0), hdr
