@@ -55,6 +55,7 @@
 #include "info.h"
 #include "log.h"
 #include "metrics.h"
+#include "reload.h"
 #include "wire.h"
 
 #define CLIENT_BUCKETS 1024
@@ -65,7 +66,7 @@
  * is answered and ZeroMQ has written every reply, or at STOP_DEADLINE_S
  * (docs/OPERATIONS.md; the unit's TimeoutStopSec=10 exceeds it). */
 #define STOP_GRACE_S 1.0
-#define STOP_DEADLINE_S 5.0
+#define STOP_DEADLINE_S 3.0
 #define RATE_WINDOW 10 /* seconds of history for img/s */
 
 /*
@@ -151,7 +152,9 @@ struct server {
 	unsigned rate_i;
 	double last_tick;
 	double last_full_log;
-	uint64_t flush_pass;  /* counts unsent_flush passes (from 1) */
+	uint64_t flush_pass;
+	rebuild_t *rebuild;   /* SIGHUP build running (reload.c), or NULL */
+	bool reload_again;    /* another SIGHUP came during it */  /* counts unsent_flush passes (from 1) */
 };
 
 /* ---- clients ---------------------------------------------------------- */
@@ -984,32 +987,52 @@ out_close:
 
 /* ---- signals, reload, housekeeping ------------------------------------ */
 
-static void reload(server_t *s)
+/* SIGHUP: start a build of the next generation (reload.c), or, while one
+ * runs, ask for another once it is done (SIGHUPs coalesce: at most one
+ * build at a time, and the last one reads the newest config). */
+static void reload_request(server_t *s)
 {
-	char err[1024];
-	config_t *cfg = NULL;
+	char err[256];
+
+	if (s->rebuild) {
+		s->reload_again = true;
+		return;
+	}
+	sd_notify(0, "RELOADING=1");
+	s->rebuild = rebuild_start(s->opts.config_path, s->opts.sets, s->opts.n_sets,
+				   s->stats, s->efd, err, sizeof(err));
+	if (!s->rebuild) {
+		log_err("reload: keeping the running config: %s", err);
+		sd_notify(0, "READY=1");
+	}
+}
+
+/* A build has ended: swap its generation in (batches being computed keep
+ * the one they started with), or log why not. */
+static void reload_finish(server_t *s)
+{
+	char err[1024], unapplied[1024];
 	engine_t *eng = NULL;
 	struct server_keys keys;
 
 	memset(&keys, 0, sizeof(keys));
-	sd_notify(0, "RELOADING=1");
-	int rc = config_load(s->opts.config_path, s->opts.sets, s->opts.n_sets, &cfg, err, sizeof(err));
-	if (rc == 0) /* before the dataset scan: a bad key file fails fast */
-		rc = server_keys_load(cfg, &keys, err, sizeof(err));
-	if (rc == 0)
-		rc = engine_new(&cfg, s->stats, &eng, err, sizeof(err));
-	if (rc) {
+	if (rebuild_take(&s->rebuild, &eng, &keys, err, sizeof(err))) {
 		log_err("reload: keeping the running config: %s", err);
 	} else {
 		zap_reload(s->zap, &keys);
+		if (reload_unapplied(s->eng->cfg, eng->cfg, unapplied, sizeof(unapplied)))
+			log_warning("reload: not applied until a restart: %s", unapplied);
 		log_notice("reload: config digest %.16s -> %.16s", s->eng->digest_hex, eng->digest_hex);
 		engine_unref(&s->eng);
 		s->eng = eng;
 		cache_keep_digest(s->cache, s->eng->digest);
 	}
 	server_keys_clear(&keys);
-	config_destroy(&cfg); /* left when the keys failed; engine_new takes it */
 	sd_notify(0, "READY=1");
+	if (s->reload_again && !s->stopping) {
+		s->reload_again = false;
+		reload_request(s);
+	}
 }
 
 static void begin_stop(server_t *s)
@@ -1017,6 +1040,8 @@ static void begin_stop(server_t *s)
 	if (s->stopping)
 		return;
 	s->stopping = true;
+	s->reload_again = false;
+	rebuild_abandon(&s->rebuild); /* a stop does not wait for a scan */
 	s->stop_grace = stats_now() + STOP_GRACE_S;
 	s->stop_deadline = stats_now() + STOP_DEADLINE_S;
 	sd_notify(0, "STOPPING=1");
@@ -1062,12 +1087,19 @@ static void handle_signals(server_t *s)
 {
 	struct signalfd_siginfo si;
 
+	bool stop = false, hup = false;
+
+	/* Read them all first: a SIGTERM wins over a SIGHUP read before it. */
 	while (read(s->sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
-		if (si.ssi_signo == SIGHUP && !s->stopping)
-			reload(s);
-		else if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT)
-			begin_stop(s);
+		if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT)
+			stop = true;
+		else if (si.ssi_signo == SIGHUP)
+			hup = true;
 	}
+	if (stop)
+		begin_stop(s);
+	else if (hup && !s->stopping)
+		reload_request(s);
 }
 
 /* The gauges the HTTP thread shows (metrics.h), from this thread. */
@@ -1231,6 +1263,8 @@ int server_run(server_t *s)
 				;
 		if (items[1].revents)
 			done_drain(s);
+		if (s->rebuild && rebuild_done(s->rebuild))
+			reload_finish(s);
 		unsent_flush(s);
 		/* Bounded so replies and signals are never starved. */
 		for (int k = 0; k < 256 && recv_one(s); k++)
@@ -1257,6 +1291,7 @@ void server_destroy(server_t **sp)
 
 	if (!s)
 		return;
+	rebuild_abandon(&s->rebuild); /* before efd closes: it may write it */
 	/* The pool must be stopped first (the caller's job) so no worker
 	 * can still complete a batch into `done`. */
 	metrics_destroy(&s->metrics); /* joins the HTTP thread */

@@ -104,7 +104,7 @@ def test_non_reader_memory_bounded_in_bytes(tmp_path, ds64):
 
 # -- SIGTERM with big batches in flight ------------------------------------------
 
-STOP_DEADLINE_S = 5.0   # docs/OPERATIONS.md: the stop deadline
+STOP_DEADLINE_S = 3.5   # docs/OPERATIONS.md: the stop deadline (3 s + 0.5 s linger)
 
 
 @pytest.fixture(scope="module")
