@@ -181,30 +181,38 @@ static void join_endpoints(const struct server_cfg *sv, char *out, size_t outlen
 					sv->endpoints[i]);
 }
 
-int reload_unapplied(const config_t *running, const config_t *next, char *out,
-		     size_t outlen)
+void restart_keys_of(const config_t *cfg, struct restart_keys *k)
 {
-	const struct server_cfg *a = &running->server, *b = &next->server;
-	char x[512], y[512];
+	memset(k, 0, sizeof(*k));
+	join_endpoints(&cfg->server, k->endpoints, sizeof(k->endpoints));
+	k->workers = cfg->server.workers;
+	k->max_inflight = cfg->server.max_inflight;
+	k->log_level = cfg->server.log_level;
+}
+
+int reload_unapplied(const struct restart_keys *a, const config_t *next,
+		     char *out, size_t outlen)
+{
+	struct restart_keys b;
+	char x[32], y[32];
 	int n = 0;
 
 	out[0] = '\0';
-	join_endpoints(a, x, sizeof(x));
-	join_endpoints(b, y, sizeof(y));
-	if (strcmp(x, y) != 0)
-		diff_add(out, outlen, &n, "endpoint", x, y);
-	if (a->workers != b->workers) {
+	restart_keys_of(next, &b);
+	if (strcmp(a->endpoints, b.endpoints) != 0)
+		diff_add(out, outlen, &n, "endpoint", a->endpoints, b.endpoints);
+	if (a->workers != b.workers) {
 		snprintf(x, sizeof(x), "%u", a->workers);
-		snprintf(y, sizeof(y), "%u", b->workers);
+		snprintf(y, sizeof(y), "%u", b.workers);
 		diff_add(out, outlen, &n, "workers", x, y);
 	}
-	if (a->max_inflight != b->max_inflight) {
+	if (a->max_inflight != b.max_inflight) {
 		snprintf(x, sizeof(x), "%u", a->max_inflight);
-		snprintf(y, sizeof(y), "%u", b->max_inflight);
+		snprintf(y, sizeof(y), "%u", b.max_inflight);
 		diff_add(out, outlen, &n, "max_inflight", x, y);
 	}
-	if (a->log_level != b->log_level)
+	if (a->log_level != b.log_level)
 		diff_add(out, outlen, &n, "log_level", level_name(a->log_level),
-			 level_name(b->log_level));
+			 level_name(b.log_level));
 	return n;
 }

@@ -16,6 +16,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "config.h"
 #include "engine.h"
@@ -40,12 +41,21 @@ int rebuild_take(rebuild_t **rb, engine_t **eng, struct server_keys *keys,
 /* Leave a build (running or ended): its thread frees it. Clears *rb. NULL-safe. */
 void rebuild_abandon(rebuild_t **rb);
 
+/* The [server] keys a reload cannot apply (they need a restart), as the
+ * running daemon uses them. */
+struct restart_keys {
+	char endpoints[1024];     /* joined with "," */
+	uint32_t workers, max_inflight;
+	int log_level;
+};
+void restart_keys_of(const config_t *cfg, struct restart_keys *k);
+
 /*
- * The [server] keys a reload cannot apply (they need a restart): endpoint,
- * workers, max_inflight, log_level, each as "key (old -> new)", joined
- * with ", " into out. Returns how many differ.
+ * Compare a new config with the running values: each of endpoint,
+ * workers, max_inflight, log_level that differs, as "key (old -> new)",
+ * joined with ", " into out. Returns how many differ.
  */
-int reload_unapplied(const config_t *running, const config_t *next, char *out,
-		     size_t outlen);
+int reload_unapplied(const struct restart_keys *running, const config_t *next,
+		     char *out, size_t outlen);
 
 #endif

@@ -154,7 +154,8 @@ struct server {
 	double last_full_log;
 	uint64_t flush_pass;
 	rebuild_t *rebuild;   /* SIGHUP build running (reload.c), or NULL */
-	bool reload_again;    /* another SIGHUP came during it */  /* counts unsent_flush passes (from 1) */
+	bool reload_again;    /* another SIGHUP came during it */
+	struct restart_keys fixed; /* as started: a reload cannot change them */  /* counts unsent_flush passes (from 1) */
 };
 
 /* ---- clients ---------------------------------------------------------- */
@@ -1020,7 +1021,7 @@ static void reload_finish(server_t *s)
 		log_err("reload: keeping the running config: %s", err);
 	} else {
 		zap_reload(s->zap, &keys);
-		if (reload_unapplied(s->eng->cfg, eng->cfg, unapplied, sizeof(unapplied)))
+		if (reload_unapplied(&s->fixed, eng->cfg, unapplied, sizeof(unapplied)))
 			log_warning("reload: not applied until a restart: %s", unapplied);
 		log_notice("reload: config digest %.16s -> %.16s", s->eng->digest_hex, eng->digest_hex);
 		engine_unref(&s->eng);
@@ -1163,6 +1164,7 @@ server_t *server_new(engine_t *eng, pool_t *pool, struct stats *stats,
 	s->stats = stats;
 	s->opts = *opts;
 	s->opts.keys = NULL; /* taken below; not kept */
+	restart_keys_of(eng->cfg, &s->fixed);
 	pthread_mutex_init(&s->done_lock, NULL);
 	atomic_init(&s->cancel, false);
 	s->max_inflight = sv->max_inflight ? sv->max_inflight : 2 + pool_workers(pool) / 2;
