@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "budget.h"
+#include "info.h"
 #include "log.h"
 #include "rng.h"
 
@@ -47,7 +48,10 @@ int engine_new(config_t **cfgp, struct stats *stats, engine_t **out,
 		if (rc)
 			goto out_free;
 		e->bad[d] = calloc(dataset_size(e->datasets[d]), 1);
-		if (!e->bad[d]) {
+		/* INFO's biggest part, escaped once here (on the reload thread
+		 * for a reload), not per request on the serving thread */
+		e->class_names_json[d] = info_class_names_json(e->datasets[d]);
+		if (!e->bad[d] || !e->class_names_json[d]) {
 			rc = -ENOMEM;
 			snprintf(err, errlen, "out of memory");
 			goto out_free;
@@ -129,6 +133,7 @@ void engine_unref(engine_t **ep)
 	for (int d = 0; d < CONFIG_MAX_DATASETS; d++) {
 		dataset_destroy(&e->datasets[d]);
 		free(e->bad[d]);
+		free(e->class_names_json[d]);
 	}
 	config_destroy(&e->cfg);
 	pthread_mutex_destroy(&e->bad_lock);

@@ -51,6 +51,7 @@ typedef struct engine {
 	pthread_mutex_t bad_lock;             /* guards bad_list, n_bad_list */
 	struct bad_entry bad_list[ENGINE_BAD_LIST];
 	uint32_t n_bad_list;
+	char *class_names_json[CONFIG_MAX_DATASETS]; /* INFO's class_names */
 	uint8_t digest[DIGEST_SIZE];
 	char digest_hex[2 * DIGEST_SIZE + 1];
 } engine_t;

@@ -59,20 +59,45 @@ static void sb_printf(struct sbuf *b, const char *fmt, ...)
 	b->len += (size_t)n;
 }
 
-/* A JSON string literal (RFC 8259 escaping; bytes >= 0x80 pass through). */
+static void sb_put(struct sbuf *b, const char *p, size_t n)
+{
+	sb_grow(b, n);
+	if (!b->ok)
+		return;
+	memcpy(b->s + b->len, p, n);
+	b->len += n;
+	b->s[b->len] = '\0';
+}
+
+/* A JSON string literal (RFC 8259 escaping; bytes >= 0x80 pass through).
+ * Runs that need no escape are copied in one piece. */
 static void sb_json_str(struct sbuf *b, const char *s)
 {
-	sb_printf(b, "\"");
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-		if (c == '"' || c == '\\')
-			sb_printf(b, "\\%c", c);
-		else if (c < 0x20)
-			sb_printf(b, "\\u%04x", c);
-		else
-			sb_printf(b, "%c", c);
+	static const char hex[] = "0123456789abcdef";
+
+	sb_put(b, "\"", 1);
+	while (*s) {
+		size_t run = 0;
+		while (s[run] && s[run] != '"' && s[run] != '\\' &&
+		       (unsigned char)s[run] >= 0x20)
+			run++;
+		sb_put(b, s, run);
+		s += run;
+		if (!*s)
+			break;
+		unsigned char c = (unsigned char)*s++;
+		char esc[6] = { '\\', (char)c };
+		if (c < 0x20) {
+			esc[1] = 'u';
+			esc[2] = esc[3] = '0';
+			esc[4] = hex[c >> 4];
+			esc[5] = hex[c & 15];
+			sb_put(b, esc, 6);
+		} else {
+			sb_put(b, esc, 2);
+		}
 	}
-	sb_printf(b, "\"");
+	sb_put(b, "\"", 1);
 }
 
 static char *sb_finish(struct sbuf *b)
@@ -91,6 +116,21 @@ uint32_t info_samples_per_rank(const struct pipeline_rt *rt, uint32_t world)
 	if (rt->cfg->drop_last)
 		return sampler_batches(rt->sampler, world) * rt->cfg->batch_size;
 	return sampler_shard_size(rt->sampler, world);
+}
+
+char *info_class_names_json(const dataset_t *ds)
+{
+	struct sbuf b = { .ok = true };
+	uint32_t K = dataset_num_classes(ds);
+
+	sb_put(&b, "[", 1);
+	for (uint32_t k = 0; k < K; k++) {
+		if (k)
+			sb_put(&b, ",", 1);
+		sb_json_str(&b, dataset_class_name(ds, k));
+	}
+	sb_put(&b, "]", 1);
+	return sb_finish(&b);
 }
 
 char *info_json(const engine_t *e, int pipeline, uint32_t rank, uint32_t world,
@@ -123,13 +163,11 @@ char *info_json(const engine_t *e, int pipeline, uint32_t rank, uint32_t world,
 		sb_printf(&b, ",\"eval\":%s,\"dataset\":", p->eval ? "true" : "false");
 		sb_json_str(&b, cfg->datasets[p->dataset].name);
 		sb_printf(&b, ",\"dataset_size\":%u,\"skipped_files\":%llu,"
-			  "\"num_classes\":%u,\"class_names\":[", dataset_size(rt->ds),
+			  "\"num_classes\":%u,\"class_names\":", dataset_size(rt->ds),
 			  (unsigned long long)dataset_skipped(rt->ds), K);
-		for (uint32_t k = 0; k < K; k++) {
-			sb_printf(&b, k ? "," : "");
-			sb_json_str(&b, dataset_class_name(rt->ds, k));
-		}
-		sb_printf(&b, "],\"batch_size\":%u,\"batches_per_epoch\":%u,"
+		/* made once per generation (engine_new), copied here */
+		sb_put(&b, e->class_names_json[rt->ds_index], strlen(e->class_names_json[rt->ds_index]));
+		sb_printf(&b, ",\"batch_size\":%u,\"batches_per_epoch\":%u,"
 			  "\"samples_per_rank\":%u,\"rank\":%u,\"world\":%u,",
 			  p->batch_size, sampler_batches(rt->sampler, w),
 			  info_samples_per_rank(rt, w), rank, w);

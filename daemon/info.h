@@ -13,6 +13,10 @@
 /* Samples each rank of `world` receives per epoch (INFO samples_per_rank). */
 uint32_t info_samples_per_rank(const struct pipeline_rt *rt, uint32_t world);
 
+/* The JSON array of a dataset's class names (escaped once, at engine_new):
+ * malloc'd, or NULL when out of memory. */
+char *info_class_names_json(const dataset_t *ds);
+
 /* pipeline < 0: global keys only; `version` is the request's protocol
  * version ("protocol" and "meta_size" answer for it). Returns malloc'd
  * text or NULL. */

@@ -789,12 +789,45 @@ static bool request_valid(server_t *s, struct client *cl, bool delim,
 	return true;
 }
 
+static void reply_info(server_t *s, struct client *cl, bool delim,
+		       const struct wire_request *rq, int pi)
+{
+	struct wire_reply h;
+
+	header_init(s, &h, WIRE_INFO, rq);
+	if (pi >= 0)
+		header_shape(&h, &s->eng->pipelines[pi],
+			     sampler_batches(s->eng->pipelines[pi].sampler, rq->world));
+	cl->outstanding++;
+	reply_text(s, cl, delim, true, &h,
+		   info_json(s->eng, pi, rq->rank, rq->world, rq->version,
+			     s->eng->cfg->server.max_client_window));
+}
+
+static void reply_stats(server_t *s, struct client *cl, bool delim,
+			const struct wire_request *rq)
+{
+	struct wire_reply h;
+	struct server_gauges g = {
+		.clients = s->n_clients, .pending = s->n_pending,
+		.inflight = s->inflight, .unsent = s->n_unsent,
+		.queue_depth = pool_depth(s->pool),
+	};
+
+	g.img_per_s = current_rate(s, stats_now());
+	header_init(s, &h, WIRE_STATS, rq);
+	cl->outstanding++;
+	reply_text(s, cl, delim, true, &h, stats_json(s->stats, &g, s->eng));
+}
+
+static void queue_batch(server_t *s, struct client *cl, bool delim,
+			const struct wire_request *rq);
+
 static void handle_request(server_t *s, struct client *cl, bool delim,
 			   const void *buf, size_t len)
 {
 	struct wire_request rq;
-	struct wire_reply h;
-	int pi, rc;
+	int pi = -1, rc;
 
 	stats_add(s->stats, requests, 1);
 	rc = wire_decode_request(buf, len, &rq);
@@ -815,38 +848,13 @@ static void handle_request(server_t *s, struct client *cl, bool delim,
 		return;
 	}
 
-	switch (rq.type) {
-	case WIRE_INFO:
-		if (!request_valid(s, cl, delim, &rq, false, &pi))
-			return;
-		header_init(s, &h, WIRE_INFO, &rq);
-		if (pi >= 0)
-			header_shape(&h, &s->eng->pipelines[pi],
-				     sampler_batches(s->eng->pipelines[pi].sampler,
-						     rq.world));
-		reply_text(s, cl, delim, false, &h,
-			   info_json(s->eng, pi, rq.rank, rq.world, rq.version,
-				     s->eng->cfg->server.max_client_window));
-		return;
-	case WIRE_STATS: {
-		struct server_gauges g = {
-			.clients = s->n_clients, .pending = s->n_pending,
-			.inflight = s->inflight, .unsent = s->n_unsent,
-			.queue_depth = pool_depth(s->pool),
-		};
-		g.img_per_s = current_rate(s, stats_now());
-		header_init(s, &h, WIRE_STATS, &rq);
-		reply_text(s, cl, delim, false, &h, stats_json(s->stats, &g, s->eng));
-		return;
-	}
-	case WIRE_BATCH:
-		break;
-	default:
+	if (rq.type != WIRE_INFO && rq.type != WIRE_STATS && rq.type != WIRE_BATCH) {
 		reply_error(s, cl, delim, false, &rq, WIRE_E_UNKNOWN_TYPE,
 			    "unknown request type %u", rq.type);
 		return;
 	}
-
+	/* INFO and STATS count against the window too: their replies can be
+	 * megabytes (class names) and cost the serving thread. */
 	uint32_t cap = s->eng->cfg->server.max_client_window;
 	if (cl->outstanding >= cap) {
 		reply_error(s, cl, delim, false, &rq, WIRE_E_BUSY,
@@ -854,16 +862,28 @@ static void handle_request(server_t *s, struct client *cl, bool delim,
 			    cap);
 		return;
 	}
-	if (!request_valid(s, cl, delim, &rq, false, &pi))
+	if (rq.type != WIRE_STATS && !request_valid(s, cl, delim, &rq, false, &pi))
 		return;
+	if (rq.type == WIRE_INFO)
+		reply_info(s, cl, delim, &rq, pi);
+	else if (rq.type == WIRE_STATS)
+		reply_stats(s, cl, delim, &rq);
+	else
+		queue_batch(s, cl, delim, &rq);
+}
+
+/* A valid BATCH request waits in `pending` for a pool slot. */
+static void queue_batch(server_t *s, struct client *cl, bool delim,
+			const struct wire_request *rq)
+{
 	struct pending *pq = calloc(1, sizeof(*pq));
 	if (!pq) {
-		reply_error(s, cl, delim, false, &rq, WIRE_E_INTERNAL, "out of memory");
+		reply_error(s, cl, delim, false, rq, WIRE_E_INTERNAL, "out of memory");
 		return;
 	}
+	pq->rq = *rq;
 	pq->cl = cl;
 	pq->delim = delim;
-	pq->rq = rq;
 	pq->t_arrival = stats_now();
 	cl->outstanding++;
 	if (s->pend_tail)
