@@ -1,0 +1,514 @@
+/*
+ * reply.c — clients, replies and their flow control: the client table,
+ * sending a reply (or queueing it in `unsent`), the ticket that keeps a
+ * reply counted until ZeroMQ has written it, and batch replies with the
+ * batch cache (cache.h) in front of them.
+ *
+ * DESIGN
+ * - Everything here runs on the serving thread, except ticket_free_cb
+ *   (and bufpool_free_cb, free_cb), which ZeroMQ calls on its I/O thread
+ *   when it lets go of a frame; they touch only the frame's buffer and the
+ *   ticket's atomics.
+ * - A ticket (reply.h) is reference counted: the client holds one
+ *   reference, every counted reply in ZeroMQ holds one, so a callback that
+ *   runs after its client was forgotten, or after server_destroy, still
+ *   finds it.
+ * - Order per client: a client's replies leave in the order they were
+ *   made; one whose reply waits makes its later ones wait too (`unsent`),
+ *   the other clients never wait.
+ */
+#include "reply.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+#include "bufpool.h"
+#include "log.h"
+
+/* ---- clients ---------------------------------------------------------- */
+
+static void ticket_unref(struct ticket *tk)
+{
+	if (tk && atomic_fetch_sub_explicit(&tk->refs, 1, memory_order_acq_rel) == 1)
+		free(tk);
+}
+
+static void ticket_hold(struct ticket *tk)
+{
+	atomic_fetch_add_explicit(&tk->refs, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&tk->held, 1, memory_order_relaxed);
+}
+
+static void ticket_release(struct ticket *tk)
+{
+	atomic_fetch_sub_explicit(&tk->held, 1, memory_order_release);
+	ticket_unref(tk);
+}
+
+unsigned client_held(const struct client *c)
+{
+	return atomic_load_explicit(&c->tk->held, memory_order_acquire);
+}
+
+void client_free(struct client *c)
+{
+	ticket_unref(c->tk);
+	free(c);
+}
+
+static uint32_t id_hash(const uint8_t *id, size_t len)
+{
+	uint32_t h = 2166136261u;
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ id[i]) * 16777619u;
+	return h % CLIENT_BUCKETS;
+}
+
+struct client *client_get(server_t *s, const uint8_t *id, size_t len,
+				 bool create)
+{
+	uint32_t h = id_hash(id, len);
+
+	for (struct client *c = s->clients[h]; c; c = c->next)
+		if (c->id_len == len && memcmp(c->id, id, len) == 0)
+			return c;
+	if (!create || s->n_clients >= s->eng->cfg->server.max_clients)
+		return NULL;
+	struct client *c = calloc(1, sizeof(*c));
+	struct ticket *tk = c ? calloc(1, sizeof(*tk)) : NULL;
+	if (!tk) {
+		free(c);
+		return NULL;
+	}
+	atomic_init(&tk->refs, 1);
+	atomic_init(&tk->held, 0);
+	c->tk = tk;
+	memcpy(c->id, id, len);
+	c->id_len = (uint8_t)len;
+	c->next = s->clients[h];
+	s->clients[h] = c;
+	s->n_clients++;
+	return c;
+}
+
+/* Forget clients with nothing outstanding that have been quiet too long
+ * (or all idle ones when `all`). */
+void clients_expire(server_t *s, double now, bool all)
+{
+	double limit = s->eng->cfg->server.idle_timeout_s;
+
+	for (int h = 0; h < CLIENT_BUCKETS; h++) {
+		struct client **pp = &s->clients[h];
+		while (*pp) {
+			struct client *c = *pp;
+			if (c->outstanding == 0 && c->unsent == 0 && client_held(c) == 0 &&
+			    (all || now - c->last_seen > limit)) {
+				*pp = c->next;
+				client_free(c);
+				s->n_clients--;
+			} else {
+				pp = &c->next;
+			}
+		}
+	}
+}
+
+/* ---- replies ---------------------------------------------------------- */
+
+static void free_cb(void *data, void *hint)
+{
+	(void)hint;
+	free(data);
+}
+
+void reply_free(struct reply *r)
+{
+	if (r->ce) { /* the frames are the cache entry's */
+		cache_unref(&r->ce);
+		free(r);
+		return;
+	}
+	if (r->pooled0) {
+		bufpool_put(r->body[0]);
+		r->body[0] = NULL;
+	}
+	for (int i = 0; i < r->n_body; i++)
+		free(r->body[i]);
+	free(r);
+}
+
+/* The free callback of a counted reply's last frame: what the frame
+ * would have done without a ticket, then the ticket's release. */
+struct ticket_hint {
+	void (*ffn)(void *data, void *hint);
+	void *hint;
+	struct ticket *tk;
+};
+
+static void ticket_free_cb(void *data, void *hint)
+{
+	struct ticket_hint *th = hint;
+
+	th->ffn(data, th->hint);
+	ticket_release(th->tk);
+	free(th);
+}
+
+/* The message for body frame i: an owned buffer goes to ZeroMQ, a cached
+ * one is lent with a reference that ZeroMQ's free callback drops. With
+ * `tk`, the callback also releases that ticket (held here). */
+static int frame_init(struct reply *r, int i, zmq_msg_t *m, struct ticket *tk)
+{
+	void (*ffn)(void *, void *) = i == 0 && r->pooled0 ? bufpool_free_cb : free_cb;
+	void *hint = NULL;
+	struct ticket_hint *th = NULL;
+	int rc;
+
+	if (r->ce) {
+		ffn = cache_frame_free;
+		hint = cache_ref(r->ce);
+	}
+	if (tk && (th = malloc(sizeof(*th)))) {
+		*th = (struct ticket_hint){ ffn, hint, tk };
+		ticket_hold(tk);
+		rc = zmq_msg_init_data(m, r->body[i], r->body_len[i], ticket_free_cb, th);
+	} else {
+		rc = zmq_msg_init_data(m, r->body[i], r->body_len[i], ffn, hint);
+	}
+	if (rc) {
+		if (th) {
+			ticket_release(tk);
+			free(th);
+		}
+		if (r->ce) {
+			cache_entry_t *ref = hint;
+			cache_unref(&ref);
+		}
+	}
+	return rc;
+}
+
+/* 1 = sent (or dropped: peer gone), 0 = ZeroMQ queue full or the client's
+ * window of replies already in ZeroMQ: try later. */
+static int reply_try_send(server_t *s, struct reply *r)
+{
+	int more = ZMQ_SNDMORE | ZMQ_DONTWAIT;
+
+	/* A counted reply stays counted until ZeroMQ has written it to the
+	 * kernel: at most a window of them in ZeroMQ per client, whatever
+	 * its per-peer high-water mark would let queue. */
+	if (r->counts && client_held(r->cl) >= s->eng->cfg->server.max_client_window)
+		return 0;
+	if (zmq_send(s->router, r->cl->id, r->cl->id_len, more) < 0) {
+		if (errno == EAGAIN)
+			return 0;
+		/* EHOSTUNREACH: the peer has gone; its reply goes nowhere. */
+		log_debug("server: dropping reply to a departed client: %s", zmq_strerror(errno));
+		goto out_done;
+	}
+	if (r->delim)
+		zmq_send(s->router, "", 0, more);
+	zmq_send(s->router, r->header, WIRE_REPLY_SIZE, r->n_body ? more : ZMQ_DONTWAIT);
+	for (int i = 0; i < r->n_body; i++) {
+		zmq_msg_t m;
+		int flags = i + 1 < r->n_body ? more : ZMQ_DONTWAIT;
+		if (r->body_len[i] == 0 || !r->body[i]) {
+			zmq_send(s->router, "", 0, flags);
+			continue;
+		}
+		/* The buffer now belongs to ZeroMQ, which frees it after the
+		 * bytes have left (possibly on its I/O thread). The last frame
+		 * of a counted reply releases its client's ticket. */
+		bool ticket = r->counts && i + 1 == r->n_body;
+		if (frame_init(r, i, &m, ticket ? r->cl->tk : NULL)) {
+			zmq_send(s->router, "", 0, flags); /* keep the frame count */
+			continue;
+		}
+		r->body[i] = NULL;
+		if (zmq_msg_send(&m, s->router, flags) < 0)
+			zmq_msg_close(&m);
+	}
+out_done:
+	if (r->counts && r->cl->outstanding > 0)
+		r->cl->outstanding--;
+	reply_free(r);
+	return 1;
+}
+
+void reply_queue(server_t *s, struct reply *r)
+{
+	/* Keep each client's replies in order; other clients never wait. */
+	if (r->cl->unsent == 0 && reply_try_send(s, r))
+		return;
+	r->next = NULL;
+	r->cl->unsent++;
+	if (s->unsent_tail)
+		s->unsent_tail->next = r;
+	else
+		s->unsent_head = r;
+	s->unsent_tail = r;
+	s->n_unsent++;
+}
+
+void unsent_flush(server_t *s)
+{
+	struct reply **pp = &s->unsent_head, *prev = NULL;
+
+	s->flush_pass++;
+
+	/* A peer whose queue is full (EAGAIN) keeps its replies, in order;
+	 * the replies of every other peer still go out. */
+	while (*pp) {
+		struct reply *r = *pp, *next = r->next;
+		struct client *cl = r->cl;
+		bool was_tail = s->unsent_tail == r;
+		/* Once one of a peer's replies is refused in this pass, its
+		 * later ones wait too (order per peer); O(replies) per pass. */
+		bool blocked = cl->blocked_pass == s->flush_pass;
+		if (blocked || !reply_try_send(s, r)) {
+			cl->blocked_pass = s->flush_pass;
+			prev = r;
+			pp = &r->next;
+			continue;
+		}
+		/* sent: reply_try_send has freed r */
+		cl->unsent--;
+		*pp = next;
+		s->n_unsent--;
+		if (was_tail)
+			s->unsent_tail = prev;
+	}
+}
+
+void header_init(server_t *s, struct wire_reply *h, uint16_t type,
+			const struct wire_request *rq)
+{
+	memset(h, 0, sizeof(*h));
+	/* answer in the request's version when it is one spoken here */
+	h->version = rq && wire_version_ok(rq->version) ? rq->version : WIRE_VERSION;
+	h->type = type;
+	if (rq) {
+		h->request_id = rq->request_id;
+		h->epoch = rq->epoch;
+		h->rank = rq->rank;
+		h->world = rq->world;
+		h->batch = rq->batch;
+	}
+	memcpy(h->digest, s->eng->digest, WIRE_DIGEST_SIZE);
+}
+
+/* The shape fields of a BATCH header, and of an INFO header for a
+ * pipeline (batch_size: the configured one; a batch sets its own). */
+void header_shape(struct wire_reply *h, const struct pipeline_rt *rt,
+			 uint32_t batches_per_epoch)
+{
+	const struct pipeline_cfg *p = rt->cfg;
+
+	h->batch_size = p->batch_size;
+	h->height = h->width = p->size;
+	h->channels = 3;
+	h->layout = (uint8_t)p->layout;
+	h->dtype = (uint8_t)p->dtype;
+	h->meta_size = (uint16_t)wire_meta_size(h->version); /* set by header_init */
+	h->num_classes = dataset_num_classes(rt->ds);
+	h->batches_per_epoch = batches_per_epoch;
+}
+
+/* A reply with one text body (info/stats JSON or an error message).
+ * `text` is taken over (malloc'd) or copied when `copy`. */
+void reply_text(server_t *s, struct client *cl, bool delim, bool counts,
+		       struct wire_reply *h, char *text)
+{
+	struct reply *r = calloc(1, sizeof(*r));
+
+	if (!r || !text) {
+		log_err("server: out of memory for a reply");
+		free(r);
+		free(text);
+		if (counts && cl->outstanding > 0)
+			cl->outstanding--;
+		return;
+	}
+	r->cl = cl;
+	r->delim = delim;
+	r->counts = counts;
+	r->body[0] = text;
+	r->body_len[0] = strlen(text);
+	r->n_body = 1;
+	h->body_bytes[0] = r->body_len[0];
+	wire_encode_reply(h, r->header);
+	reply_queue(s, r);
+}
+
+void reply_error(server_t *s, struct client *cl, bool delim, bool counts,
+			const struct wire_request *rq, uint32_t status,
+			const char *fmt, ...)
+{
+	struct wire_reply h;
+	char *text = malloc(600);
+	va_list ap;
+
+	/* The text says what happened; the code (header.status) names the
+	 * kind, so the text does not repeat it. */
+	if (text) {
+		va_start(ap, fmt);
+		vsnprintf(text, 600, fmt, ap);
+		va_end(ap);
+	}
+	header_init(s, &h, WIRE_ERROR, rq);
+	h.status = status;
+	stats_add(s->stats, bad_requests, 1);
+	reply_text(s, cl, delim, counts, &h, text);
+}
+
+/* A pipeline name from the wire, printable: other bytes become \xNN. */
+const char *printable(const char *in, char out[4 * WIRE_PIPELINE_MAX + 1])
+{
+	char *o = out;
+
+	for (const unsigned char *p = (const unsigned char *)in; *p; p++) {
+		if (*p >= 0x20 && *p < 0x7f && *p != '\\')
+			*o++ = (char)*p;
+		else
+			o += sprintf(o, "\\x%02x", *p);
+	}
+	*o = '\0';
+	return out;
+}
+
+/* ---- batch replies and the batch cache ---------------------------------- */
+
+/* A batch reply for pq with the frames lent by cache entry ce. */
+static void reply_cached(server_t *s, struct pending *pq, cache_entry_t *ce)
+{
+	const struct cache_frames *f = cache_frames(ce);
+	struct wire_reply h = f->header;
+	struct reply *r = calloc(1, sizeof(*r));
+
+	if (!r) {
+		reply_error(s, pq->cl, pq->delim, true, &pq->rq, WIRE_E_INTERNAL, "out of memory");
+		return;
+	}
+	h.request_id = pq->rq.request_id;
+	wire_encode_reply(&h, r->header);
+	r->cl = pq->cl;
+	r->delim = pq->delim;
+	r->counts = true;
+	r->n_body = 3;
+	for (int i = 0; i < 3; i++) {
+		r->body[i] = f->body[i];
+		r->body_len[i] = f->len[i];
+	}
+	r->ce = cache_ref(ce);
+	stats_add(s->stats, batches, 1);
+	stats_add(s->stats, images, h.batch_size);
+	stats_add(s->stats, bytes_sent, f->len[0] + f->len[1] + f->len[2]);
+	reply_queue(s, r);
+}
+
+/* pq's batch b is built: into the cache, then to pq and every request
+ * that waited on it. */
+static void cache_answer(server_t *s, struct pending *pq, batch_t *b,
+			 const struct wire_reply *h)
+{
+	struct pending *w;
+
+	cache_fill(s->cache, pq->ce, b, h);
+	reply_cached(s, pq, pq->ce);
+	while ((w = cache_take_waiter(pq->ce))) {
+		reply_cached(s, w, pq->ce);
+		free(w);
+	}
+	cache_unref(&pq->ce);
+}
+
+/* pq's batch failed (pq itself was answered): the same error to every
+ * request that waited on it; the entry leaves the cache. */
+void cache_fail(server_t *s, struct pending *pq, uint32_t status, const char *msg)
+{
+	struct pending *w;
+
+	if (!pq->ce)
+		return;
+	while ((w = cache_take_waiter(pq->ce))) {
+		reply_error(s, w->cl, w->delim, true, &w->rq, status, "%s", msg);
+		free(w);
+	}
+	cache_abort(s->cache, &pq->ce);
+}
+
+/* Before a batch is built: answer pq from the cache, or park it on the
+ * build of the same batch (true: pq is taken). False: build it, with
+ * pq->ce set when the cache is on. */
+bool cache_serve(server_t *s, struct pending *pq)
+{
+	struct cache_key k;
+	bool ready = false;
+	cache_entry_t *ce;
+
+	if (!s->cache)
+		return false;
+	cache_key_make(&k, s->eng->digest, pq->rq.pipeline, pq->rq.epoch, pq->rq.rank,
+		       pq->rq.world, pq->rq.batch);
+	ce = cache_find(s->cache, &k, &ready);
+	if (ce && ready) {
+		reply_cached(s, pq, ce);
+		free(pq);
+		return true;
+	}
+	if (ce)
+		return cache_wait(ce, pq) == 0; /* no memory to wait: build it */
+	pq->ce = cache_begin(s->cache, &k);
+	return false;
+}
+
+void batch_reply(server_t *s, batch_t *b)
+{
+	struct pending *rq = b->user;
+	struct wire_reply h;
+	struct reply *r;
+
+	metrics_observe_build(s->metrics, rq->rq.pipeline, stats_now() - rq->t_start);
+	if (atomic_load(&b->failed)) {
+		reply_error(s, rq->cl, rq->delim, true, &rq->rq, b->status, "%s", b->error);
+		cache_fail(s, rq, b->status, b->error);
+		return;
+	}
+	header_init(s, &h, WIRE_BATCH, &rq->rq);
+	memcpy(h.digest, b->eng->digest, WIRE_DIGEST_SIZE);
+	header_shape(&h, b->pl, b->batches_per_epoch);
+	h.batch_size = b->n;
+	h.flags = b->index + 1 == b->batches_per_epoch ? WIRE_RFLAG_LAST : 0;
+	h.body_bytes[0] = b->images_bytes;
+	h.body_bytes[1] = b->labels_bytes;
+	h.body_bytes[2] = b->meta_bytes;
+	if (rq->ce) {
+		cache_answer(s, rq, b, &h);
+		return;
+	}
+	r = calloc(1, sizeof(*r));
+	if (!r) {
+		reply_error(s, rq->cl, rq->delim, true, &rq->rq, WIRE_E_INTERNAL, "out of memory");
+		return;
+	}
+	wire_encode_reply(&h, r->header);
+	r->cl = rq->cl;
+	r->delim = rq->delim;
+	r->counts = true;
+	r->n_body = 3;
+	r->body_len[0] = b->images_bytes;
+	r->body_len[1] = b->labels_bytes;
+	r->body_len[2] = b->meta_bytes;
+	r->body[0] = batch_take_images(b);
+	r->pooled0 = true;
+	r->body[1] = batch_take_labels(b);
+	r->body[2] = batch_take_meta(b);
+	stats_add(s->stats, batches, 1);
+	stats_add(s->stats, images, b->n);
+	stats_add(s->stats, bytes_sent, b->images_bytes + b->labels_bytes + b->meta_bytes);
+	reply_queue(s, r);
+}
