@@ -15,7 +15,9 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <dirent.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -38,6 +40,50 @@
 #define EX_USAGE_ 64
 #define EX_SOFTWARE_ 70
 #define EX_CONFIG_ 78
+
+/* Free file descriptors below which the daemon refuses to start: libzmq
+ * needs about a dozen for its context, threads and the bound endpoints,
+ * and aborts (an assertion) when it gets none; the rest is room for
+ * clients and dataset files. */
+#define MIN_FREE_FDS 32
+
+/*
+ * Raise the soft RLIMIT_NOFILE to the hard limit (every client connection
+ * and every open image is a descriptor; libzmq 4.3 aborts when accept()
+ * finds none), then check that enough are free. Returns 0, or -EMFILE
+ * with a message.
+ */
+static int fd_budget(char *err, size_t errlen)
+{
+	struct rlimit rl;
+	long open_fds = 0;
+	DIR *d;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rlim_t was = rl.rlim_cur;
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+			log_info("file descriptor limit raised from %llu to the hard limit %llu",
+				 (unsigned long long)was, (unsigned long long)rl.rlim_max);
+		else
+			getrlimit(RLIMIT_NOFILE, &rl);
+	}
+	d = opendir("/proc/self/fd");
+	if (d) {
+		while (readdir(d))
+			open_fds++;
+		closedir(d);
+		open_fds -= 3; /* ".", ".." and the listing itself */
+	}
+	if (rl.rlim_cur != RLIM_INFINITY && (long long)rl.rlim_cur - open_fds < MIN_FREE_FDS) {
+		snprintf(err, errlen, "too few file descriptors: RLIMIT_NOFILE is %llu with %ld "
+			 "open, and cutmixd needs at least %d free (raise 'ulimit -n' or the "
+			 "unit's LimitNOFILE)", (unsigned long long)rl.rlim_cur, open_fds,
+			 MIN_FREE_FDS);
+		return -EMFILE;
+	}
+	return 0;
+}
 
 static void usage(FILE *f)
 {
@@ -326,6 +372,12 @@ int main(int argc, char **argv)
 		usage(stderr);
 		free(sets);
 		return EX_USAGE_;
+	}
+
+	if (fd_budget(err, sizeof(err))) {
+		log_err("%s", err);
+		status = EX_SOFTWARE_;
+		goto out;
 	}
 
 	if (config_load(path, sets, n_sets, &cfg, err, sizeof(err))) {

@@ -111,6 +111,8 @@ struct server {
 	rebuild_t *rebuild;   /* SIGHUP build running (reload.c), or NULL */
 	bool reload_again;    /* another SIGHUP came during it */
 	struct restart_keys fixed; /* as started: a reload cannot change them */
+	int lock_fds[CONFIG_MAX_ENDPOINTS]; /* ipc:// PATH.lock files held */
+	int n_locks;
 };
 
 /* ---- clients (reply.c) ---- */

@@ -62,7 +62,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/eventfd.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -610,6 +614,48 @@ static bool endpoint_is_loopback(const char *ep)
 	       strncmp(h, "[::1]:", 6) == 0;
 }
 
+/*
+ * Before binding an ipc:// endpoint: take a lock file beside the socket
+ * (PATH.lock, flock, held until exit) and refuse when another process
+ * holds it or answers a connect on PATH; libzmq would otherwise unlink
+ * the other daemon's socket and take the endpoint over silently.
+ */
+static int ipc_claim(server_t *s, const char *ep, char *err, size_t errlen)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	char lock[sizeof(sa.sun_path) + 8];
+	const char *path = ep + 6;
+	int fd;
+
+	if (strncmp(ep, "ipc://", 6) != 0 || path[0] == '@' || strlen(path) >= sizeof(sa.sun_path))
+		return 0; /* abstract or over-long: libzmq's own checks apply */
+	snprintf(lock, sizeof(lock), "%s.lock", path);
+	fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) < 0 && errno == EWOULDBLOCK) {
+		close(fd);
+		snprintf(err, errlen, "cannot bind '%s': another process serves it (it holds '%s')",
+			 ep, lock);
+		return -EADDRINUSE;
+	}
+	if (fd >= 0 && s->n_locks < CONFIG_MAX_ENDPOINTS)
+		s->lock_fds[s->n_locks++] = fd;
+	else if (fd >= 0)
+		close(fd);
+	/* no lock file (read-only folder) or an older daemon: ask the socket */
+	int c = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (c < 0)
+		return 0;
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	int rc = connect(c, (struct sockaddr *)&sa, sizeof(sa));
+	close(c);
+	if (rc == 0) {
+		snprintf(err, errlen, "cannot bind '%s': another process serves it (it "
+			 "accepted a connection)", ep);
+		return -EADDRINUSE;
+	}
+	return 0;
+}
+
 server_t *server_new(engine_t *eng, pool_t *pool, struct stats *stats,
 		     const struct server_opts *opts, char *err, size_t errlen)
 {
@@ -676,6 +722,8 @@ server_t *server_new(engine_t *eng, pool_t *pool, struct stats *stats,
 
 	for (int i = 0; i < sv->n_endpoints; i++) {
 		const char *ep = sv->endpoints[i];
+		if (ipc_claim(s, ep, err, errlen))
+			goto out_fail;
 		if (zmq_bind(s->router, ep) < 0) {
 			snprintf(err, errlen, "cannot bind '%s': %s", ep, zmq_strerror(errno));
 			goto out_fail;
@@ -794,6 +842,8 @@ void server_destroy(server_t **sp)
 		close(s->efd);
 	if (s->sfd >= 0)
 		close(s->sfd);
+	for (int i = 0; i < s->n_locks; i++)
+		close(s->lock_fds[i]);
 	engine_unref(&s->eng);
 	pthread_mutex_destroy(&s->done_lock);
 	free(s);
