@@ -614,6 +614,53 @@ static bool endpoint_is_loopback(const char *ep)
 	       strncmp(h, "[::1]:", 6) == 0;
 }
 
+struct idle_gate {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool go;
+};
+
+static void *idle_thread(void *arg)
+{
+	struct idle_gate *g = arg;
+
+	pthread_mutex_lock(&g->lock);
+	while (!g->go)
+		pthread_cond_wait(&g->cond, &g->lock);
+	pthread_mutex_unlock(&g->lock);
+	return NULL;
+}
+
+/*
+ * libzmq starts its reaper and I/O thread with the first socket and aborts
+ * (an assertion) when it cannot: start two threads like them first, alive
+ * at the same time, and fail cleanly when that is impossible (RLIMIT_AS,
+ * RLIMIT_NPROC). Their stacks go to glibc's cache, where libzmq's threads
+ * find them.
+ */
+static int threads_available(char *err, size_t errlen)
+{
+	struct idle_gate g = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false };
+	pthread_t t[2];
+	int n = 0, rc = 0;
+
+	for (; n < 2; n++) {
+		rc = pthread_create(&t[n], NULL, idle_thread, &g);
+		if (rc)
+			break;
+	}
+	pthread_mutex_lock(&g.lock);
+	g.go = true;
+	pthread_cond_broadcast(&g.cond);
+	pthread_mutex_unlock(&g.lock);
+	for (int i = 0; i < n; i++)
+		pthread_join(t[i], NULL);
+	if (rc)
+		snprintf(err, errlen, "cannot start ZeroMQ's threads: %s (a memory or "
+			 "process limit: RLIMIT_AS, RLIMIT_NPROC?)", strerror(rc));
+	return rc ? -rc : 0;
+}
+
 /*
  * Before binding an ipc:// endpoint: take a lock file beside the socket
  * (PATH.lock, flock, held until exit) and refuse when another process
@@ -697,6 +744,8 @@ server_t *server_new(engine_t *eng, pool_t *pool, struct stats *stats,
 		goto out_fail;
 	}
 
+	if (threads_available(err, errlen))
+		goto out_fail;
 	s->zctx = zmq_ctx_new();
 	s->router = s->zctx ? zmq_socket(s->zctx, ZMQ_ROUTER) : NULL;
 	if (!s->router) {

@@ -6,6 +6,7 @@ Bounded in count and time; ipc:// only.
 """
 
 import json
+import signal
 import threading
 import time
 
@@ -196,3 +197,32 @@ def test_second_daemon_refused_by_a_connect_probe_without_lock(tmp_path, tiny):
         assert path.exists()
     finally:
         srv.close()
+
+
+@pytest.mark.skipif(SANITIZER is not None, reason="sanitizers reserve terabytes of address space")
+def test_start_under_tight_address_space_limits_never_aborts(tmp_path, tiny):
+    """Issue 14 item 3: with RLIMIT_AS from 30 to 60 MB the daemon either
+    starts (and stops with 0 on SIGTERM) or exits 70 with one line saying
+    what could not start; never SIGABRT from libzmq."""
+    d = Daemon(tmp_path, tiny, TINY_PIPES)
+    d.write_config()
+    seen = {}
+    for mb in range(30, 62, 4):
+        def lim(mb=mb):
+            resource.setrlimit(resource.RLIMIT_AS, (mb << 20, mb << 20))
+        p = subprocess.Popen([str(BIN), "-c", str(d.config_path)], stderr=subprocess.PIPE,
+                             stdout=subprocess.DEVNULL, text=True, preexec_fn=lim)
+        try:
+            p.wait(1.5)
+        except subprocess.TimeoutExpired:
+            p.send_signal(signal.SIGTERM)
+        try:
+            err = p.communicate(timeout=10)[1]
+        except subprocess.TimeoutExpired:
+            p.kill()
+            pytest.fail("no exit within 10 s at RLIMIT_AS %d MB" % mb)
+        seen[mb] = p.returncode
+        assert p.returncode in (0, EX_SOFTWARE), (mb, p.returncode, err)
+        if p.returncode == EX_SOFTWARE:
+            assert "cannot start" in err, (mb, err)
+    assert EX_SOFTWARE in seen.values(), seen  # the range does reach the limit
