@@ -32,8 +32,8 @@ struct rebuild {
 	pthread_mutex_t lock;   /* guards done, abandoned */
 	bool done, abandoned;
 	int wake_fd;
-	const char *config_path;
-	char *const *sets;
+	char *config_path;      /* copies: an abandoned build may outlive main's */
+	char **sets;
 	int n_sets;
 	struct stats *stats;
 	/* the result, written by the thread before `done` */
@@ -45,6 +45,10 @@ struct rebuild {
 
 static void rebuild_free(struct rebuild *rb)
 {
+	for (int i = 0; i < rb->n_sets; i++)
+		free(rb->sets[i]);
+	free(rb->sets);
+	free(rb->config_path);
 	engine_unref(&rb->eng);
 	server_keys_clear(&rb->keys);
 	pthread_mutex_destroy(&rb->lock);
@@ -89,15 +93,18 @@ rebuild_t *rebuild_start(const char *config_path, char *const *sets, int n_sets,
 	}
 	pthread_mutex_init(&rb->lock, NULL);
 	rb->wake_fd = wake_fd;
-	rb->config_path = config_path;
-	rb->sets = sets;
-	rb->n_sets = n_sets;
 	rb->stats = stats;
-	rc = pthread_create(&rb->thread, NULL, rebuild_main, rb);
+	rb->config_path = strdup(config_path);
+	rb->sets = calloc((size_t)n_sets + 1, sizeof(*rb->sets));
+	rc = rb->config_path && rb->sets ? 0 : ENOMEM;
+	for (int i = 0; !rc && i < n_sets; i++, rb->n_sets++)
+		if (!(rb->sets[i] = strdup(sets[i])))
+			rc = ENOMEM;
+	if (!rc)
+		rc = pthread_create(&rb->thread, NULL, rebuild_main, rb);
 	if (rc) {
 		snprintf(err, errlen, "cannot start the reload thread: %s", strerror(rc));
-		pthread_mutex_destroy(&rb->lock);
-		free(rb);
+		rebuild_free(rb);
 		return NULL;
 	}
 	return rb;
