@@ -94,9 +94,12 @@ def test_non_reader_memory_bounded_in_bytes(tmp_path, ds64):
                 "64 MiB + (2 x %d + %d) x %.1f MiB = %.1f MiB"
                 % (peak / MiB, sent, WINDOW, inflight, BATCH_BYTES / MiB, bound / MiB))
         # at most 2 x window replies are kept for it; the rest were dropped
-        assert st["dropped"] >= sent - 2 * WINDOW - inflight - 2, (sent, st)
+        assert st["dropped"] > 0, st
+        # (a sanitizer build computes slower than 120 ms a batch: then some
+        # requests get BUSY at once instead of being dropped)
+        assert st["dropped"] + st["bad_requests"] >= sent - 2 * WINDOW - inflight - 2, (sent, st)
         assert st["dropped"] <= sent, (sent, st)
-        assert st["unsent"] <= WINDOW, st
+        assert st["unsent"] <= 2 * WINDOW, st  # batches (<= window) and BUSY errors
         assert "does not read its replies" in d.log()
         with d.client("big", timeout=20) as c:  # once it is gone, all is well
             assert len(c.batch(0, 0)) == BATCH

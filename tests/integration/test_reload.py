@@ -22,7 +22,9 @@ from cutmixd import _wire
 import gen_dataset
 from helpers import SANITIZER, Daemon
 
-BIG_LINES = 1_500_000   # a manifest whose scan takes about a second or more
+# a manifest whose scan takes about a second or more (less under a
+# sanitizer, which indexes it ~10x slower)
+BIG_LINES = 1_500_000 if SANITIZER is None else 200_000
 PIPE = {"train": dict(batch_size=8, size=32, crop="random_resized", cutmix_alpha=1.0,
                       mixup_alpha=0.2, flip=0.5)}
 
@@ -146,7 +148,8 @@ def test_sigterm_during_a_sighup_storm_exits_promptly(tmp_path, big):
     d.stop(check=False)
     print("scan %.2f s, exit %.2f s after SIGTERM" % (scan_s, took))
     assert rc == 0, d.tail()
-    assert took < 1.0, "exit %.2f s after SIGTERM (a scan takes %.2f s)" % (took, scan_s)
+    limit = 1.0 if SANITIZER is None else 3.0   # a sanitizer's own exit work
+    assert took < limit, "exit %.2f s after SIGTERM (a scan takes %.2f s)" % (took, scan_s)
 
 
 # -- a storm while clients stream -----------------------------------------------
