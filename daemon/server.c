@@ -78,6 +78,7 @@
 #include "info.h"
 #include "log.h"
 #include "metrics.h"
+#include "preflight.h"
 #include "reload.h"
 #include "reply.h"
 #include "wire.h"
@@ -614,95 +615,6 @@ static bool endpoint_is_loopback(const char *ep)
 	       strncmp(h, "[::1]:", 6) == 0;
 }
 
-struct idle_gate {
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	bool go;
-};
-
-static void *idle_thread(void *arg)
-{
-	struct idle_gate *g = arg;
-
-	pthread_mutex_lock(&g->lock);
-	while (!g->go)
-		pthread_cond_wait(&g->cond, &g->lock);
-	pthread_mutex_unlock(&g->lock);
-	return NULL;
-}
-
-/*
- * libzmq starts its reaper and I/O thread with the first socket and aborts
- * (an assertion) when it cannot: start two threads like them first, alive
- * at the same time, and fail cleanly when that is impossible (RLIMIT_AS,
- * RLIMIT_NPROC). Their stacks go to glibc's cache, where libzmq's threads
- * find them.
- */
-static int threads_available(char *err, size_t errlen)
-{
-	struct idle_gate g = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false };
-	pthread_t t[2];
-	int n = 0, rc = 0;
-
-	for (; n < 2; n++) {
-		rc = pthread_create(&t[n], NULL, idle_thread, &g);
-		if (rc)
-			break;
-	}
-	pthread_mutex_lock(&g.lock);
-	g.go = true;
-	pthread_cond_broadcast(&g.cond);
-	pthread_mutex_unlock(&g.lock);
-	for (int i = 0; i < n; i++)
-		pthread_join(t[i], NULL);
-	if (rc)
-		snprintf(err, errlen, "cannot start ZeroMQ's threads: %s (a memory or "
-			 "process limit: RLIMIT_AS, RLIMIT_NPROC?)", strerror(rc));
-	return rc ? -rc : 0;
-}
-
-/*
- * Before binding an ipc:// endpoint: take a lock file beside the socket
- * (PATH.lock, flock, held until exit) and refuse when another process
- * holds it or answers a connect on PATH; libzmq would otherwise unlink
- * the other daemon's socket and take the endpoint over silently.
- */
-static int ipc_claim(server_t *s, const char *ep, char *err, size_t errlen)
-{
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	char lock[sizeof(sa.sun_path) + 8];
-	const char *path = ep + 6;
-	int fd;
-
-	if (strncmp(ep, "ipc://", 6) != 0 || path[0] == '@' || strlen(path) >= sizeof(sa.sun_path))
-		return 0; /* abstract or over-long: libzmq's own checks apply */
-	snprintf(lock, sizeof(lock), "%s.lock", path);
-	fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) < 0 && errno == EWOULDBLOCK) {
-		close(fd);
-		snprintf(err, errlen, "cannot bind '%s': another process serves it (it holds '%s')",
-			 ep, lock);
-		return -EADDRINUSE;
-	}
-	if (fd >= 0 && s->n_locks < CONFIG_MAX_ENDPOINTS)
-		s->lock_fds[s->n_locks++] = fd;
-	else if (fd >= 0)
-		close(fd);
-	/* no lock file (read-only folder) or an older daemon: ask the socket */
-	int c = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (c < 0)
-		return 0;
-	memcpy(sa.sun_path, path, strlen(path) + 1);
-	int rc = connect(c, (struct sockaddr *)&sa, sizeof(sa));
-	close(c);
-	if (rc == 0) {
-		snprintf(err, errlen, "cannot bind '%s': another process serves it (it "
-			 "accepted a connection)", ep);
-		return -EADDRINUSE;
-	}
-	return 0;
-}
-
 server_t *server_new(engine_t *eng, pool_t *pool, struct stats *stats,
 		     const struct server_opts *opts, char *err, size_t errlen)
 {
@@ -744,7 +656,7 @@ server_t *server_new(engine_t *eng, pool_t *pool, struct stats *stats,
 		goto out_fail;
 	}
 
-	if (threads_available(err, errlen))
+	if (preflight_threads(err, errlen))
 		goto out_fail;
 	s->zctx = zmq_ctx_new();
 	s->router = s->zctx ? zmq_socket(s->zctx, ZMQ_ROUTER) : NULL;
@@ -771,8 +683,11 @@ server_t *server_new(engine_t *eng, pool_t *pool, struct stats *stats,
 
 	for (int i = 0; i < sv->n_endpoints; i++) {
 		const char *ep = sv->endpoints[i];
-		if (ipc_claim(s, ep, err, errlen))
+		int lock_fd = -1;
+		if (preflight_ipc(ep, &lock_fd, err, errlen))
 			goto out_fail;
+		if (lock_fd >= 0)
+			s->lock_fds[s->n_locks++] = lock_fd; /* one per endpoint at most */
 		if (zmq_bind(s->router, ep) < 0) {
 			snprintf(err, errlen, "cannot bind '%s': %s", ep, zmq_strerror(errno));
 			goto out_fail;

@@ -1,0 +1,107 @@
+/*
+ * preflight.c — checks made before libzmq gets a chance to abort or to
+ * take over an endpoint (preflight.h).
+ */
+#include "preflight.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+struct idle_gate {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool go;
+};
+
+static void *idle_thread(void *arg)
+{
+	struct idle_gate *g = arg;
+
+	pthread_mutex_lock(&g->lock);
+	while (!g->go)
+		pthread_cond_wait(&g->cond, &g->lock);
+	pthread_mutex_unlock(&g->lock);
+	return NULL;
+}
+
+/*
+ * libzmq starts its reaper and I/O thread with the first socket and aborts
+ * (an assertion) when it cannot: start two threads like them first, alive
+ * at the same time, and fail cleanly when that is impossible (RLIMIT_AS,
+ * RLIMIT_NPROC). Their stacks go to glibc's cache, where libzmq's threads
+ * find them.
+ */
+int preflight_threads(char *err, size_t errlen)
+{
+	struct idle_gate g = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false };
+	pthread_t t[2];
+	int n = 0, rc = 0;
+
+	for (; n < 2; n++) {
+		rc = pthread_create(&t[n], NULL, idle_thread, &g);
+		if (rc)
+			break;
+	}
+	pthread_mutex_lock(&g.lock);
+	g.go = true;
+	pthread_cond_broadcast(&g.cond);
+	pthread_mutex_unlock(&g.lock);
+	for (int i = 0; i < n; i++)
+		pthread_join(t[i], NULL);
+	if (rc)
+		snprintf(err, errlen, "cannot start ZeroMQ's threads: %s (a memory or "
+			 "process limit: RLIMIT_AS, RLIMIT_NPROC?)", strerror(rc));
+	return rc ? -rc : 0;
+}
+
+/*
+ * Before binding an ipc:// endpoint: take a lock file beside the socket
+ * (PATH.lock, flock, held until exit) and refuse when another process
+ * holds it or answers a connect on PATH; libzmq would otherwise unlink
+ * the other daemon's socket and take the endpoint over silently.
+ */
+int preflight_ipc(const char *ep, int *lock_fd, char *err, size_t errlen)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	char lock[sizeof(sa.sun_path) + 8];
+	const char *path = ep + 6;
+	int fd;
+
+	*lock_fd = -1;
+	if (strncmp(ep, "ipc://", 6) != 0 || path[0] == '@' || strlen(path) >= sizeof(sa.sun_path))
+		return 0; /* abstract or over-long: libzmq's own checks apply */
+	snprintf(lock, sizeof(lock), "%s.lock", path);
+	fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) < 0 && errno == EWOULDBLOCK) {
+		close(fd);
+		snprintf(err, errlen, "cannot bind '%s': another process serves it (it holds '%s')",
+			 ep, lock);
+		return -EADDRINUSE;
+	}
+	*lock_fd = fd;
+	/* no lock file (read-only folder) or an older daemon: ask the socket */
+	int c = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (c < 0)
+		return 0;
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	int rc = connect(c, (struct sockaddr *)&sa, sizeof(sa));
+	close(c);
+	if (rc == 0) {
+		snprintf(err, errlen, "cannot bind '%s': another process serves it (it "
+			 "accepted a connection)", ep);
+		if (fd >= 0)
+			close(fd);
+		*lock_fd = -1;
+		return -EADDRINUSE;
+	}
+	return 0;
+}
+

@@ -1,0 +1,23 @@
+/*
+ * preflight.h — start-up checks for the serving loop: what libzmq would
+ * otherwise meet with an assertion (no thread), or silently (an ipc://
+ * path another daemon serves).
+ */
+#ifndef CUTMIXD_PREFLIGHT_H
+#define CUTMIXD_PREFLIGHT_H
+
+#include <stddef.h>
+
+/* Whether two threads (libzmq's reaper and I/O thread) can run at once.
+ * 0, or -errno with a message. */
+int preflight_threads(char *err, size_t errlen);
+
+/*
+ * For an ipc:// endpoint (others: 0, *lock_fd = -1): take PATH.lock (an
+ * flock held while *lock_fd stays open; -1 when the folder allows none)
+ * and refuse (-EADDRINUSE, message) when another process holds it or
+ * accepts a connect on PATH.
+ */
+int preflight_ipc(const char *ep, int *lock_fd, char *err, size_t errlen);
+
+#endif
