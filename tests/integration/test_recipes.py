@@ -315,7 +315,7 @@ def test_version_1_request_gets_version_1_records(d):
 def test_bytes_do_not_depend_on_worker_count(tmp_path, ds_square444, d):
     pl = {"all": PIPELINES["all"], "ta": PIPELINES["ta"], "3a": PIPELINES["3a"]}
     with Daemon(tmp_path / "w3", ds_square444.config(), pl, server={"workers": 3},
-                name="w3").start() as d3:
+                name="w3") as d3:  # __enter__ starts it (once)
         for name in pl:
             a, b = batches(d, name), batches(d3, name)
             for x, y in zip(a, b):
@@ -418,7 +418,7 @@ def test_deit_ini_served_end_to_end(tmp_path, ds_mixed):
               "dataset.root=%s" % ds_mixed.root, "pipeline.train.batch_size=16",
               "pipeline.val.batch_size=16"]
     inc_ops = {12, 13, 14, 5, 10, 11, 16, 7, 8, 6, 9, 1, 2, 3, 4}
-    with d.start():
+    with d:  # __enter__ starts it (once)
         N, K = len(ds_mixed), len(set(s.label for s in ds_mixed.samples))
         with d.client("train") as c:
             info = c.info()
