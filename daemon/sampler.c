@@ -45,6 +45,7 @@ struct sampler {
 	pthread_mutex_t lock;
 	pthread_cond_t ready;
 	uint64_t clock;
+	uint64_t computed; /* permutations made, for sampler_computed() */
 	uint32_t nslots;
 	struct perm_slot slot[SAMPLER_CACHE_MAX];
 };
@@ -119,6 +120,17 @@ uint32_t sampler_batches(const sampler_t *s, uint32_t world)
 	if (s->p.drop_last)
 		return (uint32_t)(shard / bs);
 	return (uint32_t)((shard + bs - 1) / bs);
+}
+
+uint64_t sampler_computed(sampler_t *s)
+{
+	uint64_t n;
+
+	if (!s || pthread_mutex_lock(&s->lock) != 0)
+		return 0;
+	n = s->computed;
+	pthread_mutex_unlock(&s->lock);
+	return n;
 }
 
 uint32_t sampler_batch_count(const sampler_t *s, uint32_t world, uint32_t rank,
@@ -211,6 +223,8 @@ static const uint32_t *get_perm(sampler_t *s, uint32_t epoch, bool *own, int *er
 	perm = make_perm(s, epoch);
 	/* Cannot fail: this thread locked this default mutex a moment ago. */
 	(void)pthread_mutex_lock(&s->lock);
+	if (perm)
+		s->computed++;
 	if (!slot) {
 		*own = true;
 		*err = perm ? 0 : -ENOMEM;

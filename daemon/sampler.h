@@ -67,6 +67,9 @@ void sampler_destroy(sampler_t **s);
 uint32_t sampler_shard_size(const sampler_t *s, uint32_t world);
 uint32_t sampler_batches(const sampler_t *s, uint32_t world);
 
+/* Permutations computed so far (cache misses; 0 with shuffle off). */
+uint64_t sampler_computed(sampler_t *s);
+
 /* The count sampler_batch() returns for this batch, without computing the
  * permutation (0 when rank >= world or batch is out of range). */
 uint32_t sampler_batch_count(const sampler_t *s, uint32_t world, uint32_t rank,
