@@ -195,7 +195,7 @@ static struct perm_slot *victim_slot(sampler_t *s)
 static const uint32_t *get_perm(sampler_t *s, uint32_t epoch, bool *own, int *err)
 {
 	struct perm_slot *slot;
-	uint32_t *perm, *old;
+	uint32_t *perm, *old = NULL;
 
 	*own = false;
 	for (;;) {
