@@ -11,6 +11,11 @@
  *   batch_finish reads them.
  * - `failed` is the only field written by several workers: the first
  *   compare-exchange from 0 to 1 owns `status` and `error`.
+ * - The indices are filled by the first item that runs (fill_indices), under
+ *   the batch's idx_lock: the sampler may have to shuffle a whole epoch, and
+ *   that must not happen on the server thread. The other items of the batch
+ *   wait on idx_lock, then read idx_ready (acquire) to see the indices; a
+ *   sampler failure marks the batch failed and the items skip their work.
  * - Every random draw comes from a stream keyed on the batch coordinates
  *   (rng.h), so the bytes do not depend on which worker ran what.
  */
@@ -102,15 +107,22 @@ batch_t *batch_new(engine_t *eng, int pipeline, uint32_t epoch, uint32_t rank,
 	b = calloc(1, sizeof(*b));
 	if (!b)
 		goto out_nomem;
-	b->idx = malloc(p->batch_size * sizeof(*b->idx));
+	if (pthread_mutex_init(&b->idx_lock, NULL) != 0) {
+		free(b);
+		b = NULL;
+		goto out_nomem;
+	}
+	atomic_init(&b->idx_ready, 0);
+	b->idx = calloc(p->batch_size, sizeof(*b->idx));
 	b->pad = calloc(p->batch_size, 1);
 	if (!b->idx || !b->pad)
 		goto out_nomem;
-	n = sampler_batch(pl->sampler, epoch, rank, world, index, b->idx, b->pad);
+	/* Only the count here: the indices are filled on a worker. */
+	n = (int)sampler_batch_count(pl->sampler, world, rank, index);
 	if (n <= 0) {
 		batch_destroy(&b);
-		*status = n == -ENOMEM ? WIRE_E_INTERNAL : WIRE_E_BATCH_RANGE;
-		snprintf(msg, msglen, "sampler: cannot make batch %u: %s", index, strerror(-n));
+		*status = WIRE_E_BATCH_RANGE;
+		snprintf(msg, msglen, "sampler: cannot make batch %u: no samples", index);
 		return NULL;
 	}
 
@@ -163,6 +175,7 @@ void batch_destroy(batch_t **bp)
 	free(b->meta_wire);
 	free(b->idx);
 	free(b->pad);
+	pthread_mutex_destroy(&b->idx_lock);
 	engine_unref(&b->eng);
 	free(b);
 	*bp = NULL;
@@ -299,12 +312,44 @@ out_complete:
 	b->complete(b, b->complete_arg);
 }
 
+/* The batch's indices, once, by whichever item runs first (see DESIGN). */
+static void fill_indices(batch_t *b)
+{
+	if (atomic_load_explicit(&b->idx_ready, memory_order_acquire))
+		return;
+	pthread_mutex_lock(&b->idx_lock);
+	if (!atomic_load_explicit(&b->idx_ready, memory_order_relaxed)) {
+		int n = sampler_batch(b->pl->sampler, b->epoch, b->rank, b->world,
+				      b->index, b->idx, b->pad);
+		if (n < 0)
+			batch_fail(b, n == -ENOMEM ? WIRE_E_INTERNAL : WIRE_E_BATCH_RANGE,
+				   "sampler: cannot make batch %u of epoch %u: %s",
+				   b->index, b->epoch, strerror(-n));
+		else if ((uint32_t)n != b->n)
+			batch_fail(b, WIRE_E_INTERNAL,
+				   "sampler: batch %u has %d samples, %u expected",
+				   b->index, n, b->n);
+		atomic_store_explicit(&b->idx_ready, 1, memory_order_release);
+	}
+	pthread_mutex_unlock(&b->idx_lock);
+}
+
+static void batch_item(struct pool_task *t, uint32_t pos, void *ctx)
+{
+	batch_t *b = (batch_t *)t;
+
+	fill_indices(b);
+	if (atomic_load_explicit(&b->failed, memory_order_relaxed))
+		return;
+	sample_run(t, pos, ctx);
+}
+
 void batch_submit(batch_t *b, pool_t *pool,
 		  void (*complete)(batch_t *b, void *arg), void *arg)
 {
 	b->complete = complete;
 	b->complete_arg = arg;
-	b->task.run = sample_run;
+	b->task.run = batch_item;
 	b->task.done = batch_finish;
 	b->task.n = b->n;
 	pool_submit(pool, &b->task);

@@ -2,8 +2,12 @@
  * batch.h — one requested batch, from sampler indices to finished frames.
  *
  * Life of a batch (owner in brackets):
- *   batch_new        [server]  indices from the sampler, buffers allocated
- *   batch_submit     [pool]    each worker runs samples (sample.c): read
+ *   batch_new        [server]  the sample count (no permutation), buffers
+ *                              allocated
+ *   batch_submit     [pool]    the first item to run fills the indices from
+ *                              the sampler (which may shuffle a whole epoch
+ *                              there, once per epoch: never on the server
+ *                              thread); each worker runs samples (sample.c): read
  *                              file, decode the crop region, resize into the
  *                              batch slot, flip, recipe ops, Cutout,
  *                              RandomErasing; the last worker then mixes
@@ -22,6 +26,7 @@
 #ifndef CUTMIXD_BATCH_H
 #define CUTMIXD_BATCH_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -42,8 +47,10 @@ struct batch {
 	unsigned version;          /* the request's protocol version (set by
 	                            * the server before batch_submit; 0 =
 	                            * WIRE_VERSION): the metadata's layout */
-	uint32_t *idx;
+	uint32_t *idx;             /* filled on a worker (batch_submit) */
 	uint8_t *pad;
+	pthread_mutex_t idx_lock;  /* the worker filling idx/pad holds it */
+	atomic_int idx_ready;      /* 1 once idx/pad are filled (or failed) */
 
 	uint8_t *pixels;           /* n * size*size*3, uint8 NHWC */
 	void *images;              /* output frame (== pixels for uint8 NHWC) */

@@ -40,13 +40,40 @@ struct sampler_params {
 	uint32_t repeats;    /* aug_repeats: 0 or 1 = off */
 };
 
-/* Caches the permutation of the most recently used epochs (thread safe). */
+/*
+ * The permutation cache: as many epoch permutations (n * 4 bytes each) as
+ * fit in SAMPLER_CACHE_BYTES, at least 2 and at most SAMPLER_CACHE_MAX,
+ * least recently used evicted. A 4M-sample dataset (16 MiB a permutation)
+ * keeps 4 epochs; 8M samples or more keep 2 (2 * n * 4 bytes).
+ */
+#define SAMPLER_CACHE_BYTES (64u << 20)
+#define SAMPLER_CACHE_MAX 8
+
+/* Slots the cache of a sampler over n samples has. */
+uint32_t sampler_cache_slots(uint32_t n);
+
+/*
+ * Caches the permutation of the most recently used epochs (thread safe).
+ * A missing one is computed by the first caller that needs it; concurrent
+ * callers on that epoch wait for it (they do not compute it again), and
+ * callers on cached epochs are not held up. sampler_batch can therefore
+ * take as long as one shuffle of n entries: call it on a worker thread,
+ * not on a thread that serves requests.
+ */
 sampler_t *sampler_new(const struct sampler_params *p);
 void sampler_destroy(sampler_t **s);
 
 /* Samples per shard, and batches per epoch for a shard (0 if none). */
 uint32_t sampler_shard_size(const sampler_t *s, uint32_t world);
 uint32_t sampler_batches(const sampler_t *s, uint32_t world);
+
+/* Permutations computed so far (cache misses; 0 with shuffle off). */
+uint64_t sampler_computed(sampler_t *s);
+
+/* The count sampler_batch() returns for this batch, without computing the
+ * permutation (0 when rank >= world or batch is out of range). */
+uint32_t sampler_batch_count(const sampler_t *s, uint32_t world, uint32_t rank,
+			     uint32_t batch);
 
 /*
  * Fill idx[0..count) (and pad[], 1 = wrapped duplicate; may be NULL) for

@@ -394,7 +394,8 @@ static void *hammer(void *p)
 	uint32_t idx[32];
 
 	for (uint32_t i = 0; i < 3000; i++) {
-		uint32_t epoch = (i + a->id) % 5, batch = (i * 7) % 32;
+		/* more epochs than the cache's 8 slots */
+		uint32_t epoch = (i + a->id) % 11, batch = (i * 7) % 32;
 		int c = sampler_batch(a->s, epoch, 0, 1, batch, idx, NULL);
 		if (c != 32)
 			return (void *)1;
@@ -431,6 +432,100 @@ static void test_threads(void **state)
 	}
 	sampler_destroy(&s);
 	sampler_destroy(&s1);
+}
+
+/* The cache holds as many permutations as fit in SAMPLER_CACHE_BYTES,
+ * 2..SAMPLER_CACHE_MAX: a 4M dataset keeps 4 epochs. */
+static void test_cache_slots(void **state)
+{
+	(void)state;
+	assert_int_equal(sampler_cache_slots(1), SAMPLER_CACHE_MAX);
+	assert_int_equal(sampler_cache_slots(1000000), SAMPLER_CACHE_MAX);
+	assert_int_equal(sampler_cache_slots(4u << 20), 4);
+	assert_int_equal(sampler_cache_slots((4u << 20) + 1), 3);
+	assert_int_equal(sampler_cache_slots(8u << 20), 2);
+	assert_int_equal(sampler_cache_slots(UINT32_MAX), 2);
+}
+
+/* Epochs in use that fit the cache are computed once each however often
+ * a client cycles through them (the issue: one client cycling 1,2,3 made
+ * every request reshuffle), and the order is the same after eviction. */
+static void test_cache_keeps_epochs_in_use(void **state)
+{
+	enum { N = 1000, BS = 10 };
+	uint32_t a[BS], b[BS];
+	(void)state;
+
+	sampler_t *s = make(N, BS, true, false);
+	sampler_t *ref = make(N, BS, true, false);
+	assert_int_equal(sampler_computed(s), 0);
+	for (uint32_t round = 0; round < 50; round++)
+		for (uint32_t e = 1; e <= SAMPLER_CACHE_MAX; e++) {
+			assert_int_equal(sampler_batch(s, e, 0, 1, round, a, NULL), BS);
+			assert_int_equal(sampler_batch(ref, e, 0, 1, round, b, NULL), BS);
+			assert_memory_equal(a, b, sizeof(a));
+		}
+	assert_int_equal(sampler_computed(s), SAMPLER_CACHE_MAX);
+	/* one epoch more than the slots: the least recently used goes */
+	assert_int_equal(sampler_batch(s, 100, 0, 1, 0, a, NULL), BS);
+	assert_int_equal(sampler_computed(s), SAMPLER_CACHE_MAX + 1);
+	assert_int_equal(sampler_batch(s, SAMPLER_CACHE_MAX, 0, 1, 0, a, NULL), BS);
+	assert_int_equal(sampler_computed(s), SAMPLER_CACHE_MAX + 1);
+	assert_int_equal(sampler_batch(s, 1, 0, 1, 7, a, NULL), BS);
+	assert_int_equal(sampler_computed(s), SAMPLER_CACHE_MAX + 2);
+	assert_int_equal(sampler_batch(ref, 1, 0, 1, 7, b, NULL), BS);
+	assert_memory_equal(a, b, sizeof(a));
+	sampler_destroy(&s);
+	sampler_destroy(&ref);
+}
+
+struct same_arg {
+	sampler_t *s;
+	pthread_barrier_t *go;
+	uint32_t batch;
+	uint32_t idx[16];
+	int rc;
+};
+
+static void *same_epoch(void *p)
+{
+	struct same_arg *a = p;
+
+	pthread_barrier_wait(a->go);
+	a->rc = sampler_batch(a->s, 7, 0, 1, a->batch, a->idx, NULL);
+	return NULL;
+}
+
+/* Threads that need the same missing epoch at once compute it once: the
+ * others wait on the slot (the claim is made under the lock, so exactly
+ * one computes whatever the timing). */
+static void test_one_compute_per_epoch(void **state)
+{
+	enum { T = 6, N = 1 << 20, BS = 16 };
+	pthread_t th[T];
+	struct same_arg arg[T];
+	pthread_barrier_t go;
+	uint32_t want[BS];
+	(void)state;
+
+	sampler_t *s = make(N, BS, true, false);
+	sampler_t *ref = make(N, BS, true, false);
+	assert_int_equal(pthread_barrier_init(&go, NULL, T), 0);
+	for (uint32_t t = 0; t < T; t++) {
+		arg[t] = (struct same_arg){ .s = s, .go = &go, .batch = t * 1000 };
+		assert_int_equal(pthread_create(&th[t], NULL, same_epoch, &arg[t]), 0);
+	}
+	for (uint32_t t = 0; t < T; t++)
+		assert_int_equal(pthread_join(th[t], NULL), 0);
+	assert_int_equal(sampler_computed(s), 1);
+	for (uint32_t t = 0; t < T; t++) {
+		assert_int_equal(arg[t].rc, BS);
+		assert_int_equal(sampler_batch(ref, 7, 0, 1, t * 1000, want, NULL), BS);
+		assert_memory_equal(arg[t].idx, want, sizeof(want));
+	}
+	pthread_barrier_destroy(&go);
+	sampler_destroy(&s);
+	sampler_destroy(&ref);
 }
 
 /* aug_repeats: the identity order stretched to [0,0,0,1,1,1,...], rank r
@@ -486,6 +581,9 @@ int main(void)
 		cmocka_unit_test(test_large),
 		cmocka_unit_test(test_threads),
 		cmocka_unit_test(test_repeats),
+		cmocka_unit_test(test_cache_slots),
+		cmocka_unit_test(test_cache_keeps_epochs_in_use),
+		cmocka_unit_test(test_one_compute_per_epoch),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
