@@ -16,10 +16,13 @@
  * time (GCC's target_clones, an ifunc). The float arithmetic is the same
  * in both: the file is ISO C (-std=c11, so no FP contraction) and every
  * fused multiply-add is an explicit fmaf(), which the "fma" clone inlines
- * and the baseline calls from libm -- bit-identical either way.
+ * and the baseline calls from libm -- bit-identical either way. Not under
+ * the sanitizers: an ifunc resolver runs before their runtime is up (an
+ * instrumented resolver crashes the TSan build at load).
  */
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__) && \
-	!defined(__SANITIZE_ADDRESS__) && !defined(IMGOP_NO_CLONES)
+	!defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__) && \
+	!defined(IMGOP_NO_CLONES)
 #define IMGOP_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define IMGOP_CLONES
