@@ -13,6 +13,8 @@
 
 #include <zmq.h>
 
+#include "metrics.h"
+
 /* Does something accept connections on this ipc:// path? */
 static bool ipc_in_use(const char *path)
 {
@@ -85,5 +87,8 @@ int bindcheck_endpoints(const struct server_cfg *sv, char *err, size_t errlen)
 		if (lstat(bound_ipc[i], &st) == 0 && S_ISSOCK(st.st_mode))
 			unlink(bound_ipc[i]);
 	}
+	/* the HTTP metrics listener as well ([server] metrics) */
+	if (rc == 0 && sv->metrics)
+		rc = metrics_bindcheck(sv->metrics, err, errlen);
 	return rc;
 }

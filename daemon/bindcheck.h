@@ -17,7 +17,9 @@
 
 #include "config.h"
 
-/* 0, or -errno with "endpoint 'X': cannot bind: why" in err. */
+/* The `[server] metrics` HOST:PORT (when set) is bound and released too.
+ * 0, or -errno with "endpoint 'X': cannot bind: why" (or "[server] metrics
+ * 'HOST:PORT': cannot bind: why") in err. */
 int bindcheck_endpoints(const struct server_cfg *sv, char *err, size_t errlen);
 
 #endif

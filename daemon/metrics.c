@@ -31,6 +31,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "wire.h"
@@ -374,6 +375,36 @@ static int parse_addr(const char *hp, struct sockaddr_storage *sa, bool *v6)
 	if (!strcmp(host, "localhost"))
 		strcpy(host, "127.0.0.1");
 	return inet_pton(AF_INET, host, &s4->sin_addr) == 1 ? 0 : -EINVAL;
+}
+
+int metrics_bindcheck(const char *hostport, char *err, size_t errlen)
+{
+	struct sockaddr_storage sa;
+	bool v6 = false;
+	int fd, one = 1, rc = 0;
+
+	if (!hostport || parse_addr(hostport, &sa, &v6)) {
+		snprintf(err, errlen, "[server] metrics '%s': cannot bind: not HOST:PORT",
+			 hostport ? hostport : "(null)");
+		return -EINVAL;
+	}
+	fd = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		rc = -errno;
+		snprintf(err, errlen, "[server] metrics '%s': cannot create a socket: %s",
+			 hostport, strerror(errno));
+		return rc;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, (struct sockaddr *)&sa, v6 ? sizeof(struct sockaddr_in6) :
+		 sizeof(struct sockaddr_in)) != 0 || listen(fd, 1) != 0) {
+		rc = -errno;
+		snprintf(err, errlen, "[server] metrics '%s': cannot bind: %s%s", hostport,
+			 strerror(errno), errno == EADDRINUSE ?
+			 " (another process listens there; change [server] metrics)" : "");
+	}
+	close(fd);
+	return rc;
 }
 
 metrics_t *metrics_new(const char *hostport, struct stats *st, char *err, size_t errlen)

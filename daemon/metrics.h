@@ -34,6 +34,12 @@ struct metrics_gauges {
  */
 metrics_t *metrics_new(const char *hostport, struct stats *st, char *err,
 		       size_t errlen);
+/*
+ * For --check: bind `hostport` the way metrics_new() will (SO_REUSEADDR,
+ * as libmicrohttpd sets it), listen, and release it at once. 0, or -errno
+ * with "[server] metrics 'HOSTPORT': cannot bind: why" in err.
+ */
+int metrics_bindcheck(const char *hostport, char *err, size_t errlen);
 /* Stop the HTTP thread (joined) and free. NULL-safe, clears *m. */
 void metrics_destroy(metrics_t **m);
 

@@ -9,7 +9,8 @@
   HTTP API answers rate(cutmixd_images_total[...]) > 0 while a client
   streams;
 - a bad `metrics` value fails the config with the key named; a port in use
-  fails the start with the address named.
+  fails the start with the address named, and fails `--check` (exit 70,
+  the key named).
 """
 
 import json
@@ -303,6 +304,36 @@ def test_port_in_use_fails_the_start(tmp_path, dataset):
         assert rc != 0
         assert "metrics: cannot listen on '127.0.0.1:%d'" % port in d.log(), d.log()
         assert "ready:" not in d.log()
+
+
+def test_check_fails_when_the_metrics_port_is_in_use(tmp_path, dataset):
+    """--check binds the metrics HOST:PORT too (then releases it): a port
+    held by someone else fails the check with exit 70 and the key named,
+    and a free one passes and is free again afterwards."""
+    require_binary()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        text, _ = config_text(server={"metrics": "127.0.0.1:%d" % port}, dataset=dataset,
+                              pipelines=PIPELINES)
+        path = tmp_path / "busy.ini"
+        path.write_text(text)
+        r = subprocess.run([str(BIN), "--check", "-c", str(path)], capture_output=True,
+                           text=True, timeout=30)
+        assert r.returncode == 70, r.stderr
+        assert ("check: [server] metrics '127.0.0.1:%d': cannot bind: Address already in use"
+                % port) in r.stderr, r.stderr
+    port = free_port()
+    text, _ = config_text(server={"metrics": "127.0.0.1:%d" % port}, dataset=dataset,
+                          pipelines=PIPELINES)
+    path.write_text(text)
+    r = subprocess.run([str(BIN), "--check", "-c", str(path)], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    with socket.socket() as again:  # released: the daemon could bind it now
+        again.bind(("127.0.0.1", port))
+        again.listen(1)
 
 
 def test_off_by_default(tmp_path, dataset):
