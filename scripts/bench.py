@@ -21,6 +21,16 @@ Contestants (batch 128, output 224x224x3 uint8, N workers each):
                label smoothing 0.1) and `val` (resize 256, center crop 224,
                eval). Also `train` with dct_scale off (information only) and
                `train` on 1..N workers (scaling).
+  sources      cutmixd `train` on the same photos stored three ways: as
+               files (the `cutmixd` contestant above), as WebDataset tar
+               shards (`[dataset] shards`, KEY.jpg + KEY.cls members, written
+               here with Python's tarfile, about 1/4 of the photos per shard)
+               and as a pack (`cutmixd pack`, restart-interval JPEGs decoded
+               by splicing; `[dataset] pack`), both built in a temporary
+               folder at bench start from the same photos in the same order
+               (same sample indices, labels and batches). Same pipeline,
+               workers and client; the page cache is warmed over the shard /
+               pack files before each.
   DataLoader   torch.utils.data.DataLoader(num_workers=N, batch_size=128,
                persistent_workers=True), torchvision's PIL loader and
                transforms, a uint8 HWC pipeline (no ToTensor/Normalize, same
@@ -55,6 +65,7 @@ Internal modes (used by the benchmark itself): --client, --dataloader.
 """
 
 import argparse
+import io
 import json
 import math
 import os
@@ -496,10 +507,61 @@ def warm_cache(rows):
                 pass
 
 
+# -- parent: the same photos as shards and as a pack ----------------------------
+
+SHARDS = 4  # tar shards the photos are split into (in order)
+
+
+def build_shards(rows, src_dir):
+    """WebDataset tar shards of `rows` in their order: KEY.jpg (the file's
+    bytes) + KEY.cls (index of its class among the sorted class names, as
+    the manifest numbers them) per sample, classes.txt beside the shards.
+    Returns (shard pattern, shard paths)."""
+    import tarfile
+    d = os.path.join(src_dir, "shards")
+    os.makedirs(d)
+    classes = sorted(set(c for _, c in rows))
+    cls_of = {c: i for i, c in enumerate(classes)}
+    with open(os.path.join(d, "classes.txt"), "w") as f:
+        f.write("".join(c + "\n" for c in classes))
+    per = max(1, math.ceil(len(rows) / SHARDS))
+    paths = []
+    for s in range(0, len(rows), per):
+        path = os.path.join(d, "train-%06d.tar" % len(paths))
+        with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tar:
+            for i in range(s, min(s + per, len(rows))):
+                p, c = rows[i]
+                key = "%06d" % i
+                with open(p, "rb") as f:  # the bytes, whatever p links to
+                    data = f.read()
+                for ext, blob in (("jpg", data), ("cls", b"%d" % cls_of[c])):
+                    ti = tarfile.TarInfo("%s.%s" % (key, ext))
+                    ti.size, ti.mtime, ti.mode = len(blob), int(time.time()), 0o644
+                    tar.addfile(ti, io.BytesIO(blob))
+        paths.append(path)
+    pattern = os.path.join(d, "train-{%06d..%06d}.tar" % (0, len(paths) - 1))
+    return pattern, paths
+
+
+def build_pack(src_ini, src_dir):
+    """`cutmixd pack` of the files dataset of `src_ini`. Returns (index
+    path, pack files, seconds)."""
+    d = os.path.join(src_dir, "pack")
+    t = time.monotonic()
+    r = subprocess.run([os.path.join(BIN, "cutmixd"), "pack", "-c", src_ini, d],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if r.returncode != 0:
+        raise SystemExit("bench: cutmixd pack failed (exit %d):\n%s"
+                         % (r.returncode, r.stdout[-2000:]))
+    files = sorted(os.path.join(d, n) for n in os.listdir(d))
+    return os.path.join(d, "index.cmxpack"), files, time.monotonic() - t
+
+
 # -- parent: the daemon ----------------------------------------------------------
 
 class Daemon:
-    def __init__(self, name, workers, root, manifest, out_dir, sock_dir, pipelines):
+    def __init__(self, name, workers, root, manifest, out_dir, sock_dir, pipelines,
+                 dataset_lines=None):
         self.name = name
         self.workers = workers
         self.ini = os.path.join(out_dir, name + ".ini")
@@ -507,8 +569,9 @@ class Daemon:
         self.endpoint = "ipc://" + os.path.join(sock_dir, name + ".sock")
         lines = ["; written by scripts/bench.py", "[server]",
                  "endpoint = " + self.endpoint, "workers = %d" % workers, "seed = 1",
-                 "log_level = notice", "", "[dataset]", "root = " + root,
-                 "manifest = " + manifest, ""]
+                 "log_level = notice", "", "[dataset]"]
+        lines += dataset_lines or ["root = " + root, "manifest = " + manifest]
+        lines.append("")
         for pname, keys in pipelines.items():
             lines.append("[pipeline.%s]" % pname)
             lines += ["%s = %s" % kv for kv in keys.items()]
@@ -647,7 +710,7 @@ def measure_cutmixd(daemon, pipeline, epochs, rows, is_eval, quiet):
         "other_load_percent": other_load(s0, s1, ours),
         "daemon_peak_rss_kib": daemon.peak_rss_kib(), "resent": res.get("resent", 0),
         "phases_s": res["phases_s"],
-        "window": res["window"], "info": res["info"],
+        "window": res["window"], "info": res["info"], "checksum": res["checksum"],
     }
 
 
@@ -726,6 +789,8 @@ def build_report(R, targets):
     row("decode floor + resize (train crops)", "floor_train_resize")
     row("decode floor (val crops, region decode only)", "floor_val")
     row("**cutmixd train**", "cutmixd_train", "dataloader_train")
+    row("cutmixd train (shards)", "cutmixd_train_shards", "dataloader_train")
+    row("cutmixd train (pack)", "cutmixd_train_pack", "dataloader_train")
     row("cutmixd train, dct_scale off", "cutmixd_train_nodct", "dataloader_train")
     row("**cutmixd val**", "cutmixd_val", "dataloader_val")
     row("**cutmixd deit** (config/deit.ini recipe)", "cutmixd_deit", "dataloader_deit")
@@ -749,12 +814,44 @@ def build_report(R, targets):
             "%s worker(s) %.0f img/s%s" % (w, v, " (%.2fx)" % (v / base) if base else "")
             for w, v in sorted(sc.items(), key=lambda kv: int(kv[0]))))
         lines.append("")
+    lines.extend(sources_report(R))
     lines.extend(floor_report(res))
     lines.append("| target | measured | result |")
     lines.append("|---|---:|---|")
     for t in targets:
         lines.append("| %s | %s | %s |" % (t["target"], t["measured_text"], t["result"]))
     return "\n".join(lines)
+
+
+def sources_report(R):
+    """cutmixd train on the same photos as files, as shards and as a pack,
+    side by side."""
+    res = R["results"]
+    if "cutmixd_train_shards" not in res and "cutmixd_train_pack" not in res:
+        return []
+    f = res["cutmixd_train"]
+    lines = ["cutmixd train on the same photos stored three ways (same pipeline, "
+             "workers and client; same batches = the client's checksum equals the "
+             "files' one):", "",
+             "| source | img/s | x files | CPU ms/img | x files CPU | CPU % | on disk | "
+             "built in | same batches |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for name, key in (("files", "cutmixd_train"), ("shards (%d tar)" % SHARDS,
+                                                   "cutmixd_train_shards"),
+                      ("pack (`cutmixd pack`)", "cutmixd_train_pack")):
+        r = res.get(key)
+        if not r:
+            continue
+        nbytes = r.get("source_bytes", R["dataset"]["bytes"])
+        lines.append("| %s | %.0f%s | %.2fx | %.2f | %.2fx | %.0f | %.1f MB | %s | %s |" % (
+            name, r["img_per_s"], " (!)" if r.get("disturbed") else "",
+            r["img_per_s"] / f["img_per_s"], r["cpu_ms_per_img"],
+            r["cpu_ms_per_img"] / f["cpu_ms_per_img"], r["total_cpu_percent"],
+            nbytes / 1e6, fmt(r.get("build_s"), "%.1f s"),
+            "–" if key == "cutmixd_train" else
+            ("yes" if r.get("same_batches_as_files") else "**no**")))
+    lines.append("")
+    return lines
 
 
 # Contestants compared with the decode floor of their pipeline (train or val).
@@ -863,6 +960,13 @@ def main_bench(a):
         if not os.access(os.path.join(BIN, tool), os.X_OK):
             raise SystemExit("bench: %s/%s is missing: run `make` first" % (BIN, tool))
     root, manifest, rows, ds_desc = prepare_dataset(out_dir, a.photo)
+    if a.photos and a.photos < len(rows):
+        rows = rows[:a.photos]
+        manifest = os.path.join(out_dir, "first-%d.tsv" % a.photos)
+        with open(manifest, "w") as f:
+            for p, c in rows:
+                f.write("%s\t%s\n" % (os.path.relpath(p, root), c))
+        ds_desc += ", first %d only" % a.photos
     files_list = os.path.join(out_dir, "files.tsv")
     with open(files_list, "w") as f:
         for p, c in rows:
@@ -875,6 +979,8 @@ def main_bench(a):
                                          summary["mean_mpix"], N, epochs, epochs * n, a.rounds))
 
     sock_dir = tempfile.mkdtemp(prefix="cutmixd-bench-")
+    src_dir = tempfile.mkdtemp(prefix="cutmixd-bench-src-")
+    sources = {}
     worker_counts = sorted(set([1] + [w for w in (2, 4, 8, 16, 32, 64) if w < N] + [N]))
     nodct = dict(TRAIN_KEYS, dct_scale="false")
     daemons = {}
@@ -886,6 +992,25 @@ def main_bench(a):
         samples.setdefault(key, []).append(r)
 
     try:
+        if not a.no_sources:
+            t = time.monotonic()
+            pattern, shard_files = build_shards(rows, src_dir)
+            shard_s = time.monotonic() - t
+            log("sources: %d tar shards written in %.1f s" % (len(shard_files), shard_s))
+            src = Daemon("pack-source", N, root, manifest, out_dir, sock_dir,
+                         {"train": TRAIN_KEYS})
+            index, pack_files, pack_s = build_pack(src.ini, src_dir)
+            log("sources: cutmixd pack wrote %d files in %.1f s" % (len(pack_files), pack_s))
+            sources = {
+                "shards": {"lines": ["shards = " + pattern], "files": shard_files,
+                           "build_s": shard_s},
+                "pack": {"lines": ["pack = " + index], "files": pack_files,
+                         "build_s": pack_s}}
+            for name, sd in sources.items():
+                sd["bytes"] = sum(os.path.getsize(f) for f in sd["files"])
+                sd["daemon"] = Daemon("cutmixd-%s-w%d" % (name, N), N, root, manifest,
+                                      out_dir, sock_dir, {"train": TRAIN_KEYS},
+                                      dataset_lines=sd["lines"])
         main_d = Daemon("cutmixd-w%d" % N, N, root, manifest, out_dir, sock_dir,
                         {"train": TRAIN_KEYS, "val": VAL_KEYS, "train_nodct": nodct,
                          "deit": DEIT_KEYS}).start()
@@ -894,6 +1019,8 @@ def main_bench(a):
             if w != N:
                 daemons[w] = Daemon("cutmixd-w%d" % w, w, root, manifest, out_dir, sock_dir,
                                     {"train": TRAIN_KEYS}).start()
+        for name, sd in sources.items():
+            daemons[name] = sd["daemon"].start()
         contestants = [("ceiling", "decode ceiling, %d threads" % N,
                         lambda: measure_ceiling(N, epochs, root, manifest, rows, quiet))]
         if N != 1:
@@ -913,6 +1040,13 @@ def main_bench(a):
             contestants.append((key, "cutmixd %s, %d workers" % (pipe, N),
                                 lambda pipe=pipe, ev=ev: measure_cutmixd(
                                     main_d, pipe, epochs, rows, ev, quiet)))
+            if key == "cutmixd_train":  # the same photos as shards and as a pack
+                for name, sd in sources.items():
+                    contestants.append((
+                        "cutmixd_train_" + name, "cutmixd train (%s), %d workers" % (name, N),
+                        lambda sd=sd: measure_cutmixd(sd["daemon"], "train", epochs,
+                                                      [(f, None) for f in sd["files"]],
+                                                      False, quiet)))
         if not a.no_dataloader:
             for kind in ("train", "val", "deit"):
                 contestants.append(("dataloader_" + kind, "DataLoader %s, %d workers" % (kind, N),
@@ -957,6 +1091,7 @@ def main_bench(a):
         for d in daemons.values():
             d.stop()
         shutil.rmtree(sock_dir, ignore_errors=True)
+        shutil.rmtree(src_dir, ignore_errors=True)
 
     # The fastest sample of each contestant: load from elsewhere (in this
     # machine or on its host) can only slow a run down, so the fastest one
@@ -978,6 +1113,17 @@ def main_bench(a):
     for w in worker_counts:
         if w != N:
             results["cutmixd_train_w%d" % w]["daemon_peak_rss_kib"] = peak[w]
+    for name, sd in sources.items():
+        r = results["cutmixd_train_" + name]
+        r["daemon_peak_rss_kib"] = peak[name]
+        r["source_bytes"], r["source_files"] = sd["bytes"], len(sd["files"])
+        r["build_s"] = sd["build_s"]
+        # same photos, same config: the same batches, so the same checksum
+        r["same_batches_as_files"] = r["checksum"] == results["cutmixd_train"]["checksum"]
+        if not r["same_batches_as_files"]:
+            log("warning: cutmixd train (%s) served other batches than from the files "
+                "(checksum %s vs %s)" % (name, r["checksum"],
+                                         results["cutmixd_train"]["checksum"]))
     scaling = {str(w): results["cutmixd_train" if w == N else "cutmixd_train_w%d" % w]["img_per_s"]
                for w in worker_counts}
     info = results["cutmixd_train"]["info"]
@@ -1124,6 +1270,11 @@ def main(argv=None):
     ap.add_argument("--photo", action="store_true",
                     help="use generated photo-like JPEGs even if ../shared/imagenet-sample exists")
     ap.add_argument("--no-dataloader", action="store_true", help="skip the PyTorch contestants")
+    ap.add_argument("--no-sources", action="store_true",
+                    help="skip the train contestants on shards and on a pack")
+    ap.add_argument("--photos", type=int, default=0,
+                    help="use only the first N photos of the dataset (quick checks; "
+                         "default 0 = all)")
     # internal modes
     ap.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--endpoint", help=argparse.SUPPRESS)
@@ -1132,8 +1283,8 @@ def main(argv=None):
     ap.add_argument("--dataloader", choices=("train", "val", "deit"), help=argparse.SUPPRESS)
     ap.add_argument("--files", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
-    if a.workers < 1 or a.rounds < 1 or a.images < 1 or a.epochs < 0:
-        ap.error("--workers, --rounds, --images must be >= 1")
+    if a.workers < 1 or a.rounds < 1 or a.images < 1 or a.epochs < 0 or a.photos < 0:
+        ap.error("--workers, --rounds, --images must be >= 1 (--epochs, --photos >= 0)")
     if a.client:
         return run_client(a)
     if a.dataloader:
