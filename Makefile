@@ -125,6 +125,9 @@ TEST_DEPS_test_imgops  := daemon/imgops daemon/imgops_geom daemon/imgops_avx2
 TEST_DEPS_test_pool    := daemon/pool daemon/log
 TEST_DEPS_test_bufpool := daemon/bufpool
 TEST_DEPS_test_engine  := daemon/engine daemon/budget daemon/config daemon/config_options daemon/config_values daemon/config_check daemon/dataset daemon/dataset_scan daemon/dataset_manifest daemon/beneath daemon/shards daemon/tarindex daemon/pack daemon/source daemon/decode daemon/imgfmt daemon/splice daemon/digest daemon/sampler daemon/rng daemon/log daemon/policy daemon/info daemon/stats proto/wire
+# batch and server run the whole pipeline: every daemon module but main.
+TEST_DEPS_test_batch   := $(patsubst %.c,%,$(DAEMON_SRC) $(PROTO_SRC))
+TEST_DEPS_test_server  := $(patsubst %.c,%,$(DAEMON_SRC) $(PROTO_SRC))
 
 define unit_rule
 $(BUILD)/tests/$(1): $(BUILD)/tests/unit/$(1).o $(call obj,$(UNIT_HELP)) $(addprefix $(BUILD)/,$(addsuffix .o,$(TEST_DEPS_$(1))))
