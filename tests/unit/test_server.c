@@ -438,8 +438,10 @@ static void check_batch_reply(struct fix *f, struct reply_msg *r, uint64_t id,
 	assert_int_equal(r->h.body_bytes[1], n * K * sizeof(float));
 	assert_int_equal(r->h.body_bytes[2], n * r->h.meta_size);
 
-	/* Soft labels: rows of probabilities. */
-	const float *lab = zmq_msg_data(&r->part[2]);
+	/* Soft labels: rows of probabilities. (A received frame need not
+	 * be aligned for float: copied first.) */
+	float lab[4 * 3];
+	memcpy(lab, zmq_msg_data(&r->part[2]), sizeof(lab));
 	for (uint32_t i = 0; i < n; i++) {
 		double sum = 0;
 		for (uint32_t k = 0; k < K; k++) {
