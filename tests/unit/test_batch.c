@@ -160,6 +160,14 @@ static int done_wait(struct done_rec *d, int calls)
 	return n;
 }
 
+static int done_wait_calls(struct done_rec *d)
+{
+	pthread_mutex_lock(&d->lock);
+	int n = d->calls;
+	pthread_mutex_unlock(&d->lock);
+	return n;
+}
+
 static batch_t *new_ok(engine_t *e, const char *pipeline, uint32_t epoch,
 		       uint32_t rank, uint32_t world, uint32_t index)
 {
@@ -185,13 +193,11 @@ static void run_one(batch_t *b, pool_t *pool)
 	batch_submit(b, pool, on_complete, &d);
 	assert_int_equal(done_wait(&d, 1), 1);
 	assert_ptr_equal(d.last, b);
-	/* No second call comes later: let the pool go idle first. */
-	for (int i = 0; i < 200 && pool_depth(pool) > 0; i++) {
-		struct timespec ts = { 0, 5 * 1000 * 1000 };
-		nanosleep(&ts, NULL);
-	}
+	/* No second call comes a little later. */
+	struct timespec ts = { 0, 20 * 1000 * 1000 };
+	nanosleep(&ts, NULL);
 	assert_int_equal(pool_depth(pool), 0);
-	assert_int_equal(d.calls, 1);
+	assert_int_equal(done_wait_calls(&d), 1);
 	done_fini(&d);
 }
 
@@ -616,6 +622,39 @@ static void test_bad_file_fails(void **state)
 	engine_unref(&e);
 }
 
+/* Several samples of one batch fail at once on several workers: the
+ * first failure's status and message win, the completion runs once. */
+static void test_many_failures_complete_once(void **state)
+{
+	(void)state;
+	struct stats st = { 0 };
+	make_dataset(3, 4);
+	for (int c = 0; c < 3; c++) {
+		char p[64];
+		snprintf(p, sizeof(p), "data/c%d/broken%d.jpg", c, c);
+		tu_write_file(p, "not a JPEG");
+	}
+	engine_t *e = engine_ok("[server]\non_decode_error = fail\n"
+				"[dataset]\nroot = data\n"
+				"[pipeline.all]\nsize = 8\nbatch_size = 15\n", &st);
+	pool_t *pool = pool_ok(3);
+	struct done_rec d;
+
+	done_init(&d);
+	batch_t *b = new_ok(e, "all", 0, 0, 1, 0);
+	assert_int_equal(b->n, 15);
+	batch_submit(b, pool, on_complete, &d);
+	assert_int_equal(done_wait(&d, 1), 1);
+	pool_destroy(&pool); /* every worker joined: no late second call */
+	assert_int_equal(d.calls, 1);
+	assert_int_equal(b->status, WIRE_E_DECODE);
+	assert_non_null(strstr(b->error, "decode failed: 'c"));
+	assert_non_null(strstr(b->error, "/broken"));
+	done_fini(&d);
+	batch_destroy(&b);
+	engine_unref(&e);
+}
+
 /* The server's stop flag: set before the batch runs, it fails with
  * SHUTTING_DOWN and the completion still runs once. */
 static void test_stop_flag(void **state)
@@ -709,6 +748,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_same_bytes_any_workers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_file_replaced, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_file_fails, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_many_failures_complete_once, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stop_flag, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_take_and_destroy, setup, teardown),
 	};
