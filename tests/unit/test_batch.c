@@ -507,15 +507,18 @@ static void test_same_bytes_any_workers(void **state)
 
 /* ---- bad files ----------------------------------------------------------- */
 
-/* A batch (epoch 0, world 1) of `pl` that holds dataset index `want`,
- * and its position in it. */
-static batch_t *batch_holding(engine_t *e, const char *pl, uint32_t want, uint32_t *pos)
+/* The batch (epoch 0, world 1) of `pl` that holds dataset index `want`,
+ * already run on `pool`, and its position in it. (The indices are filled
+ * on a worker, so each batch is run to see them.) */
+static batch_t *batch_holding(engine_t *e, pool_t *pool, const char *pl, uint32_t want,
+			      uint32_t *pos)
 {
 	int pi = engine_find_pipeline(e, pl);
 	uint32_t nb = sampler_batches(e->pipelines[pi].sampler, 1);
 
 	for (uint32_t i = 0; i < nb; i++) {
 		batch_t *b = new_ok(e, pl, 0, 0, 1, i);
+		run_one(b, pool);
 		for (uint32_t k = 0; k < b->n; k++)
 			if (b->idx[k] == want) {
 				*pos = k;
@@ -548,8 +551,7 @@ static void test_bad_file_replaced(void **state)
 	pool_t *pool = pool_ok(2);
 	uint32_t bad = index_of(e, "c1/broken.jpg"), pos;
 
-	batch_t *b = batch_holding(e, "train", bad, &pos);
-	run_one(b, pool);
+	batch_t *b = batch_holding(e, pool, "train", bad, &pos);
 	assert_int_equal(b->status, WIRE_OK);
 	assert_int_equal(atomic_load(&b->failed), 0);
 	for (uint32_t i = 0; i < b->n; i++) {
@@ -575,8 +577,7 @@ static void test_bad_file_replaced(void **state)
 	struct frames a, c;
 	copy_frames(b, &a);
 	batch_destroy(&b);
-	b = batch_holding(e, "train", bad, &pos);
-	run_one(b, pool);
+	b = batch_holding(e, pool, "train", bad, &pos);
 	assert_int_equal(b->status, WIRE_OK);
 	copy_frames(b, &c);
 	assert_true(frames_equal(&a, &c));
@@ -598,8 +599,7 @@ static void test_bad_file_fails(void **state)
 	pool_t *pool = pool_ok(3);
 	uint32_t bad = index_of(e, "c2/broken.jpg"), pos;
 
-	batch_t *b = batch_holding(e, "train", bad, &pos);
-	run_one(b, pool);
+	batch_t *b = batch_holding(e, pool, "train", bad, &pos);
 	assert_int_equal(atomic_load(&b->failed), 1);
 	assert_int_equal(b->status, WIRE_E_DECODE);
 	assert_non_null(strstr(b->error, "decode failed"));
@@ -611,10 +611,10 @@ static void test_bad_file_fails(void **state)
 	/* The other batches of the epoch still work. */
 	for (uint32_t i = 0; i < 3; i++) {
 		b = new_ok(e, "train", 0, 0, 1, i);
-		bool has = false;
+		run_one(b, pool);
+		bool has = false; /* the indices are there once it ran */
 		for (uint32_t k = 0; k < b->n; k++)
 			has |= b->idx[k] == bad;
-		run_one(b, pool);
 		assert_int_equal(b->status, has ? WIRE_E_DECODE : WIRE_OK);
 		batch_destroy(&b);
 	}
