@@ -332,6 +332,11 @@ static void test_submit_frames(void **state)
 	assert_int_equal(b->labels_bytes, 4 * K * sizeof(float));
 	assert_int_equal(b->meta_bytes, 4 * WIRE_META_SIZE_V2);
 	check_labels(b, K, 0.1, b->meta_wire, WIRE_META_SIZE_V2);
+	/* The batch holds the sampler's indices for its coordinates. */
+	uint32_t want_idx[4];
+	uint8_t want_pad[4];
+	assert_int_equal(sampler_batch(e->pipelines[0].sampler, 0, 0, 1, 1, want_idx, want_pad), 4);
+	assert_memory_equal(b->idx, want_idx, sizeof(want_idx));
 	/* Every record names the sampler's index and a real source file. */
 	int mixed = 0;
 	for (uint32_t i = 0; i < b->n; i++) {
