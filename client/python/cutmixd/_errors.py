@@ -1,0 +1,64 @@
+"""The exceptions of the cutmixd client (every one derives from Error)."""
+
+import builtins
+
+from ._wire import Status, status_name
+
+
+class Error(Exception):
+    """Base class of every cutmixd client error."""
+
+
+class DaemonError(Error):
+    """The daemon answered a request with an ERROR reply.
+
+    ``code`` is the wire status (a :class:`Status` when known), ``name`` its
+    symbolic name ("BUSY", "NOT_EVAL", ...), ``message`` the daemon's text,
+    ``endpoint`` the daemon that said it."""
+
+    def __init__(self, code, message, endpoint=None, request_id=None):
+        try:
+            self.code = Status(code)
+        except ValueError:
+            self.code = int(code)
+        self.name = status_name(code)
+        self.message = message
+        self.endpoint = endpoint
+        self.request_id = request_id
+        where = "cutmixd %s: " % endpoint if endpoint else "cutmixd: "
+        super().__init__("%s%s (%d): %s" % (where, self.name, int(code), message))
+
+
+class ProtocolError(Error):
+    """A reply that does not follow the wire format."""
+
+
+class VersionError(ProtocolError):
+    """The daemon speaks another protocol version than this client."""
+
+
+class TimeoutError(Error, builtins.TimeoutError):  # noqa: A001 (shadowing on purpose)
+    """No reply within the client's timeout."""
+
+
+class DigestMismatch(Error):
+    """A daemon's config digest differs from the one this client pinned (from
+    the first reply, or from ``digest=``): it runs another config or other
+    data, so its batches would differ. The daemon is refused from then on.
+
+    ``endpoint`` the refused daemon, ``digest`` its digest (hex),
+    ``expected`` the pinned digest, ``pinned_by`` where that came from."""
+
+    def __init__(self, endpoint, digest, expected, pinned_by):
+        self.endpoint = endpoint
+        self.digest = digest
+        self.expected = expected
+        self.pinned_by = pinned_by
+        super().__init__(
+            "cutmixd %s: config digest %s differs from %s (pinned by %s): refusing "
+            "this daemon; every daemon of a client must run the same config and data"
+            % (endpoint, digest[:16], expected[:16], pinned_by))
+
+
+class KeyFileError(Error, ValueError):
+    """A CURVE key file or key that cannot be used."""
