@@ -1,5 +1,9 @@
 """Batch: one received batch, zero-copy numpy views on its ZeroMQ frames."""
 
+from __future__ import annotations
+
+from typing import Any, List
+
 import numpy as np
 
 from . import _wire
@@ -23,25 +27,42 @@ class Batch:
                  "raw_frames", "digest", "header", "flags", "request_id",
                  "batches_per_epoch", "layout", "endpoint", "_frames")
 
+    epoch: int
+    index: int
+    rank: int
+    world: int
+    images: np.ndarray
+    labels: np.ndarray
+    meta: np.ndarray
+    raw_frames: List[Any]
+    digest: str
+    header: _wire.Reply
+    flags: int
+    request_id: int
+    batches_per_epoch: int
+    layout: str
+    endpoint: str
+
     @property
-    def last(self):
+    def last(self) -> bool:
         """True for the last batch of the epoch for this shard."""
         return bool(self.flags & _wire.RFLAG_LAST)
 
     @property
-    def size(self):
+    def size(self) -> int:
         return self.header.batch_size
 
-    def __len__(self):
+    def __len__(self) -> int:
         return self.header.batch_size
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<cutmixd.Batch epoch=%d index=%d/%d size=%d images=%s%s %s from %s>" % (
             self.epoch, self.index, self.batches_per_epoch, self.size,
             self.images.dtype, list(self.images.shape), self.layout, self.endpoint)
 
 
-def make_batch(hdr, frames, ep, epoch, index, rank, world):
+def make_batch(hdr: _wire.Reply, frames: List[Any], ep: str, epoch: int, index: int,
+               rank: int, world: int) -> Batch:
     """A Batch from a BATCH reply (header and its 4 frames) served by
     endpoint ``ep``, checked against what was asked for; ProtocolError
     otherwise."""

@@ -1,7 +1,10 @@
 """Client: batches from one cutmixd daemon or several with the same config."""
 
+from __future__ import annotations
+
 import itertools
 import os
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
 import zmq
 
@@ -9,6 +12,7 @@ from . import _wire
 from ._batch import make_batch
 from ._dispatch import (_CONNECT_TIMEOUT_MS, _HEARTBEAT_IVL_MS, _RECONNECT_IVL_MS, _Dispatcher,
                         _Job, _Peer, _now)
+from ._batch import Batch
 from ._errors import Error, KeyFileError, VersionError
 from ._keys import _z85_key
 
@@ -42,10 +46,14 @@ class Client(_Dispatcher):
                     new one (fine when the daemons do not check client keys)
     """
 
-    def __init__(self, endpoint, pipeline="train", rank=0, world=1, window=None,
-                 timeout=DEFAULT_TIMEOUT, eval=False, context=None,
-                 resend_timeout=DEFAULT_RESEND_TIMEOUT, digest=None, pin_digest=None,
-                 server_key=None, public_key=None, secret_key=None):
+    def __init__(self, endpoint: Union[str, bytes, Sequence[Union[str, bytes]]],
+                 pipeline: str = "train", rank: int = 0, world: int = 1,
+                 window: Optional[int] = None, timeout: float = DEFAULT_TIMEOUT,
+                 eval: bool = False, context: Optional[zmq.Context] = None,
+                 resend_timeout: float = DEFAULT_RESEND_TIMEOUT,
+                 digest: Optional[Union[str, bytes]] = None,
+                 pin_digest: Optional[bool] = None, server_key: Optional[str] = None,
+                 public_key: Optional[str] = None, secret_key: Optional[str] = None) -> None:
         if isinstance(endpoint, (str, bytes)):
             endpoints = [endpoint]
         else:
@@ -157,7 +165,7 @@ class Client(_Dispatcher):
 
     # -- public API ---------------------------------------------------------
 
-    def info(self, endpoint=None):
+    def info(self, endpoint: Optional[str] = None) -> Dict[str, Any]:
         """The daemon's description of this pipeline/shard (a dict); from
         any daemon, or from ``endpoint`` (one of this client's)."""
         job = self._request(_wire.INFO, only=self._peer_named(endpoint))
@@ -171,19 +179,20 @@ class Client(_Dispatcher):
         self._info = info
         return info
 
-    def stats(self, endpoint=None):
+    def stats(self, endpoint: Optional[str] = None) -> Dict[str, Any]:
         """A daemon's counters (a dict); from any daemon, or from ``endpoint``."""
         job = self._request(_wire.STATS, only=self._peer_named(endpoint))
         hdr, frames, peer = self._wait(job, "stats")
         return self._json(hdr, frames, "stats", peer)
 
-    def batch(self, epoch, index):
+    def batch(self, epoch: int, index: int) -> Batch:
         """Batch ``index`` of ``epoch`` for this shard."""
         job = self._request(_wire.BATCH, int(epoch), int(index))
         hdr, frames, peer = self._wait(job, "epoch %d batch %d" % (epoch, index))
         return self._make_batch(hdr, frames, peer, epoch, index)
 
-    def epoch(self, epoch, start=0, stop=None, step=1):
+    def epoch(self, epoch: int, start: int = 0, stop: Optional[int] = None,
+              step: int = 1) -> Iterator[Batch]:
         """Yield batches start, start+step, ... (< stop) of ``epoch`` in order,
         keeping up to ``window`` requests in flight over the daemons."""
         n = self.batches_per_epoch()
@@ -195,19 +204,19 @@ class Client(_Dispatcher):
         window = self.effective_window()
         return self._epoch(int(epoch), range(int(start), stop, int(step)), window)
 
-    def batches_per_epoch(self):
+    def batches_per_epoch(self) -> int:
         if self._info is None:
             self.info()
         return int(self._info["batches_per_epoch"])
 
-    def effective_window(self):
+    def effective_window(self) -> int:
         """``window``, capped by the daemons' per-client ``max_window`` times
         the number of daemons."""
         if self._info is None:
             self.info()
         return min(self.window, self._cap() * len(self._peers))
 
-    def peers(self):
+    def peers(self) -> List[Dict[str, Any]]:
         """What this client knows of each daemon: a list of dicts with
         endpoint, state ('up', 'not connected', 'down', 'refused'),
         outstanding, requests, replies, batches (served to this client),
@@ -225,7 +234,7 @@ class Client(_Dispatcher):
             })
         return out
 
-    def reset_digest(self, digest=None):
+    def reset_digest(self, digest: Optional[Union[str, bytes]] = None) -> None:
         """Forget the pinned config digest (after a deliberate config change
         and reload of every daemon) and the daemons refused for it; the next
         reply pins again, or ``digest`` (hex) does."""
@@ -247,12 +256,12 @@ class Client(_Dispatcher):
         return d
 
     @property
-    def digest(self):
+    def digest(self) -> Optional[str]:
         """The pinned config digest (hex; without pinning the latest seen),
         or None before the first reply."""
         return None if self._digest is None else self._digest.hex()
 
-    def close(self):
+    def close(self) -> None:
         if not self._closed:
             self._closed = True
             for p in self._peers:
@@ -260,10 +269,10 @@ class Client(_Dispatcher):
             self._reqs.clear()
             self._jobs.clear()
 
-    def __enter__(self):
+    def __enter__(self) -> "Client":
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: Any) -> None:
         self.close()
 
     def __del__(self):

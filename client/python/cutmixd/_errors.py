@@ -1,6 +1,9 @@
 """The exceptions of the cutmixd client (every one derives from Error)."""
 
+from __future__ import annotations
+
 import builtins
+from typing import Optional, Union
 
 from ._wire import Status, status_name
 
@@ -16,7 +19,9 @@ class DaemonError(Error):
     symbolic name ("BUSY", "NOT_EVAL", ...), ``message`` the daemon's text,
     ``endpoint`` the daemon that said it."""
 
-    def __init__(self, code, message, endpoint=None, request_id=None):
+    def __init__(self, code: int, message: str, endpoint: Optional[str] = None,
+                 request_id: Optional[int] = None) -> None:
+        self.code: Union[Status, int]
         try:
             self.code = Status(code)
         except ValueError:
@@ -49,7 +54,7 @@ class DigestMismatch(Error):
     ``endpoint`` the refused daemon, ``digest`` its digest (hex),
     ``expected`` the pinned digest, ``pinned_by`` where that came from."""
 
-    def __init__(self, endpoint, digest, expected, pinned_by):
+    def __init__(self, endpoint: str, digest: str, expected: str, pinned_by: str) -> None:
         self.endpoint = endpoint
         self.digest = digest
         self.expected = expected

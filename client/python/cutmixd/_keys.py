@@ -1,7 +1,10 @@
 """CURVE keys: key files written by ``cutmixd keygen`` and Z85 key checks."""
 
+from __future__ import annotations
+
 import os
 import struct
+from typing import Dict, Tuple, Union
 
 import zmq
 
@@ -11,7 +14,7 @@ _Z85_CHARS = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRST
                        ".-:+=^!/*?&<>()[]{}@%$#")
 
 
-def _z85_key(key, what):
+def _z85_key(key: Union[str, bytes, bytearray], what: str) -> bytes:
     """A Z85 CURVE key (40 characters) as bytes, or KeyFileError."""
     if isinstance(key, (bytes, bytearray)):
         try:
@@ -27,7 +30,7 @@ def _z85_key(key, what):
     return key.encode("ascii")
 
 
-def _is_z85_key(text):
+def _is_z85_key(text: str) -> bool:
     """40 Z85 characters that decode to 32 bytes and encode back (a group
     of five characters can exceed 2^32)."""
     if len(text) != 40 or not set(text) <= _Z85_CHARS:
@@ -39,7 +42,7 @@ def _is_z85_key(text):
         return False
 
 
-def _read_key_file(path):
+def _read_key_file(path: Union[str, "os.PathLike[str]"]) -> Dict[str, Tuple[str, int]]:
     """{'public-key': (str, line), 'secret-key': (str, line)} from a key
     file: lines ``name = value`` (value optionally in double quotes), a bare
     key (a public key), '#' comment lines, blank lines; section words
@@ -78,7 +81,7 @@ def _read_key_file(path):
     return keys
 
 
-def load_keypair(path):
+def load_keypair(path: Union[str, "os.PathLike[str]"]) -> Tuple[str, str]:
     """(public, secret) Z85 strings from a key file written by
     ``cutmixd keygen NAME`` (NAME.key). The secret key must belong to the
     public key."""
@@ -94,7 +97,7 @@ def load_keypair(path):
     return public, secret
 
 
-def load_public_key(path):
+def load_public_key(path: Union[str, "os.PathLike[str]"]) -> str:
     """The public key (Z85 string) of a key file: NAME.pub, or NAME.key."""
     keys = _read_key_file(path)
     if "public-key" not in keys:
@@ -102,7 +105,7 @@ def load_public_key(path):
     return keys["public-key"][0]
 
 
-def curve_keypair():
+def curve_keypair() -> Tuple[str, str]:
     """A new (public, secret) pair of Z85 strings (zmq_curve_keypair)."""
     if not zmq.has("curve"):
         raise Error("cutmixd: this libzmq was built without CURVE")
