@@ -415,3 +415,19 @@ def assert_images_equal(got, exp, known, meta, what=""):
 
 def raw_request(type, request_id, pipeline="train", **kw):
     return _wire.encode_request(type, request_id, pipeline, **kw)
+
+
+def sighup_and_wait(d, text="reload:", timeout=10.0):
+    """SIGHUP the daemon and wait for the next log line containing `text`
+    (default: any reload outcome); returns that line."""
+    mark = len(d.log())
+    d.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + timeout
+    while True:
+        for line in d.log()[mark:].splitlines():
+            if text in line:
+                return line
+        assert d.alive(), "cutmixd exited while waiting for %r after SIGHUP" % text
+        assert time.monotonic() < deadline, "no %r in the log within %gs of SIGHUP" % (
+            text, timeout)
+        time.sleep(0.02)

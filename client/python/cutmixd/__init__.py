@@ -45,8 +45,8 @@ from ._batch import Batch
 from ._client import (  # noqa: F401  (re-exported)
                       DEFAULT_RESEND_TIMEOUT, DEFAULT_TIMEOUT, PROTOCOL_VERSION,
                       WINDOW_PER_ENDPOINT, Client)
-from ._errors import (DaemonError, DigestMismatch, Error, KeyFileError, ProtocolError,
-                      TimeoutError, VersionError)
+from ._errors import (DaemonError, DigestMismatch, EpochChanged, Error, KeyFileError,
+                      ProtocolError, TimeoutError, VersionError)
 from ._keys import curve_keypair, load_keypair, load_public_key
 from ._wire import (  # noqa: F401  (re-exported)
     META_DTYPE,
@@ -66,7 +66,7 @@ from ._wire import (  # noqa: F401  (re-exported)
 
 __all__ = [
     "Client", "Batch", "Error", "DaemonError", "ProtocolError", "VersionError",
-    "TimeoutError", "DigestMismatch", "KeyFileError", "Status", "META_DTYPE",
+    "TimeoutError", "DigestMismatch", "EpochChanged", "KeyFileError", "Status", "META_DTYPE",
     "META_DTYPE_V1", "OP_TABLE",
     "PROTOCOL_VERSION", "META_SIZE", "OP_NONE", "OP_CUTMIX", "OP_MIXUP", "OP_NAMES",
     "SAMPLE_OK", "SAMPLE_REPLACED", "meta_dtype", "status_name", "load_keypair",
@@ -78,6 +78,6 @@ __version__ = "0.2.0"
 # Public classes print as cutmixd.X (where users import them from), not as
 # the private module that defines them.
 for _cls in (Client, Batch, Error, DaemonError, ProtocolError, VersionError, TimeoutError,
-             DigestMismatch, KeyFileError):
+             DigestMismatch, EpochChanged, KeyFileError):
     _cls.__module__ = __name__
 del _cls

@@ -13,7 +13,8 @@ from ._batch import make_batch
 from ._dispatch import (_CONNECT_TIMEOUT_MS, _HEARTBEAT_IVL_MS, _RECONNECT_IVL_MS, _Dispatcher,
                         _Job, _Peer, _now)
 from ._batch import Batch
-from ._errors import Error, KeyFileError, VersionError
+from ._errors import DaemonError, EpochChanged, Error, KeyFileError, VersionError
+from ._wire import Status
 from ._keys import _z85_key
 
 PROTOCOL_VERSION = _wire.VERSION
@@ -21,6 +22,7 @@ PROTOCOL_VERSION = _wire.VERSION
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_RESEND_TIMEOUT = 3.0
 WINDOW_PER_ENDPOINT = 4      # default window: this many per endpoint
+_MAX_RESTARTS = 8            # digest changes one epoch() call follows before it gives up
 
 
 class Client(_Dispatcher):
@@ -41,6 +43,11 @@ class Client(_Dispatcher):
                     (DigestMismatch). Default: yes with several endpoints or
                     digest=; a client of one daemon follows that daemon
                     through a config reload (SIGHUP) unless pin_digest=True
+    on_reload       an epoch is served from one config digest; when it changes
+                    mid-epoch (daemon reloaded), "error" (default) raises
+                    EpochChanged, "restart" starts the epoch over from its
+                    first batch under the new config (``epoch_restarts``
+                    counts it; Batch.index says where the data restarted)
     server_key      the daemons' CURVE public key (Z85): enables CURVE
     public_key, secret_key  this client's CURVE keypair (Z85); default: a
                     new one (fine when the daemons do not check client keys)
@@ -53,7 +60,8 @@ class Client(_Dispatcher):
                  resend_timeout: float = DEFAULT_RESEND_TIMEOUT,
                  digest: Optional[Union[str, bytes]] = None,
                  pin_digest: Optional[bool] = None, server_key: Optional[str] = None,
-                 public_key: Optional[str] = None, secret_key: Optional[str] = None) -> None:
+                 public_key: Optional[str] = None, secret_key: Optional[str] = None,
+                 on_reload: str = "error") -> None:
         if isinstance(endpoint, (str, bytes)):
             endpoints = [endpoint]
         else:
@@ -83,6 +91,8 @@ class Client(_Dispatcher):
             raise ValueError("cutmixd.Client: resend_timeout must be > 0, got %r"
                              % (resend_timeout,))
         self.eval = bool(eval)
+        self.on_reload = self._check_on_reload(on_reload)
+        self.epoch_restarts = 0
         self._flags = _wire.FLAG_EXPECT_EVAL if self.eval else 0
         self._ids = itertools.count(1)
         self._reqs = {}          # request_id -> _Req, every request not answered or forgotten
@@ -192,17 +202,25 @@ class Client(_Dispatcher):
         return self._make_batch(hdr, frames, peer, epoch, index)
 
     def epoch(self, epoch: int, start: int = 0, stop: Optional[int] = None,
-              step: int = 1) -> Iterator[Batch]:
+              step: int = 1, on_reload: Optional[str] = None) -> Iterator[Batch]:
         """Yield batches start, start+step, ... (< stop) of ``epoch`` in order,
-        keeping up to ``window`` requests in flight over the daemons."""
-        n = self.batches_per_epoch()
-        stop = n if stop is None else min(int(stop), n)
+        keeping up to ``window`` requests in flight over the daemons. Every
+        batch comes from one config digest (see ``on_reload``)."""
         if int(step) < 1:
             raise ValueError("cutmixd.Client.epoch: step must be >= 1")
         if int(start) < 0:
             raise ValueError("cutmixd.Client.epoch: start must be >= 0")
+        mode = self.on_reload if on_reload is None else self._check_on_reload(on_reload)
+        self.batches_per_epoch()
         window = self.effective_window()
-        return self._epoch(int(epoch), range(int(start), stop, int(step)), window)
+        return self._epoch(int(epoch), (int(start), stop, int(step)), window, mode)
+
+    @staticmethod
+    def _check_on_reload(mode: str) -> str:
+        if mode not in ("error", "restart"):
+            raise ValueError("cutmixd.Client: on_reload must be 'error' or 'restart', got %r"
+                             % (mode,))
+        return mode
 
     def batches_per_epoch(self) -> int:
         if self._info is None:
@@ -286,16 +304,41 @@ class Client(_Dispatcher):
         return "<cutmixd.Client %s pipeline=%r rank=%d/%d window=%d>" % (
             self.endpoint, self.pipeline, self.rank, self.world, self.window)
 
+    @staticmethod
+    def _epoch_digest(job):
+        """The config digest (hex) a batch reply, or an error reply that a
+        reload can cause (batch/epoch out of range, pipeline gone), came
+        with; None for other errors."""
+        if job.result is not None:
+            return bytes(job.result[0].digest).hex()
+        err = job.error
+        if isinstance(err, DaemonError) and err.digest and err.code in (
+                Status.BATCH_RANGE, Status.EPOCH_RANGE, Status.NO_PIPELINE, Status.BAD_SHARD):
+            return err.digest
+        return None
+
     def _make_batch(self, hdr, frames, p, epoch, index):
         b = make_batch(hdr, frames, p.endpoint, epoch, index, self.rank, self.world)
         p.batches += 1
         return b
 
-    def _epoch(self, epoch, order, window):
+    def _order(self, span):
+        start, stop, step = span
+        n = self.batches_per_epoch()
+        return range(start, n if stop is None else min(int(stop), n), step)
+
+    def _epoch(self, epoch, span, window, on_reload):
+        """The batches of one epoch from ONE config digest: the digest of
+        the INFO that said how many batches there are. A reload seen before
+        anything was handed out re-reads INFO and starts over quietly;
+        after that it is EpochChanged, or a restart with on_reload="restart"."""
         self._check_usable()
         jobs = {}  # position in order -> job, not yet handed out
         nxt_send = nxt_yield = 0
+        order = self._order(span)
         n = len(order)
+        want = self._info.get("config_digest")
+        restarts = 0
         try:
             deadline = _now() + self.timeout
             while nxt_yield < n:
@@ -311,6 +354,25 @@ class Client(_Dispatcher):
                 job = jobs[nxt_yield]
                 if job.done:
                     del jobs[nxt_yield]
+                    got = self._epoch_digest(job)
+                    if want is not None and got is not None and got != want:
+                        # Another generation: restart quietly when nothing
+                        # was handed out yet, else error or restart.
+                        restarts += 1
+                        if (nxt_yield and on_reload == "error") or restarts > _MAX_RESTARTS:
+                            raise EpochChanged(job.result[2].endpoint if job.result else
+                                               job.error.endpoint, epoch, order[nxt_yield],
+                                               nxt_yield, got, want)
+                        if nxt_yield:
+                            self.epoch_restarts += 1
+                        for j in jobs.values():
+                            self._abandon(j)
+                        jobs.clear()
+                        self.info()
+                        order = self._order(span)
+                        n, want = len(order), self._info.get("config_digest")
+                        nxt_send = nxt_yield = 0
+                        continue
                     hdr, frames, p = self._take(job)
                     b = self._make_batch(hdr, frames, p, epoch, order[nxt_yield])
                     nxt_yield += 1

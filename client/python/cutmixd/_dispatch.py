@@ -348,7 +348,7 @@ class _Dispatcher:
                 self._mark_down(p, now, "shutting down")
                 return
             msg = frames[1].bytes.decode("utf-8", "replace") if len(frames) > 1 else ""
-            job.error = DaemonError(hdr.status, msg, p.endpoint, rid)
+            job.error = DaemonError(hdr.status, msg, p.endpoint, rid, bytes(hdr.digest).hex())
         else:
             job.result = (hdr, frames, p)
         self._finish(job)

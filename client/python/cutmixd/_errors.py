@@ -20,7 +20,7 @@ class DaemonError(Error):
     ``endpoint`` the daemon that said it."""
 
     def __init__(self, code: int, message: str, endpoint: Optional[str] = None,
-                 request_id: Optional[int] = None) -> None:
+                 request_id: Optional[int] = None, digest: Optional[str] = None) -> None:
         self.code: Union[Status, int]
         try:
             self.code = Status(code)
@@ -30,6 +30,7 @@ class DaemonError(Error):
         self.message = message
         self.endpoint = endpoint
         self.request_id = request_id
+        self.digest = digest  # the daemon's config digest (hex) when it answered
         where = "cutmixd %s: " % endpoint if endpoint else "cutmixd: "
         super().__init__("%s%s (%d): %s" % (where, self.name, int(code), message))
 
@@ -63,6 +64,29 @@ class DigestMismatch(Error):
             "cutmixd %s: config digest %s differs from %s (pinned by %s): refusing "
             "this daemon; every daemon of a client must run the same config and data"
             % (endpoint, digest[:16], expected[:16], pinned_by))
+
+
+class EpochChanged(Error):
+    """The config digest changed in the middle of an epoch (the daemon was
+    reloaded with another config or dataset): one epoch is served from one
+    digest, so the client stops instead of mixing two generations (some
+    samples twice, others never). Ask for the epoch again (it follows the
+    new config), or give ``on_reload="restart"`` to start it over by itself.
+
+    ``endpoint``, ``epoch``, ``batch`` (the batch that showed it),
+    ``yielded`` (batches of this epoch already handed out), ``digest`` (the
+    new one, hex), ``expected`` (the epoch's)."""
+
+    def __init__(self, endpoint: str, epoch: int, batch: int, yielded: int, digest: str,
+                 expected: str) -> None:
+        self.endpoint, self.epoch, self.batch, self.yielded = endpoint, epoch, batch, yielded
+        self.digest, self.expected = digest, expected
+        super().__init__(
+            "cutmixd %s: config digest changed from %s to %s in the middle of epoch %d "
+            "(batch %d, after %d batches): the daemon was reloaded and one epoch must come "
+            "from one config and dataset; iterate the epoch again (it follows the new "
+            "config) or pass on_reload='restart' to restart it by itself"
+            % (endpoint, expected[:16], digest[:16], epoch, batch, yielded))
 
 
 class KeyFileError(Error, ValueError):
