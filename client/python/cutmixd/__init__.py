@@ -48,6 +48,7 @@ from ._client import (  # noqa: F401  (re-exported)
 from ._errors import (DaemonError, DigestMismatch, EpochChanged, Error, KeyFileError,
                       ProtocolError, TimeoutError, VersionError)
 from ._keys import curve_keypair, load_keypair, load_public_key
+from ._version import __version__  # noqa: F401  (the VERSION file)
 from ._wire import (  # noqa: F401  (re-exported)
     META_DTYPE,
     META_DTYPE_V1,
@@ -73,7 +74,6 @@ __all__ = [
     "load_public_key", "curve_keypair",
 ]
 
-__version__ = "0.2.0"
 
 # Public classes print as cutmixd.X (where users import them from), not as
 # the private module that defines them.
