@@ -431,3 +431,11 @@ def sighup_and_wait(d, text="reload:", timeout=10.0):
         assert time.monotonic() < deadline, "no %r in the log within %gs of SIGHUP" % (
             text, timeout)
         time.sleep(0.02)
+
+
+def free_port(host="127.0.0.1"):
+    """A TCP port nobody listens on right now (on loopback)."""
+    import socket
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
