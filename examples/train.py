@@ -127,7 +127,7 @@ def main(argv=None):
             seen += x.shape[0]
             steps += 1
             if a.json:
-                indices += meta["index"].tolist()
+                indices += meta["index"][meta["pad"] == 0].tolist()  # not wrap-around pads
             if a.steps and steps >= a.steps:
                 break
         dt = time.monotonic() - t0
