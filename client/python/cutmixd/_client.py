@@ -9,6 +9,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 import zmq
 
 from . import _wire
+from . import _discovery
 from ._batch import make_batch
 from ._dispatch import (_CONNECT_TIMEOUT_MS, _HEARTBEAT_IVL_MS, _RECONNECT_IVL_MS, _Dispatcher,
                         _Job, _Peer, _now)
@@ -48,6 +49,10 @@ class Client(_Dispatcher):
                     EpochChanged, "restart" starts the epoch over from its
                     first batch under the new config (``epoch_restarts``
                     counts it; Batch.index says where the data restarted)
+    discovery_interval  seconds between resolutions of dns+tcp://NAME:PORT
+                    endpoints (every A/AAAA record of NAME is a daemon; see
+                    cutmixd._discovery); ``resolver(name, port) -> [address]``
+                    replaces getaddrinfo (tests, service registries)
     server_key      the daemons' CURVE public key (Z85): enables CURVE
     public_key, secret_key  this client's CURVE keypair (Z85); default: a
                     new one (fine when the daemons do not check client keys)
@@ -61,7 +66,9 @@ class Client(_Dispatcher):
                  digest: Optional[Union[str, bytes]] = None,
                  pin_digest: Optional[bool] = None, server_key: Optional[str] = None,
                  public_key: Optional[str] = None, secret_key: Optional[str] = None,
-                 on_reload: str = "error") -> None:
+                 on_reload: str = "error",
+                 discovery_interval: float = _discovery.DEFAULT_INTERVAL,
+                 resolver: Optional[_discovery.Resolver] = None) -> None:
         if isinstance(endpoint, (str, bytes)):
             endpoints = [endpoint]
         else:
@@ -74,12 +81,24 @@ class Client(_Dispatcher):
             raise ValueError("cutmixd.Client: an endpoint is listed twice: %s" % endpoints)
         self.endpoints = endpoints
         self.endpoint = ", ".join(self.endpoints)
+        if not float(discovery_interval) > 0:
+            raise ValueError("cutmixd.Client: discovery_interval must be > 0, got %r"
+                             % (discovery_interval,))
+        self.discovery_interval = float(discovery_interval)
+        self._sources = [_discovery.Source(e, resolver or _discovery.resolve_tcp,
+                                           self.discovery_interval)
+                         for e in endpoints if _discovery.is_discovery(e)]
+        static = [e for e in endpoints if not _discovery.is_discovery(e)]
+        now = _now()
+        for src in self._sources:
+            src.refresh(now)
         self.pipeline = pipeline
         self._pipeline_raw = _wire.encode_pipeline(pipeline)
         self.rank = int(rank)
         self.world = int(world)
         if window is None:
-            window = WINDOW_PER_ENDPOINT * len(endpoints)
+            window = WINDOW_PER_ENDPOINT * (len(static) + sum(max(1, len(s.addrs))
+                                                              for s in self._sources))
         if int(window) < 1:
             raise ValueError("cutmixd.Client: window must be >= 1, got %r" % (window,))
         self.window = int(window)
@@ -104,7 +123,7 @@ class Client(_Dispatcher):
         if digest is not None:
             self._digest, self._pinned_by = self._parse_digest(digest), "the digest= argument"
         if pin_digest is None:
-            pin_digest = len(self.endpoints) > 1 or digest is not None
+            pin_digest = len(self.endpoints) > 1 or digest is not None or bool(self._sources)
         self.pin_digest = bool(pin_digest)
         self.dropped = 0         # replies nobody waited for any more (duplicates, late)
         self._replies = 0
@@ -112,24 +131,44 @@ class Client(_Dispatcher):
         self._closed = True
         curve = self._curve_options(server_key, public_key, secret_key)
         self._curve = curve is not None
+        self._curve_opts = curve
         self.public_key = curve[1][1].decode() if curve else None
         self._ctx = context or zmq.Context.instance()
         self._peers = []
+        self._poller = zmq.Poller()
+        self._by_sock = {}
         try:
-            for i, e in enumerate(self.endpoints):
-                sock = self._ctx.socket(zmq.DEALER)
-                self._peers.append(_Peer(i, e, sock))
-                self._setup_socket(sock, curve)
-                sock.connect(e)
-        except zmq.ZMQError as exc:
+            for e in static:
+                self._add_peer(e)
+            for src in self._sources:
+                for e in src.endpoints():
+                    self._add_peer(e, src)
+        except Error:
             for p in self._peers:
                 p.sock.close(0)
-            raise Error("cutmixd: cannot connect to %s: %s" % (e, exc)) from None
-        self._poller = zmq.Poller()
-        for p in self._peers:
-            self._poller.register(p.sock, zmq.POLLIN)
-        self._by_sock = {p.sock: p for p in self._peers}
+            raise
         self._closed = False
+
+    def _add_peer(self, endpoint, source=None):
+        """Connect one DEALER to endpoint; the new _Peer."""
+        for p in self._peers:
+            if p.endpoint == endpoint:
+                return p  # listed statically and resolved too: one connection
+        sock = self._ctx.socket(zmq.DEALER)
+        try:
+            self._setup_socket(sock, self._curve_opts)
+            if "[" in endpoint:
+                sock.setsockopt(zmq.IPV6, 1)
+            sock.connect(endpoint)
+        except zmq.ZMQError as exc:
+            sock.close(0)
+            raise Error("cutmixd: cannot connect to %s: %s" % (endpoint, exc)) from None
+        p = _Peer(len(self._peers), endpoint, sock)
+        p.source = source
+        self._peers.append(p)
+        self._poller.register(sock, zmq.POLLIN)
+        self._by_sock[sock] = p
+        return p
 
     @staticmethod
     def _curve_options(server_key, public_key, secret_key):
@@ -232,7 +271,7 @@ class Client(_Dispatcher):
         the number of daemons."""
         if self._info is None:
             self.info()
-        return min(self.window, self._cap() * len(self._peers))
+        return min(self.window, self._cap() * max(1, len(self._usable_peers())))
 
     def peers(self) -> List[Dict[str, Any]]:
         """What this client knows of each daemon: a list of dicts with

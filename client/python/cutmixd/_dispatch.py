@@ -55,6 +55,8 @@ class _Peer:
         self.resent = 0         # requests re-sent elsewhere after no reply here
         self.downs = 0
         self.disconnects = 0
+        self.source = None      # the dns+tcp:// endpoint that named it, if any
+        self.gone = False       # its address vanished from DNS: no new requests
 
     def writable(self):
         """True when the socket has a live connection (ZMQ_IMMEDIATE: a
@@ -122,6 +124,49 @@ class _Dispatcher:
                 cap = min(cap, mw)
         return max(1, cap)
 
+    def _usable_peers(self):
+        return [p for p in self._peers if not p.gone]
+
+    def _discover(self, now):
+        """Re-resolve the dns+tcp:// endpoints that are due: connect new
+        addresses; an address that vanished gets no new request and its
+        outstanding ones are re-sent elsewhere; one that vanished at an
+        earlier resolution is closed now (late replies had their chance)."""
+        for src in self._sources:
+            if not src.refresh(now):
+                continue
+            want = set(src.endpoints())
+            for p in [p for p in self._peers if p.source is src and p.gone
+                      and p.endpoint not in want]:
+                self._remove_peer(p)
+            have = {p.endpoint: p for p in self._peers if p.source is src}
+            for e in sorted(want):
+                p = have.get(e)
+                if p is None:
+                    self._add_peer(e, src)
+                elif p.gone:
+                    p.gone = False
+                    p.down = False
+            for e, p in have.items():
+                if e not in want and not p.gone:
+                    for req in list(p.live.values()):
+                        self._expire(req, now)
+                    p.gone = True
+
+    def _remove_peer(self, p):
+        self._poller.unregister(p.sock)
+        del self._by_sock[p.sock]
+        p.sock.close(0)
+        self._peers.remove(p)
+        for rid, req in list(self._reqs.items()):
+            if req.peer is p:
+                del self._reqs[rid]
+                if req.job is not None:
+                    req.job.rids.discard(rid)
+        for i, q in enumerate(self._peers):
+            q.index = i
+        self._rr = 0
+
     def _live_total(self):
         return sum(len(p.live) for p in self._peers)
 
@@ -132,6 +177,8 @@ class _Dispatcher:
         return r
 
     def _state(self, p):
+        if p.gone:
+            return "gone from DNS"
         if p.refused is not None:
             return "refused"
         if p.down:
@@ -148,6 +195,8 @@ class _Dispatcher:
             else:
                 s += ", last reply %.1fs ago" % (now - p.last_rx)
             parts.append("%s: %s" % (p.endpoint, s))
+        for src in self._sources:
+            parts.append(src.describe())
         return "; ".join(parts)
 
     def _timeout_error(self, what, job):
@@ -241,11 +290,13 @@ class _Dispatcher:
         has not had it yet. True if sent."""
         if job.done or job.retry_at > now:
             return False
+        if self._sources:
+            self._discover(now)  # never send to a replica that is due to vanish
         if self._live_total() >= self.window:
             return False
         cap = self._cap()
         cands = [p for p in ([job.only] if job.only is not None else self._peers)
-                 if p.refused is None and not p.down and len(p.live) < cap]
+                 if p.refused is None and not p.down and not p.gone and len(p.live) < cap]
         if not cands:
             return False
         tried = set()
@@ -253,7 +304,7 @@ class _Dispatcher:
             req = self._reqs.get(rid)
             if req is not None:
                 tried.add(req.peer)
-        n = len(self._peers)
+        n = max(1, len(self._peers))
         cands.sort(key=lambda p: (p in tried, len(p.live), (p.index - self._rr) % n))
         for p in cands:
             if not p.writable():
@@ -374,7 +425,7 @@ class _Dispatcher:
         """Expire requests that will not be answered, mark silent daemons
         down, probe daemons that are down."""
         for p in self._peers:
-            if p.refused is not None:
+            if p.refused is not None or p.gone:
                 continue
             if p.live:
                 if not p.writable():
@@ -426,13 +477,15 @@ class _Dispatcher:
             if p.live:
                 oldest = min(r.sent for r in p.live.values())
                 t = min(t, oldest + self._resend_after(p) + 0.001)
-            if p.down and p.refused is None:
+            if p.down and p.refused is None and not p.gone:
                 if p.probe_rid is None:
                     t = min(t, p.probe_at)
                 else:
                     req = self._reqs.get(p.probe_rid)
                     if req is not None:
                         t = min(t, req.sent + self._resend_after(p) + 0.001)
+        for src in self._sources:
+            t = min(t, src.next_at)
         room = self._live_total() < self.window
         for job in self._jobs:
             if job.retry_at > now:
@@ -445,6 +498,8 @@ class _Dispatcher:
         """One round: take what arrived, look after failures, send what can
         be sent, then wait for a reply until `until` at most."""
         now = _now()
+        if self._sources:
+            self._discover(now)
         seen = self._replies
         self._drain_all()
         self._maintain(now)
@@ -470,7 +525,8 @@ class _Dispatcher:
         return self._take(job)
 
     def _check_refused_all(self):
-        if all(p.refused is not None for p in self._peers):
+        usable = self._usable_peers()
+        if usable and all(p.refused is not None for p in usable):
             raise Error("cutmixd: every daemon was refused (config digest differs from %s, "
                         "pinned by %s): %s" % (self._digest.hex()[:16], self._pinned_by,
                                                self.endpoint))
