@@ -42,42 +42,67 @@ def _is_z85_key(text: str) -> bool:
         return False
 
 
+KEYFILE_MAX_BYTES = 1 << 20    # a key file is small (proto/keyfile.h)
+_BLANKS = " \t\r\n\v\f"
+_SECTIONS = ("metadata", "curve")
+
+
 def _read_key_file(path: Union[str, "os.PathLike[str]"]) -> Dict[str, Tuple[str, int]]:
     """{'public-key': (str, line), 'secret-key': (str, line)} from a key
-    file: lines ``name = value`` (value optionally in double quotes), a bare
-    key (a public key), '#' comment lines, blank lines; section words
-    without '=' (ZeroMQ zcert files: 'curve', 'metadata') are skipped."""
+    file, by the one key-file grammar of proto/keyfile.h (the daemon, the C
+    client and this reader are tested against tests/fixtures/keys/). Line
+    by line, blanks at both ends ignored, a UTF-8 BOM at the file's start
+    skipped: a blank line; exactly one Z85 key (a public key; checked
+    first, since '#' and '=' are Z85 characters); a '#' comment line;
+    ``NAME = VALUE`` (VALUE optionally in double quotes; NAME public-key or
+    secret-key, any case, '_' as '-'); the zcert section words
+    ``metadata`` and ``curve`` alone, with other NAME = VALUE lines skipped
+    after ``metadata`` until ``curve``. Anything else, a NUL byte, a key
+    that is not 40 Z85 characters and a key given twice are errors naming
+    the file and line."""
     path = os.fspath(path)
     try:
-        with open(path, "r", encoding="utf-8") as f:
-            lines = f.read().splitlines()
+        with open(path, "rb") as f:
+            data = f.read(KEYFILE_MAX_BYTES + 1)
     except OSError as exc:
         raise KeyFileError("%s: cannot read key file: %s" % (path, exc.strerror or exc)) from None
-    except UnicodeDecodeError:
-        raise KeyFileError("%s: not a text key file" % path) from None
-    keys = {}
-    for n, line in enumerate(lines, 1):
-        s = line.strip().lstrip("\ufeff")
-        if _is_z85_key(s):  # a bare key (may begin with '#': Z85 has it)
-            if "public-key" in keys:
-                raise KeyFileError("%s:%d: public-key given twice" % (path, n))
-            keys["public-key"] = (s, n)
+    if len(data) > KEYFILE_MAX_BYTES:
+        raise KeyFileError("%s: larger than %d bytes: not a key file" % (path, KEYFILE_MAX_BYTES))
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    keys: Dict[str, Tuple[str, int]] = {}
+    in_metadata = False
+    for n, raw in enumerate(data.split(b"\n"), 1):
+        if b"\0" in raw:
+            raise KeyFileError("%s:%d: NUL byte: not a text key file" % (path, n))
+        try:
+            s = raw.decode("utf-8").strip(_BLANKS)
+        except UnicodeDecodeError:
+            raise KeyFileError("%s:%d: not UTF-8 text" % (path, n)) from None
+        if _is_z85_key(s):
+            name, value = "public-key", s
+        elif not s or s.startswith("#"):
             continue
-        if not s or s.startswith("#"):
+        elif s in _SECTIONS:
+            in_metadata = s == "metadata"
             continue
-        if "=" not in s:
-            if s.replace("-", "").replace("_", "").isalnum():
-                continue  # a zcert section word
+        elif "=" in s:
+            name, value = s.split("=", 1)  # Z85 itself may contain '='
+            name, value = name.strip(_BLANKS).lower().replace("_", "-"), value.strip(_BLANKS)
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1]
+            if name not in ("public-key", "secret-key"):
+                if in_metadata:
+                    continue  # zcert metadata
+                raise KeyFileError("%s:%d: unknown name %r (expected public-key or secret-key)"
+                                   % (path, n, name[:40]))
+            value = _z85_key(value, "%s:%d: %s" % (path, n, name)).decode()
+        else:
             raise KeyFileError("%s:%d: expected 'public-key = <Z85>' or 'secret-key = <Z85>'"
                                % (path, n))
-        name, value = s.split("=", 1)  # Z85 itself may contain '='
-        name, value = name.strip().lower().replace("_", "-"), value.strip()
-        if len(value) >= 2 and value[0] == value[-1] == '"':
-            value = value[1:-1]
-        if name in ("public-key", "secret-key"):
-            if name in keys:
-                raise KeyFileError("%s:%d: %s given twice" % (path, n, name))
-            keys[name] = (_z85_key(value, "%s:%d: %s" % (path, n, name)).decode(), n)
+        if name in keys:
+            raise KeyFileError("%s:%d: %s given twice" % (path, n, name))
+        keys[name] = (value, n)
     return keys
 
 
