@@ -36,7 +36,9 @@ see :func:`load_keypair`) switch every connection to ZeroMQ CURVE.
 
 Images, labels and metadata are zero-copy numpy views on the received
 ZeroMQ frames (the frames belong to the Batch alone, so writing into them in
-place is allowed; the memory lives as long as any view of it). A Client is
+place is allowed; the memory lives as long as any view of it).
+:func:`reuse_receive_buffers` (opt-in, process-wide) lets malloc keep batch
+memory for the next batches instead of faulting fresh pages in for each. A Client is
 not thread safe and must not cross a fork(): create one per thread/process.
 """
 
@@ -48,6 +50,7 @@ from ._client import (  # noqa: F401  (re-exported)
 from ._errors import (DaemonError, DigestMismatch, EpochChanged, Error, KeyFileError,
                       ProtocolError, TimeoutError, VersionError)
 from ._keys import curve_keypair, load_keypair, load_public_key
+from ._tuning import reuse_receive_buffers
 from ._version import __version__  # noqa: F401  (the VERSION file)
 from ._wire import (  # noqa: F401  (re-exported)
     META_DTYPE,
@@ -71,7 +74,7 @@ __all__ = [
     "META_DTYPE_V1", "OP_TABLE",
     "PROTOCOL_VERSION", "META_SIZE", "OP_NONE", "OP_CUTMIX", "OP_MIXUP", "OP_NAMES",
     "SAMPLE_OK", "SAMPLE_REPLACED", "meta_dtype", "status_name", "load_keypair",
-    "load_public_key", "curve_keypair",
+    "load_public_key", "curve_keypair", "reuse_receive_buffers",
 ]
 
 
