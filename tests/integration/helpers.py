@@ -439,3 +439,20 @@ def free_port(host="127.0.0.1"):
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def dealer(endpoint, opts=None, curve=None):
+    """A raw DEALER connected to endpoint (tests that forge requests):
+    LINGER 0, socket options `opts` ({zmq option: value}, None values
+    skipped), CURVE when `curve` = (server public, client public, client
+    secret) Z85 strings."""
+    import zmq
+    s = zmq.Context.instance().socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    for k, v in (opts or {}).items():
+        if v is not None:
+            s.setsockopt(k, v)
+    if curve is not None:
+        s.curve_serverkey, s.curve_publickey, s.curve_secretkey = (k.encode() for k in curve)
+    s.connect(endpoint)
+    return s

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 
@@ -24,6 +23,7 @@ import gen_dataset
 from cutmixd import _wire
 from cutmixd._wire import Status
 from helpers import BIN, EX_CONFIG, config_text, require_binary, short_socket_dir, SANITIZER
+from helpers import dealer, free_port
 
 
 # SIGTERM: the daemon's own deadline is 4 s. A sanitizer build may take
@@ -68,19 +68,6 @@ def wait_exit(d, t0, limit=STOP_LIMIT):
     return rc, time.monotonic() - t0
 
 
-def dealer(endpoint, opts=None):
-    s = zmq.Context.instance().socket(zmq.DEALER)
-    s.setsockopt(zmq.LINGER, 0)
-    for k, v in (opts or {}).items():
-        s.setsockopt(k, v)
-    s.connect(endpoint)
-    return s
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # -- SIGTERM -------------------------------------------------------------------------
