@@ -85,3 +85,21 @@ def test_reload_mid_epoch_restart(daemon, grown):
 def test_on_reload_checked():
     with pytest.raises(ValueError, match="on_reload must be 'error' or 'restart'"):
         cutmixd.Client("ipc:///nonexistent/x", on_reload="ignore")
+
+
+def test_reload_between_epochs_is_quiet_and_asks_once(daemon, grown):
+    """A reload between two epochs is no error: the next epoch is served
+    whole from the new digest, each batch asked for once (the client sees
+    the new digest on the first replies and adopts it, nothing re-sent)."""
+    d = daemon({"root": str(grown)}, PIPELINES)
+    with d.client("train", window=4) as c:
+        first = list(c.epoch(0))
+        d.server["seed"] = 77
+        d.write_config()
+        sighup_and_wait(d, "reload: config digest")
+        before = c.stats()["requests"]
+        second = list(c.epoch(1))
+        after = c.stats()["requests"]
+    assert len(second) == N_BATCHES and len({b.digest for b in second}) == 1
+    assert second[0].digest != first[0].digest and c.epoch_restarts == 0
+    assert after - before == N_BATCHES + 2  # the batches, one INFO, the STATS

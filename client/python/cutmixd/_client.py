@@ -394,6 +394,14 @@ class Client(_Dispatcher):
                 if job.done:
                     del jobs[nxt_yield]
                     got = self._epoch_digest(job)
+                    if want is not None and got is not None and got != want and not nxt_yield:
+                        # Reloaded before this epoch's first batch: if the
+                        # new INFO names this digest and the same batches,
+                        # the epoch is simply the new generation's.
+                        self.info()
+                        if self._info.get("config_digest") == got and \
+                                self._order(span) == order:
+                            want = got
                     if want is not None and got is not None and got != want:
                         # Another generation: restart quietly when nothing
                         # was handed out yet, else error or restart.
@@ -404,10 +412,10 @@ class Client(_Dispatcher):
                                                nxt_yield, got, want)
                         if nxt_yield:
                             self.epoch_restarts += 1
+                            self.info()
                         for j in jobs.values():
                             self._abandon(j)
                         jobs.clear()
-                        self.info()
                         order = self._order(span)
                         n, want = len(order), self._info.get("config_digest")
                         nxt_send = nxt_yield = 0
