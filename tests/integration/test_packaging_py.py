@@ -18,6 +18,18 @@ PY = "/usr/bin/python3"
 VERSION = (REPO / "VERSION").read_text().strip()
 
 
+@pytest.fixture(autouse=True, scope="module")
+def clean_tree():
+    """pip builds in the tree (client/python/build, *.egg-info): remove
+    what this module's builds left there."""
+    pkg = REPO / "client" / "python"
+    before = {p.name for p in pkg.iterdir()}
+    yield
+    for p in pkg.iterdir():
+        if p.name not in before and (p.name == "build" or p.name.endswith(".egg-info")):
+            shutil.rmtree(p, ignore_errors=True)
+
+
 def run(cmd, **kw):
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
