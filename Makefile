@@ -170,7 +170,9 @@ bench:
 	$(Q)$(PYTHON) scripts/bench_index.py
 
 SYSCONFDIR ?= /etc
-PYDIR      ?= $(PREFIX)/lib/python3/dist-packages
+# The folder the interpreter searches for this PREFIX (sysconfig's purelib;
+# Debian: /usr/local/lib/python3.X/dist-packages for /usr/local).
+PYDIR      ?= $(shell $(PYTHON) scripts/python_purelib.py $(PREFIX) 2>/dev/null)
 UNITDIR    ?= $(PREFIX)/lib/systemd/system
 LIBDIR     ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
@@ -206,8 +208,11 @@ install: all
 	install -D -m 644 client/c/cutmixd.h $(DESTDIR)$(INCLUDEDIR)/cutmixd.h
 	install -d $(DESTDIR)$(LIBDIR)/pkgconfig
 	$(SUBST) scripts/cutmixd.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/cutmixd.pc
+	@test -n "$(PYDIR)" || { echo "install: cannot find Python's purelib for $(PREFIX) (PYTHON=$(PYTHON)); set PYDIR=" >&2; exit 1; }
+	@$(PYTHON) scripts/python_purelib.py $(PREFIX) >/dev/null
 	install -d $(DESTDIR)$(PYDIR)/cutmixd
-	install -m 644 client/python/cutmixd/*.py $(DESTDIR)$(PYDIR)/cutmixd/
+	install -m 644 client/python/cutmixd/*.py client/python/cutmixd/py.typed $(DESTDIR)$(PYDIR)/cutmixd/
+	install -m 644 VERSION $(DESTDIR)$(PYDIR)/cutmixd/VERSION
 	install -d $(DESTDIR)$(UNITDIR)
 	$(SUBST) scripts/cutmixd.service.in > $(DESTDIR)$(UNITDIR)/cutmixd.service
 	install -d $(DESTDIR)$(PREFIX)/share/cutmixd $(DESTDIR)$(SYSCONFDIR)/cutmixd

@@ -4,8 +4,14 @@
     gen_dataset.py OUT --classes 10 --per-class 30 [--size 160x120 | --sizes random]
                    [--quality 90] [--subsampling 444|422|420|mixed]
                    [--gray-fraction 0.1] [--seed 0] [--manifest FILE] [--photo]
+                   [--val-per-class 10]
 
-writes OUT/<class_name>/<nnnn>.jpg. Every class is one colour and one shape
+writes OUT/<class_name>/<nnnn>.jpg; with --val-per-class N a train/val
+split instead: OUT/train/<class_name>/ (--per-class images each) and
+OUT/val/<class_name>/ (N other images of the same classes), the two roots
+of a config's [dataset] and [dataset.val].
+
+Every class is one colour and one shape
 (red circles, green squares, blue triangles, yellow stripes, ...) drawn one
 to three times at random positions and scales on a textured background, so
 the classes are easy to tell apart in a preview. ``--photo`` makes
@@ -211,7 +217,7 @@ def _pick_size(rng, size, sizes, photo):
 
 def make_dataset(root, classes=10, per_class=30, size=(160, 120), sizes="fixed",
                  quality=90, subsampling="444", gray_fraction=0.0, seed=0,
-                 manifest=None, photo=False, manifest_labels="name"):
+                 manifest=None, photo=False, manifest_labels="name", first=0):
     """Write the dataset under root and return its samples in dataset order.
 
     size: (w, h) of every image (sizes="fixed"); sizes="random": each image
@@ -219,7 +225,9 @@ def make_dataset(root, classes=10, per_class=30, size=(160, 120), sizes="fixed",
     "mixed" (per image). photo=True: photo-like images around 500x375 with
     quality 75..95 and mixed subsampling. manifest: also write
     "path<TAB>class" lines (class name, or index with manifest_labels="index")
-    to this file, in dataset order."""
+    to this file, in dataset order. first: number of the first image of each
+    class (a validation split uses first=per_class of the training split:
+    other images of the same classes)."""
     root = os.fspath(root)
     if subsampling not in ("444", "422", "420", "mixed"):
         raise ValueError("subsampling must be 444, 422, 420 or mixed, got %r" % (subsampling,))
@@ -230,7 +238,7 @@ def make_dataset(root, classes=10, per_class=30, size=(160, 120), sizes="fixed",
     for k in order:
         d = os.path.join(root, names[k])
         os.makedirs(d, exist_ok=True)
-        for i in range(per_class):
+        for i in range(first, first + per_class):
             rng = np.random.default_rng([seed, k, i])
             w, h = _pick_size(rng, size, sizes, photo)
             img = render(k, i, (w, h), seed=seed, photo=photo,
@@ -256,36 +264,60 @@ def make_dataset(root, classes=10, per_class=30, size=(160, 120), sizes="fixed",
     return samples
 
 
+class _Help(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The module docstring as it is, and every option's default."""
+
+
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\nAs a module")[0],
+                                 formatter_class=_Help)
     ap.add_argument("out", help="output folder (created)")
-    ap.add_argument("--classes", type=int, default=10)
-    ap.add_argument("--per-class", type=int, default=30)
-    ap.add_argument("--size", type=parse_size, default=(160, 120), help="WxH (default 160x120)")
+    ap.add_argument("--classes", type=int, default=10, help="number of classes")
+    ap.add_argument("--per-class", type=int, default=30,
+                    help="images per class (of the train split with --val-per-class)")
+    ap.add_argument("--val-per-class", type=int, default=0,
+                    help="also a validation split of this many images per class: "
+                         "OUT/train and OUT/val (0: one folder, no split)")
+    ap.add_argument("--size", type=parse_size, default="160x120", metavar="WxH",
+                    help="size of every image with --sizes fixed")
     ap.add_argument("--sizes", choices=["fixed", "random"], default="fixed",
-                    help="random: every image gets its own size")
-    ap.add_argument("--quality", type=int, default=90)
-    ap.add_argument("--subsampling", choices=["444", "422", "420", "mixed"], default="444")
-    ap.add_argument("--gray-fraction", type=float, default=0.0)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--manifest", help="also write path<TAB>class lines to this file")
-    ap.add_argument("--manifest-labels", choices=["name", "index"], default="name")
+                    help="random: every image gets its own size (48..320 per side)")
+    ap.add_argument("--quality", type=int, default=90, help="JPEG quality 1..100")
+    ap.add_argument("--subsampling", choices=["444", "422", "420", "mixed"], default="444",
+                    help="chroma subsampling (mixed: per image)")
+    ap.add_argument("--gray-fraction", type=float, default=0.0,
+                    help="fraction of grayscale images")
+    ap.add_argument("--seed", type=int, default=0, help="the output is a function of it")
+    ap.add_argument("--manifest", help="also write path<TAB>class lines to this file "
+                    "(of the train split with --val-per-class)")
+    ap.add_argument("--manifest-labels", choices=["name", "index"], default="name",
+                    help="class column of the manifest")
     ap.add_argument("--photo", action="store_true",
                     help="photo-like images, ImageNet-like sizes, for benchmarks")
     a = ap.parse_args(argv)
     if a.classes < 1 or a.per_class < 1:
         ap.error("--classes and --per-class must be >= 1")
+    if a.val_per_class < 0:
+        ap.error("--val-per-class must be >= 0")
     if not 1 <= a.quality <= 100:
         ap.error("--quality must be 1..100")
     if not 0.0 <= a.gray_fraction <= 1.0:
         ap.error("--gray-fraction must be 0..1")
-    samples = make_dataset(a.out, a.classes, a.per_class, size=a.size, sizes=a.sizes,
-                           quality=a.quality, subsampling=a.subsampling,
-                           gray_fraction=a.gray_fraction, seed=a.seed,
-                           manifest=a.manifest, photo=a.photo,
-                           manifest_labels=a.manifest_labels)
-    print("gen_dataset: wrote %d images in %d classes to %s" % (len(samples), a.classes, a.out))
+    kw = dict(size=a.size, sizes=a.sizes, quality=a.quality, subsampling=a.subsampling,
+              gray_fraction=a.gray_fraction, seed=a.seed, photo=a.photo,
+              manifest_labels=a.manifest_labels)
+    if not a.val_per_class:
+        samples = make_dataset(a.out, a.classes, a.per_class, manifest=a.manifest, **kw)
+        print("gen_dataset: wrote %d images in %d classes to %s" % (len(samples), a.classes,
+                                                                   a.out))
+        return 0
+    train, val = os.path.join(a.out, "train"), os.path.join(a.out, "val")
+    ts = make_dataset(train, a.classes, a.per_class, manifest=a.manifest, **kw)
+    vs = make_dataset(val, a.classes, a.val_per_class, first=a.per_class, **kw)
+    print("gen_dataset: wrote %d train images to %s and %d val images to %s (%d classes)\n"
+          "  config: [dataset] root = %s\n          [dataset.val] root = %s"
+          % (len(ts), train, len(vs), val, a.classes, os.path.abspath(train),
+             os.path.abspath(val)))
     return 0
 
 

@@ -415,3 +415,44 @@ def assert_images_equal(got, exp, known, meta, what=""):
 
 def raw_request(type, request_id, pipeline="train", **kw):
     return _wire.encode_request(type, request_id, pipeline, **kw)
+
+
+def sighup_and_wait(d, text="reload:", timeout=10.0):
+    """SIGHUP the daemon and wait for the next log line containing `text`
+    (default: any reload outcome); returns that line."""
+    mark = len(d.log())
+    d.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + timeout
+    while True:
+        for line in d.log()[mark:].splitlines():
+            if text in line:
+                return line
+        assert d.alive(), "cutmixd exited while waiting for %r after SIGHUP" % text
+        assert time.monotonic() < deadline, "no %r in the log within %gs of SIGHUP" % (
+            text, timeout)
+        time.sleep(0.02)
+
+
+def free_port(host="127.0.0.1"):
+    """A TCP port nobody listens on right now (on loopback)."""
+    import socket
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def dealer(endpoint, opts=None, curve=None):
+    """A raw DEALER connected to endpoint (tests that forge requests):
+    LINGER 0, socket options `opts` ({zmq option: value}, None values
+    skipped), CURVE when `curve` = (server public, client public, client
+    secret) Z85 strings."""
+    import zmq
+    s = zmq.Context.instance().socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    for k, v in (opts or {}).items():
+        if v is not None:
+            s.setsockopt(k, v)
+    if curve is not None:
+        s.curve_serverkey, s.curve_publickey, s.curve_secretkey = (k.encode() for k in curve)
+    s.connect(endpoint)
+    return s

@@ -23,7 +23,6 @@ import select
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -243,75 +242,14 @@ def check_epoch(lines, epoch, reference, start=0):
 
 # -- a tiny fake daemon (client tests without bin/cutmixd) ---------------------------
 
-class TinyFake(threading.Thread):
-    """A ROUTER that speaks just enough of the protocol for client tests:
-    INFO, STATS and BATCH (pixels = epoch*16 + batch), a fixed digest,
-    optionally a CURVE server (``curve_secret``, Z85). Counts requests."""
-
-    def __init__(self, endpoint, n_batches=6, B=2, H=2, W=3, K=3, digest=bytes(range(32)),
-                 curve_secret=None):
-        super().__init__(daemon=True)
-        self.endpoint = endpoint
-        self.n_batches, self.B, self.H, self.W, self.K = n_batches, B, H, W, K
-        self.digest = digest
-        self.curve_secret = curve_secret
-        self.requests = 0
-        self.batches = 0
-        self._halt = threading.Event()
-        self._ready = threading.Event()
-
-    def __enter__(self):
-        self.start()
-        assert self._ready.wait(5), "fake did not start"
-        return self
-
-    def __exit__(self, *exc):
-        self._halt.set()
-        self.join(5)
-
-    def run(self):
-        import zmq
-        sock = zmq.Context.instance().socket(zmq.ROUTER)
-        sock.setsockopt(zmq.LINGER, 0)
-        if self.curve_secret:
-            sock.setsockopt(zmq.CURVE_SERVER, 1)
-            sock.setsockopt(zmq.CURVE_SECRETKEY, self.curve_secret.encode())
-        sock.bind(self.endpoint)
-        self._ready.set()
-        try:
-            while not self._halt.is_set():
-                if not sock.poll(20):
-                    continue
-                ident, frame = sock.recv_multipart()
-                self.requests += 1
-                sock.send_multipart([ident] + self.reply(frame))
-        finally:
-            sock.close(0)
-
-    def reply(self, frame):
-        import numpy as np
-        from cutmixd import _wire
-        rq = _wire.decode_request(frame)
-
-        def header(type, **kw):
-            return _wire.encode_reply(type, rq.request_id, epoch=rq.epoch, rank=rq.rank,
-                                      world=rq.world, batch=rq.batch, digest=self.digest, **kw)
-
-        if rq.type in (_wire.INFO, _wire.STATS):
-            body = {"protocol": 1, "batches_per_epoch": self.n_batches, "max_window": 16,
-                    "batch_size": self.B, "config_digest": self.digest.hex(),
-                    "batches": self.batches}
-            return [header(rq.type), json.dumps(body).encode()]
-        if rq.batch >= self.n_batches:
-            return [header(_wire.ERROR, status=_wire.Status.BATCH_RANGE), b"out of range"]
-        self.batches += 1
-        B, H, W, K = self.B, self.H, self.W, self.K
-        body = [np.full((B, H, W, 3), (rq.epoch * 16 + rq.batch) & 255, np.uint8).tobytes(),
-                np.full((B, K), 1.0 / K, np.float32).tobytes(), bytes(B * _wire.META_SIZE)]
-        hdr = header(_wire.BATCH, batch_size=B, height=H, width=W, channels=3,
-                     meta_size=_wire.META_SIZE, num_classes=K,
-                     batches_per_epoch=self.n_batches, body_bytes=[len(x) for x in body])
-        return [hdr] + body
+def TinyFake(endpoint, n_batches=6, B=2, H=2, W=3, K=3, digest=bytes(range(32)),
+             curve_secret=None):
+    """fakes.FakeDaemon answering each request at once, pixels all
+    epoch*16 + batch, optionally a CURVE server (``curve_secret``, Z85);
+    ``requests`` lists what it received, ``batches`` counts batch replies."""
+    from fakes import FakeDaemon
+    return FakeDaemon(endpoint, n_batches=n_batches, B=B, H=H, W=W, K=K, digest=digest,
+                      curve_secret=curve_secret, reorder=False, mark=False, max_window=16)
 
 
 # -- network namespaces -------------------------------------------------------------

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 import gen_dataset
-from helpers import BIN, EX_CONFIG, Daemon, Dataset, require_binary
+from helpers import BIN, EX_CONFIG, Daemon, Dataset, free_port, require_binary
 
 PIPE = {"p": dict(batch_size=8, size=64, crop="center", resize=64, flip=0.0, shuffle=False)}
 JPEGTRAN = shutil.which("jpegtran")
@@ -156,15 +156,6 @@ def test_many_scan_progressive_file_is_over_the_decode_budget(daemon, tmp_path, 
 
 
 # -- --check tries the endpoints -------------------------------------------------------------
-
-def free_port():
-    import socket
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
 
 def test_check_refuses_an_unknown_scheme(tmp_path):
     ds = small_ds(tmp_path)

@@ -19,6 +19,7 @@ import zmq
 import cutmixd
 from cutmixd import _wire
 from cutmixd._wire import Status
+import helpers
 from helpers import SANITIZER, module_daemon
 
 WINDOW = 4
@@ -64,14 +65,7 @@ def vm_rss(pid):
 
 
 def dealer(endpoint, rcvhwm=None, rcvbuf=None):
-    s = zmq.Context.instance().socket(zmq.DEALER)
-    s.setsockopt(zmq.LINGER, 0)
-    if rcvhwm is not None:
-        s.setsockopt(zmq.RCVHWM, rcvhwm)
-    if rcvbuf is not None:
-        s.setsockopt(zmq.RCVBUF, rcvbuf)
-    s.connect(endpoint)
-    return s
+    return helpers.dealer(endpoint, {zmq.RCVHWM: rcvhwm, zmq.RCVBUF: rcvbuf})
 
 
 def recv(sock, timeout=10.0, what="reply", d=None):

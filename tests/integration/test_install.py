@@ -18,8 +18,12 @@ def test_make_install_layout(tmp_path):
                        cwd=REPO, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     p = dest / "opt" / "cm"
+    # the interpreter's purelib for the prefix (not searched for /opt/cm: PYTHONPATH below)
+    pydir = subprocess.run([sys.executable, str(REPO / "scripts" / "python_purelib.py"),
+                            "/opt/cm"], capture_output=True, text=True).stdout.strip()
+    pyrel = os.path.relpath(pydir, "/opt/cm")
     for rel in ["bin/cutmixd", "bin/cutmixd-count", "lib/libcutmixd.a", "lib/libcutmixd.so.0",
-                "include/cutmixd.h", "lib/python3/dist-packages/cutmixd/__init__.py",
+                "include/cutmixd.h", pyrel + "/cutmixd/__init__.py",
                 "lib/systemd/system/cutmixd.service", "share/cutmixd/cutmixd.ini.example"]:
         assert (p / rel).exists(), rel
     assert os.access(p / "bin" / "cutmixd", os.X_OK)
@@ -39,7 +43,7 @@ def test_make_install_layout(tmp_path):
     # The installed binary runs and the installed Python package imports.
     v = subprocess.run([str(p / "bin" / "cutmixd"), "--version"], capture_output=True, text=True)
     assert v.returncode == 0 and v.stdout.startswith("cutmixd ")
-    env = dict(os.environ, PYTHONPATH=str(p / "lib/python3/dist-packages"))
+    env = dict(os.environ, PYTHONPATH=str(p / pyrel))
     imp = subprocess.run([sys.executable, "-c", "import cutmixd; print(cutmixd.__file__)"],
                          env=env, capture_output=True, text=True, cwd=tmp_path)
     assert imp.returncode == 0 and str(dest) in imp.stdout, imp.stderr

@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 
@@ -25,6 +24,7 @@ import zmq
 
 import cutmixd
 from cutmixd import _wire
+import helpers
 from helpers import BIN, EX_CONFIG, Daemon, require_binary
 
 PIPELINES = {"train": dict(batch_size=4, size=32, crop="center", resize=32, shuffle=False)}
@@ -69,22 +69,13 @@ class SecureDaemon(Daemon):
         super().__init__(workdir, dataset, PIPELINES, server=srv, security=security, **kw)
 
 
-def free_tcp_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+free_tcp_port = helpers.free_port
 
 
 def dealer(endpoint, server=None, client=None):
     """A DEALER; CURVE when server (Keys) and client (Keys) are given."""
-    s = zmq.Context.instance().socket(zmq.DEALER)
-    s.setsockopt(zmq.LINGER, 0)
-    if server is not None:
-        s.curve_serverkey = server.public.encode()
-        s.curve_publickey = client.public.encode()
-        s.curve_secretkey = client.secret.encode()
-    s.connect(endpoint)
-    return s
+    curve = None if server is None else (server.public, client.public, client.secret)
+    return helpers.dealer(endpoint, curve=curve)
 
 
 def request(type, rid, **kw):
