@@ -289,11 +289,70 @@ static int decoder_open_other(decoder_t *d, enum imgfmt_kind f, const uint8_t *d
 	return 0;
 }
 
+/* A fresh decompressor per image: libjpeg keeps DQT/DHT tables from the
+ * previous image in the object, so a file that lacks a table would
+ * otherwise decode with whatever this worker saw last (found by fuzzing:
+ * the bytes then depend on the worker). Creating one costs microseconds. */
+static int decoder_fresh(decoder_t *d)
+{
+	jpeg_destroy_decompress(&d->cinfo);
+	if (decoder_create(d) < 0) {
+		decoder_set_error(d, "jpeg: out of memory");
+		return -ENOMEM;
+	}
+	d->cinfo.progress = &d->progress;
+	return 0;
+}
+
+/* What decoder_open() refuses once the header is read: a zero size, more
+ * than lim->max_pixels, a precision other than 8, a colour space we do
+ * not convert. Sets d->cmyk. 0 or -errno with the message. */
+static int decoder_check_header(decoder_t *d, const struct decode_limits *lim)
+{
+	struct jpeg_decompress_struct *ci = &d->cinfo;
+	uint64_t pixels;
+
+	if (ci->image_width == 0 || ci->image_height == 0) {
+		decoder_set_error(d, "jpeg: image has zero size (%ux%u)",
+				  ci->image_width, ci->image_height);
+		return -EBADMSG;
+	}
+	pixels = (uint64_t)ci->image_width * ci->image_height;
+	if (lim && lim->max_pixels && pixels > lim->max_pixels) {
+		decoder_set_error(d, "jpeg: image is %ux%u (%" PRIu64
+				  " pixels), limit is %" PRIu64 " pixels",
+				  ci->image_width, ci->image_height, pixels,
+				  lim->max_pixels);
+		return -E2BIG;
+	}
+	if (ci->data_precision != 8) {
+		/* libjpeg already refuses this in an 8-bit build. */
+		decoder_set_error(d, "jpeg: unsupported JPEG data precision %d",
+				  ci->data_precision);
+		return -ENOTSUP;
+	}
+
+	switch (ci->jpeg_color_space) {
+	case JCS_GRAYSCALE:
+	case JCS_YCbCr:
+	case JCS_RGB:
+		d->cmyk = false;
+		return 0;
+	case JCS_CMYK:
+	case JCS_YCCK:
+		d->cmyk = true;
+		return 0;
+	default:
+		decoder_set_error(d, "jpeg: unsupported color space with %d components",
+				  ci->num_components);
+		return -ENOTSUP;
+	}
+}
+
 int decoder_open(decoder_t *d, const uint8_t *data, size_t len,
 		 const struct decode_limits *lim, int *width, int *height)
 {
 	struct jpeg_decompress_struct *ci = &d->cinfo;
-	uint64_t pixels;
 	int rc;
 
 	if (width)
@@ -317,18 +376,9 @@ int decoder_open(decoder_t *d, const uint8_t *data, size_t len,
 		decoder_set_error(d, "jpeg: input of %zu bytes is too large", len);
 		return -EFBIG;
 	}
-
-	/* A fresh decompressor per image: libjpeg keeps DQT/DHT tables from
-	 * the previous image in the object, so a file that lacks a table
-	 * would otherwise decode with whatever this worker saw last (found
-	 * by fuzzing: the bytes then depend on the worker). Creating one
-	 * costs microseconds. */
-	jpeg_destroy_decompress(ci);
-	if (decoder_create(d) < 0) {
-		decoder_set_error(d, "jpeg: out of memory");
-		return -ENOMEM;
-	}
-	ci->progress = &d->progress;
+	rc = decoder_fresh(d);
+	if (rc)
+		return rc;
 
 	if (setjmp(d->jerr.env)) {
 		rc = d->jerr.rc;
@@ -339,46 +389,9 @@ int decoder_open(decoder_t *d, const uint8_t *data, size_t len,
 	d->len = len;
 	jpeg_mem_src(ci, data, (unsigned long)len);
 	jpeg_read_header(ci, TRUE);
-
-	if (ci->image_width == 0 || ci->image_height == 0) {
-		rc = -EBADMSG;
-		decoder_set_error(d, "jpeg: image has zero size (%ux%u)",
-				  ci->image_width, ci->image_height);
+	rc = decoder_check_header(d, lim);
+	if (rc)
 		goto out_abort;
-	}
-	pixels = (uint64_t)ci->image_width * ci->image_height;
-	if (lim && lim->max_pixels && pixels > lim->max_pixels) {
-		rc = -E2BIG;
-		decoder_set_error(d, "jpeg: image is %ux%u (%" PRIu64
-				  " pixels), limit is %" PRIu64 " pixels",
-				  ci->image_width, ci->image_height, pixels,
-				  lim->max_pixels);
-		goto out_abort;
-	}
-	if (ci->data_precision != 8) {
-		/* libjpeg already refuses this in an 8-bit build. */
-		rc = -ENOTSUP;
-		decoder_set_error(d, "jpeg: unsupported JPEG data precision %d",
-				  ci->data_precision);
-		goto out_abort;
-	}
-
-	switch (ci->jpeg_color_space) {
-	case JCS_GRAYSCALE:
-	case JCS_YCbCr:
-	case JCS_RGB:
-		d->cmyk = false;
-		break;
-	case JCS_CMYK:
-	case JCS_YCCK:
-		d->cmyk = true;
-		break;
-	default:
-		rc = -ENOTSUP;
-		decoder_set_error(d, "jpeg: unsupported color space with %d components",
-				  ci->num_components);
-		goto out_abort;
-	}
 	d->inverted = d->cmyk && ci->saw_Adobe_marker;
 	d->width = (int)ci->image_width;
 	d->height = (int)ci->image_height;
@@ -450,16 +463,12 @@ static void cmyk_to_rgb(uint8_t *restrict out, const uint8_t *restrict in,
 	}
 }
 
-/* The part of decoder_read() that runs under the armed longjmp. Writes the
- * decoded strip into d->rgb; *xoff_out is the strip's first column. */
-static int decoder_read_rows(decoder_t *d, int denom, int cx0, int y0,
-			     int cx1, int y1, int sw, int sh,
-			     int *xoff_out, size_t *stride_out)
+/* Under the armed longjmp: start the decompressor at 1/denom and crop it
+ * to a strip holding columns [cx0,cx1); *xoff, *cw: the strip. */
+static int decoder_start_strip(decoder_t *d, int denom, int cx0, int cx1,
+			       int sw, int sh, JDIMENSION *xoff, JDIMENSION *cw)
 {
 	struct jpeg_decompress_struct *ci = &d->cinfo;
-	JDIMENSION xoff = (JDIMENSION)cx0, cw = (JDIMENSION)(cx1 - cx0);
-	size_t stride, nrows = (size_t)(y1 - y0);
-	int rc;
 
 	ci->scale_num = 1;
 	ci->scale_denom = (unsigned)denom;
@@ -487,29 +496,28 @@ static int decoder_read_rows(decoder_t *d, int denom, int cx0, int y0,
 		if (ci->comp_info[c].DCT_scaled_size != ci->min_DCT_scaled_size)
 			croppable = false;
 	if (!croppable) {
-		xoff = 0;
-		cw = ci->output_width;
-	} else if (cw != ci->output_width) {
-		jpeg_crop_scanline(ci, &xoff, &cw);
+		*xoff = 0;
+		*cw = ci->output_width;
+	} else if (*cw != ci->output_width) {
+		jpeg_crop_scanline(ci, xoff, cw);
 	}
 	/* jpeg_crop_scanline only ever widens to the left. */
-	if ((int)xoff > cx0 || (int)(xoff + cw) < cx1) {
+	if ((int)*xoff > cx0 || (int)(*xoff + *cw) < cx1) {
 		decoder_set_error(d, "jpeg: crop to columns %d..%d gave %u..%u",
-				  cx0, cx1, xoff, xoff + cw);
+				  cx0, cx1, *xoff, *xoff + *cw);
 		return -EBADMSG;
 	}
+	return 0;
+}
 
-	stride = (size_t)cw * 3;
-	rc = scratch_grow((void **)&d->rgb, &d->rgb_cap, stride * nrows);
-	if (rc == 0 && d->cmyk)
-		rc = scratch_grow((void **)&d->scan, &d->scan_cap, (size_t)cw * 4);
-	if (rc == 0)
-		rc = scratch_grow((void **)&d->rows, &d->rows_cap, nrows * sizeof(JSAMPROW));
-	if (rc < 0) {
-		decoder_set_error(d, "jpeg: out of memory for %ux%zu region",
-				  cw, nrows);
-		return rc;
-	}
+/* Under the armed longjmp: skip to row y0 and read rows [y0,y1) of a
+ * strip cw columns wide into d->rgb (stride bytes a row), CMYK through
+ * d->scan. */
+static int decoder_scan_rows(decoder_t *d, int y0, int y1, JDIMENSION cw,
+			     size_t stride)
+{
+	struct jpeg_decompress_struct *ci = &d->cinfo;
+	size_t nrows = (size_t)(y1 - y0);
 
 	if (y0 > 0 && jpeg_skip_scanlines(ci, (JDIMENSION)y0) != (JDIMENSION)y0) {
 		decoder_set_error(d, "jpeg: could not skip to row %d", y0);
@@ -539,12 +547,42 @@ static int decoder_read_rows(decoder_t *d, int denom, int cx0, int y0,
 			return -EBADMSG;
 		}
 	}
+	return 0;
+}
+
+/* The part of decoder_read() that runs under the armed longjmp. Writes the
+ * decoded strip into d->rgb; *xoff_out is the strip's first column. */
+static int decoder_read_rows(decoder_t *d, int denom, int cx0, int y0,
+			     int cx1, int y1, int sw, int sh,
+			     int *xoff_out, size_t *stride_out)
+{
+	JDIMENSION xoff = (JDIMENSION)cx0, cw = (JDIMENSION)(cx1 - cx0);
+	size_t stride, nrows = (size_t)(y1 - y0);
+	int rc;
+
+	rc = decoder_start_strip(d, denom, cx0, cx1, sw, sh, &xoff, &cw);
+	if (rc)
+		return rc;
+	stride = (size_t)cw * 3;
+	rc = scratch_grow((void **)&d->rgb, &d->rgb_cap, stride * nrows);
+	if (rc == 0 && d->cmyk)
+		rc = scratch_grow((void **)&d->scan, &d->scan_cap, (size_t)cw * 4);
+	if (rc == 0)
+		rc = scratch_grow((void **)&d->rows, &d->rows_cap, nrows * sizeof(JSAMPROW));
+	if (rc < 0) {
+		decoder_set_error(d, "jpeg: out of memory for %ux%zu region",
+				  cw, nrows);
+		return rc;
+	}
+	rc = decoder_scan_rows(d, y0, y1, cw, stride);
+	if (rc)
+		return rc;
 	/* Down to the last row: read on to EOI, so that entropy data left
 	 * over at the end of the scan ("extraneous bytes before marker", the
 	 * usual sign of scrambled data that decoded without complaint) is a
 	 * warning, hence an error, as with TurboJPEG's full decode. */
 	if (y1 == sh)
-		jpeg_finish_decompress(ci);
+		jpeg_finish_decompress(&d->cinfo);
 	*xoff_out = (int)xoff;
 	*stride_out = stride;
 	return 0;
