@@ -363,6 +363,49 @@ static void compute_digest(dataset_t *ds)
 
 /* ---- public ------------------------------------------------------------ */
 
+/* Tar shards or a pack: their own index (shards.h, pack.h). */
+static int load_indexed(dataset_t *ds, const struct dataset_cfg *cfg,
+			char *err, size_t errlen)
+{
+	int rc = cfg->pack ? pack_load(cfg, ds, &ds->shards, err, errlen) :
+			     shards_load(cfg, ds, &ds->shards, err, errlen);
+
+	if (rc == 0 && ds->n == 0) {
+		ds_set_err(err, errlen, "dataset '%s': no samples in '%s'",
+			   ds->name, ds->root);
+		rc = -ENOENT;
+	}
+	return rc;
+}
+
+/* A directory tree: scanned, or listed by a manifest. */
+static int load_tree(dataset_t *ds, const struct dataset_cfg *cfg,
+		     char *err, size_t errlen)
+{
+	int rc = open_root(ds, err, errlen);
+
+	if (rc)
+		return rc;
+	if (cfg->manifest)
+		rc = ds_load_manifest(ds, cfg->manifest, err, errlen);
+	else
+		rc = ds_scan_root(ds, err, errlen);
+	if (rc)
+		return rc;
+	if (ds->n == 0) {
+		ds_set_err(err, errlen, "dataset '%s': no image files (.jpg .jpeg .png "
+			   ".webp) under %s", ds->name, ds->root);
+		return -ENOENT;
+	}
+	if (ds->skipped)
+		log_warning("dataset '%s': skipped %" PRIu64 " files that are not "
+			    ".jpg/.jpeg/.png/.webp (first: '%s'; --check lists them)%s",
+			    ds->name, ds->skipped, ds->skip_paths ? ds->skip_paths : "?",
+			    ds->skipped_tv ? "; some are .bmp/.ppm/.pgm/.tif, which "
+			    "torchvision's ImageFolder would load" : "");
+	return 0;
+}
+
 int dataset_open(const struct dataset_cfg *cfg, dataset_t **out,
 		 char *err, size_t errlen)
 {
@@ -398,41 +441,10 @@ int dataset_open(const struct dataset_cfg *cfg, dataset_t **out,
 	while (rl > 1 && ds->root[rl - 1] == '/')
 		ds->root[--rl] = '\0';
 
-	if (cfg->shards || cfg->pack) {
-		/* tar shards or a pack: their own index (shards.h, pack.h) */
-		rc = cfg->pack ? pack_load(cfg, ds, &ds->shards, err, errlen) :
-				 shards_load(cfg, ds, &ds->shards, err, errlen);
-		if (rc == 0 && ds->n == 0) {
-			ds_set_err(err, errlen, "dataset '%s': no samples in '%s'",
-				   ds->name, ds->root);
-			rc = -ENOENT;
-		}
-		if (rc)
-			goto out_destroy;
-		goto out_done;
-	}
-	rc = open_root(ds, err, errlen);
+	rc = cfg->shards || cfg->pack ? load_indexed(ds, cfg, err, errlen) :
+					load_tree(ds, cfg, err, errlen);
 	if (rc)
 		goto out_destroy;
-	if (cfg->manifest)
-		rc = ds_load_manifest(ds, cfg->manifest, err, errlen);
-	else
-		rc = ds_scan_root(ds, err, errlen);
-	if (rc)
-		goto out_destroy;
-	if (ds->n == 0) {
-		ds_set_err(err, errlen, "dataset '%s': no image files (.jpg .jpeg .png "
-			   ".webp) under %s", ds->name, ds->root);
-		rc = -ENOENT;
-		goto out_destroy;
-	}
-	if (ds->skipped)
-		log_warning("dataset '%s': skipped %" PRIu64 " files that are not "
-			    ".jpg/.jpeg/.png/.webp (first: '%s'; --check lists them)%s",
-			    ds->name, ds->skipped, ds->skip_paths ? ds->skip_paths : "?",
-			    ds->skipped_tv ? "; some are .bmp/.ppm/.pgm/.tif, which "
-			    "torchvision's ImageFolder would load" : "");
-out_done:
 	compute_digest(ds);
 	free(ds->stamps);
 	ds->stamps = NULL;

@@ -328,7 +328,9 @@ static int pack_usage(void)
 	return 64;
 }
 
-int pack_main(int argc, char **argv)
+/* `cutmixd pack`'s options (argv[1] is "pack"): 0, or 64 after the usage. */
+static int pack_args(int argc, char **argv, const char **config, const char **name,
+		     struct writer *w)
 {
 	static const struct option opts[] = {
 		{ "config", required_argument, NULL, 'c' },
@@ -336,35 +338,46 @@ int pack_main(int argc, char **argv)
 		{ "shard-bytes", required_argument, NULL, 'b' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *config = NULL, *name = "default";
-	struct writer w = { .shard_bytes = DEFAULT_SHARD_BYTES };
-	config_t *cfg = NULL;
-	dataset_t *ds = NULL;
-	char err[1024], *end;
-	int opt, rc, k = -1;
+	char *end;
+	int opt;
 
 	optind = 2;
 	while ((opt = getopt_long(argc, argv, "c:d:b:", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'c':
-			config = optarg;
+			*config = optarg;
 			break;
 		case 'd':
-			name = optarg;
+			*name = optarg;
 			break;
 		case 'b':
 			errno = 0;
-			w.shard_bytes = strtoull(optarg, &end, 10);
-			if (errno || *end || w.shard_bytes < 1)
+			w->shard_bytes = strtoull(optarg, &end, 10);
+			if (errno || *end || w->shard_bytes < 1)
 				return pack_usage();
 			break;
 		default:
 			return pack_usage();
 		}
 	}
-	if (!config || optind != argc - 1)
+	if (!*config || optind != argc - 1)
 		return pack_usage();
-	w.dir = argv[optind];
+	w->dir = argv[optind];
+	return 0;
+}
+
+int pack_main(int argc, char **argv)
+{
+	const char *config = NULL, *name = "default";
+	struct writer w = { .shard_bytes = DEFAULT_SHARD_BYTES };
+	config_t *cfg = NULL;
+	dataset_t *ds = NULL;
+	char err[1024];
+	int rc, k = -1;
+
+	rc = pack_args(argc, argv, &config, &name, &w);
+	if (rc)
+		return rc;
 	rc = config_load(config, NULL, 0, &cfg, err, sizeof(err));
 	if (rc) {
 		fprintf(stderr, "cutmixd pack: %s\n", err);
@@ -474,6 +487,52 @@ static const char *check_index(const uint8_t *b, size_t len, const struct pack_h
 	return NULL;
 }
 
+/* The restart segments of the transcoded samples into the table (splice.h):
+ * the others get none. 0 or -ENOMEM. */
+static int pack_load_segments(shards_t *s, const struct pack_hdr *h,
+			      const struct pack_rec *r, const void *seg_src)
+{
+	uint32_t *segs = malloc(h->n_segments ? h->n_segments * 4 : 4);
+	uint64_t *first = malloc(h->n_samples ? h->n_samples * 8 : 8);
+	uint32_t *cnt = malloc(h->n_samples ? h->n_samples * 4 : 4);
+	int rc = 0;
+
+	if (segs && first && cnt) {
+		memcpy(segs, seg_src, h->n_segments * 4);
+		for (uint64_t i = 0; i < h->n_samples; i++) {
+			bool use = r[i].kind == PACK_TRANSCODED;
+			first[i] = use ? r[i].first_seg : 0;
+			cnt[i] = use ? r[i].n_segs : 0;
+		}
+		shards_table_set_segments(s, &segs, &first, &cnt);
+	} else {
+		rc = -ENOMEM;
+	}
+	free(segs);
+	free(first);
+	free(cnt);
+	return rc;
+}
+
+/* The index's class names, in label order, into the dataset. */
+static int pack_load_classes(const struct dataset_cfg *cfg, struct dataset *ds,
+			     const struct pack_hdr *h, const char *cls,
+			     char *err, size_t errlen)
+{
+	int rc = 0;
+
+	for (uint32_t k = 0, at = 0; rc == 0 && k < h->n_classes; k++) {
+		if (at >= h->class_bytes) {
+			set_err(err, errlen, "pack: '%s': fewer class names than classes",
+				cfg->pack);
+			return -EINVAL;
+		}
+		rc = dataset_push_class(ds, cls + at, strlen(cls + at));
+		at += (uint32_t)strlen(cls + at) + 1;
+	}
+	return rc;
+}
+
 int pack_load(const struct dataset_cfg *cfg, struct dataset *ds,
 	      struct shards **out, char *err, size_t errlen)
 {
@@ -524,35 +583,10 @@ int pack_load(const struct dataset_cfg *cfg, struct dataset *ds,
 		if (rc == 0)
 			rc = shards_table_add(s, r[i].shard, r[i].off, r[i].size);
 	}
-	if (rc == 0) {
-		uint32_t *segs = malloc(h->n_segments ? h->n_segments * 4 : 4);
-		uint64_t *first = malloc(h->n_samples ? h->n_samples * 8 : 8);
-		uint32_t *cnt = malloc(h->n_samples ? h->n_samples * 4 : 4);
-		if (segs && first && cnt) {
-			memcpy(segs, cls + h->class_bytes, h->n_segments * 4);
-			for (uint64_t i = 0; i < h->n_samples; i++) {
-				bool use = r[i].kind == PACK_TRANSCODED;
-				first[i] = use ? r[i].first_seg : 0;
-				cnt[i] = use ? r[i].n_segs : 0;
-			}
-			shards_table_set_segments(s, &segs, &first, &cnt);
-		} else {
-			rc = -ENOMEM;
-		}
-		free(segs);
-		free(first);
-		free(cnt);
-	}
-	for (uint32_t k = 0, at = 0; rc == 0 && k < h->n_classes; k++) {
-		if (at >= h->class_bytes) {
-			set_err(err, errlen, "pack: '%s': fewer class names than classes",
-				cfg->pack);
-			rc = -EINVAL;
-			break;
-		}
-		rc = dataset_push_class(ds, cls + at, strlen(cls + at));
-		at += (uint32_t)strlen(cls + at) + 1;
-	}
+	if (rc == 0)
+		rc = pack_load_segments(s, h, r, cls + h->class_bytes);
+	if (rc == 0)
+		rc = pack_load_classes(cfg, ds, h, cls, err, errlen);
 	if (rc == -ENOMEM)
 		set_err(err, errlen, "pack: out of memory");
 out_free:

@@ -394,15 +394,71 @@ static int shards_init(shards_t *s, char *names, size_t n)
 	return 0;
 }
 
+/* What shards_load() adds up over the shards. */
+struct load_acc {
+	size_t cached;             /* indexes taken from the cache */
+	uint64_t skipped, oor;     /* members skipped; of them, label too big */
+	int32_t max_label;
+	char oor_first[160];       /* the first member with a label too big */
+};
+
+/* Shard i: its index (scanned or cached), size and mtime, its samples
+ * into s and the dataset. */
+static int load_shard(shards_t *s, struct dataset *ds, const struct dataset_cfg *cfg,
+		      size_t i, size_t n_classes, struct load_acc *a,
+		      char *err, size_t errlen)
+{
+	const char *path = s->paths + s->path_offs[i];
+	struct scan sc = { 0 };
+	struct stat st;
+	bool hit;
+	int rc;
+
+	rc = tarindex_shard(path, cfg->index_cache, &sc, &st, &hit, err, errlen);
+	if (rc)
+		return rc;
+	a->cached += hit;
+	s->sizes[i] = (uint64_t)st.st_size;
+	s->mtimes[2 * i] = st.st_mtim.tv_sec;
+	s->mtimes[2 * i + 1] = st.st_mtim.tv_nsec;
+	report(path, &sc, &a->skipped);
+	s->first[i] = (uint32_t)s->n;
+	/* the digest sees each sample with its shard's size and mtime */
+	rc = push_scan(s, ds, (uint32_t)i, &sc, (uint64_t)st.st_size,
+		       (uint64_t)st.st_mtim.tv_sec * 1000000000u +
+		       (uint64_t)st.st_mtim.tv_nsec, (uint32_t)n_classes, &a->max_label,
+		       &a->oor, a->oor_first, sizeof(a->oor_first));
+	tarindex_free(&sc);
+	if (rc)
+		set_err(err, errlen, rc == -E2BIG ? "shards: more than 2^31 samples" :
+			"shards: out of memory");
+	return rc;
+}
+
+/* The class names: those of the names file, or "0".."max_label". */
+static int push_classes(struct dataset *ds, const struct strvec *cls, int32_t max_label)
+{
+	int rc = 0;
+
+	for (size_t k = 0; rc == 0 && k < cls->n; k++)
+		rc = dataset_push_class(ds, cls->arena + cls->offs[k],
+					strlen(cls->arena + cls->offs[k]));
+	for (int32_t k = 0; rc == 0 && !cls->n && k <= max_label; k++) {
+		char num[16];
+		int nn = snprintf(num, sizeof(num), "%d", k);
+		rc = dataset_push_class(ds, num, (size_t)nn);
+	}
+	return rc;
+}
+
 int shards_load(const struct dataset_cfg *cfg, struct dataset *ds,
 		shards_t **out, char *err, size_t errlen)
 {
 	struct strvec cls = { 0 };
 	shards_t *s = calloc(1, sizeof(*s));
-	char *names = NULL, oor_first[160] = "";
-	size_t n = 0, cached = 0;
-	uint64_t skipped = 0, oor = 0;
-	int32_t max_label = -1;
+	struct load_acc a = { .max_label = -1 };
+	char *names = NULL;
+	size_t n = 0;
 	int rc;
 
 	*out = NULL;
@@ -421,54 +477,26 @@ int shards_load(const struct dataset_cfg *cfg, struct dataset *ds,
 	if (rc)
 		goto out_fail;
 	for (size_t i = 0; i < n; i++) {
-		const char *path = s->paths + s->path_offs[i];
-		struct scan sc = { 0 };
-		struct stat st;
-		bool hit;
-
-		rc = tarindex_shard(path, cfg->index_cache, &sc, &st, &hit, err, errlen);
+		rc = load_shard(s, ds, cfg, i, cls.n, &a, err, errlen);
 		if (rc)
 			goto out_fail;
-		cached += hit;
-		s->sizes[i] = (uint64_t)st.st_size;
-		s->mtimes[2 * i] = st.st_mtim.tv_sec;
-		s->mtimes[2 * i + 1] = st.st_mtim.tv_nsec;
-		report(path, &sc, &skipped);
-		s->first[i] = (uint32_t)s->n;
-		/* the digest sees each sample with its shard's size and mtime */
-		rc = push_scan(s, ds, (uint32_t)i, &sc, (uint64_t)st.st_size,
-			       (uint64_t)st.st_mtim.tv_sec * 1000000000u +
-			       (uint64_t)st.st_mtim.tv_nsec, (uint32_t)cls.n, &max_label, &oor,
-			       oor_first, sizeof(oor_first));
-		tarindex_free(&sc);
-		if (rc) {
-			set_err(err, errlen, rc == -E2BIG ? "shards: more than 2^31 samples" :
-				"shards: out of memory");
-			goto out_fail;
-		}
 	}
 	s->first[n] = (uint32_t)s->n;
 	s->last = n ? (uint32_t)(n - 1) : 0;
 	trim(s);
-	if (oor) {
+	if (a.oor) {
 		log_warning("shards: %" PRIu64 " samples have a class index beyond the %zu "
-			    "class names (first: '%s'); skipped", oor, cls.n, oor_first);
-		skipped += oor;
+			    "class names (first: '%s'); skipped", a.oor, cls.n, a.oor_first);
+		a.skipped += a.oor;
 	}
-	for (size_t k = 0; rc == 0 && k < cls.n; k++)
-		rc = dataset_push_class(ds, cls.arena + cls.offs[k], strlen(cls.arena + cls.offs[k]));
-	for (int32_t k = 0; rc == 0 && !cls.n && k <= max_label; k++) {
-		char num[16];
-		int nn = snprintf(num, sizeof(num), "%d", k);
-		rc = dataset_push_class(ds, num, (size_t)nn);
-	}
+	rc = push_classes(ds, &cls, a.max_label);
 	if (rc) {
 		set_err(err, errlen, "shards: out of memory");
 		goto out_fail;
 	}
-	dataset_add_skipped(ds, skipped);
+	dataset_add_skipped(ds, a.skipped);
 	log_info("shards: %zu samples from %zu shards (%zu indexes from the cache), "
-		 "%" PRIu64 " skipped", s->n, n, cached, skipped);
+		 "%" PRIu64 " skipped", s->n, n, a.cached, a.skipped);
 	sv_free(&cls);
 	*out = s;
 	return 0;
