@@ -10,7 +10,6 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +18,7 @@
 #include <spng.h>
 #include <webp/decode.h>
 
+#include "errbuf.h"
 #include "scratch.h"
 
 /* libspng's own caps on chunk size and on the sum of cached chunks: a
@@ -40,20 +40,6 @@ struct imgfmt {
 	uint8_t *red;              /* reduced image (denom > 1) */
 	size_t red_cap;
 };
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 enum imgfmt_kind imgfmt_detect(const uint8_t *data, size_t len)
 {
@@ -102,7 +88,7 @@ static spng_ctx *png_ctx(const uint8_t *data, size_t len, char *err, size_t errl
 	int rc;
 
 	if (!ctx) {
-		set_err(err, errlen, "png: out of memory");
+		errbuf_fail(err, errlen, "png: out of memory");
 		return NULL;
 	}
 	rc = spng_set_png_buffer(ctx, data, len);
@@ -115,7 +101,7 @@ static spng_ctx *png_ctx(const uint8_t *data, size_t len, char *err, size_t errl
 	if (rc == 0)
 		rc = spng_set_crc_action(ctx, SPNG_CRC_ERROR, SPNG_CRC_ERROR);
 	if (rc) {
-		set_err(err, errlen, "png: %s", spng_strerror(rc));
+		errbuf_fail(err, errlen, "png: %s", spng_strerror(rc));
 		spng_ctx_free(ctx);
 		return NULL;
 	}
@@ -126,19 +112,19 @@ static int check_pixels(const char *what, uint64_t w, uint64_t h, uint64_t max_p
 			char *err, size_t errlen)
 {
 	if (w == 0 || h == 0 || w > INT32_MAX || h > INT32_MAX) {
-		set_err(err, errlen, "%s: image has an invalid size (%" PRIu64 "x%" PRIu64 ")",
-			what, w, h);
+		errbuf_fail(err, errlen, "%s: image has an invalid size (%" PRIu64 "x%" PRIu64 ")",
+			    what, w, h);
 		return -EBADMSG;
 	}
 	if (max_pixels && w * h > max_pixels) {
-		set_err(err, errlen, "%s: image is %" PRIu64 "x%" PRIu64 " (%" PRIu64
-			" pixels), limit is %" PRIu64 " pixels", what, w, h, w * h,
-			max_pixels);
+		errbuf_fail(err, errlen, "%s: image is %" PRIu64 "x%" PRIu64 " (%" PRIu64
+			    " pixels), limit is %" PRIu64 " pixels", what, w, h, w * h,
+			    max_pixels);
 		return -E2BIG;
 	}
 	if (w * h > SIZE_MAX / 8) {
-		set_err(err, errlen, "%s: image of %" PRIu64 "x%" PRIu64 " is too large",
-			what, w, h);
+		errbuf_fail(err, errlen, "%s: image of %" PRIu64 "x%" PRIu64 " is too large",
+			    what, w, h);
 		return -E2BIG;
 	}
 	return 0;
@@ -161,7 +147,7 @@ int imgfmt_open(imgfmt_t *p, enum imgfmt_kind f, const uint8_t *data, size_t len
 		rc = spng_get_ihdr(ctx, &p->ihdr);
 		spng_ctx_free(ctx);
 		if (rc) {
-			set_err(err, errlen, "png: %s", spng_strerror(rc));
+			errbuf_fail(err, errlen, "png: %s", spng_strerror(rc));
 			return -EBADMSG;
 		}
 		w = p->ihdr.width;
@@ -171,18 +157,18 @@ int imgfmt_open(imgfmt_t *p, enum imgfmt_kind f, const uint8_t *data, size_t len
 		VP8StatusCode st = WebPGetFeatures(data, len, &ft);
 
 		if (st != VP8_STATUS_OK) {
-			set_err(err, errlen, "webp: cannot read the header (libwebp status %d)",
-				(int)st);
+			errbuf_fail(err, errlen, "webp: cannot read the header (libwebp status %d)",
+				    (int)st);
 			return st == VP8_STATUS_UNSUPPORTED_FEATURE ? -ENOTSUP : -EBADMSG;
 		}
 		if (ft.has_animation) {
-			set_err(err, errlen, "webp: animated WebP is not supported");
+			errbuf_fail(err, errlen, "webp: animated WebP is not supported");
 			return -ENOTSUP;
 		}
 		w = (uint64_t)ft.width;
 		h = (uint64_t)ft.height;
 	} else {
-		set_err(err, errlen, "imgfmt: not a PNG or WebP image");
+		errbuf_fail(err, errlen, "imgfmt: not a PNG or WebP image");
 		return -EBADMSG;
 	}
 	rc = check_pixels(imgfmt_name(f), w, h, max_pixels, err, errlen);
@@ -207,16 +193,16 @@ static int png_gray16(imgfmt_t *p, spng_ctx *ctx, char *err, size_t errlen)
 	if (rc == 0 && need != n * 2)
 		rc = SPNG_EINTERNAL;
 	if (rc) {
-		set_err(err, errlen, "png: %s", spng_strerror(rc));
+		errbuf_fail(err, errlen, "png: %s", spng_strerror(rc));
 		return -EBADMSG;
 	}
 	if (scratch_grow((void **)&p->raw, &p->raw_cap, need) < 0) {
-		set_err(err, errlen, "png: out of memory for %zu bytes", need);
+		errbuf_fail(err, errlen, "png: out of memory for %zu bytes", need);
 		return -ENOMEM;
 	}
 	rc = spng_decode_image(ctx, p->raw, need, SPNG_FMT_RAW, 0);
 	if (rc) {
-		set_err(err, errlen, "png: %s", spng_strerror(rc));
+		errbuf_fail(err, errlen, "png: %s", spng_strerror(rc));
 		return -EBADMSG;
 	}
 	for (size_t i = 0; i < n; i++) {
@@ -246,7 +232,7 @@ static int png_decode(imgfmt_t *p, size_t need, char *err, size_t errlen)
 	if (rc == 0)
 		rc = spng_decode_image(ctx, p->rgb, need, SPNG_FMT_RGB8, 0);
 	if (rc) {
-		set_err(err, errlen, "png: %s", spng_strerror(rc));
+		errbuf_fail(err, errlen, "png: %s", spng_strerror(rc));
 		rc = -EBADMSG;
 	}
 out_free:
@@ -259,7 +245,7 @@ static int webp_decode(imgfmt_t *p, size_t need, char *err, size_t errlen)
 	int stride = p->width * 3;
 
 	if (!WebPDecodeRGBInto(p->data, p->len, p->rgb, need, stride)) {
-		set_err(err, errlen, "webp: the image data is corrupt or truncated");
+		errbuf_fail(err, errlen, "webp: the image data is corrupt or truncated");
 		return -EBADMSG;
 	}
 	return 0;
@@ -309,13 +295,13 @@ int imgfmt_read(imgfmt_t *p, int denom, int x0, int y0, int x1, int y1,
 	*stride = 0;
 	p->fmt = IMGFMT_UNKNOWN; /* closed whatever happens */
 	if (f != IMGFMT_PNG && f != IMGFMT_WEBP) {
-		set_err(err, errlen, "imgfmt: read: no image open");
+		errbuf_fail(err, errlen, "imgfmt: read: no image open");
 		return -EINVAL;
 	}
 	need = (size_t)p->width * (size_t)p->height * 3;
 	if (scratch_grow((void **)&p->rgb, &p->rgb_cap, need) < 0) {
-		set_err(err, errlen, "%s: out of memory for a %dx%d image",
-			imgfmt_name(f), p->width, p->height);
+		errbuf_fail(err, errlen, "%s: out of memory for a %dx%d image",
+			    imgfmt_name(f), p->width, p->height);
 		return -ENOMEM;
 	}
 	rc = f == IMGFMT_PNG ? png_decode(p, need, err, errlen) :
@@ -329,7 +315,7 @@ int imgfmt_read(imgfmt_t *p, int denom, int x0, int y0, int x1, int y1,
 		int ow = scaled(p->width, denom), oh = scaled(p->height, denom);
 		if (scratch_grow((void **)&p->red, &p->red_cap,
 				 (size_t)ow * (size_t)oh * 3) < 0) {
-			set_err(err, errlen, "%s: out of memory", imgfmt_name(f));
+			errbuf_fail(err, errlen, "%s: out of memory", imgfmt_name(f));
 			return -ENOMEM;
 		}
 		imgfmt_reduce(p->rgb, p->width, p->height, denom, p->red);

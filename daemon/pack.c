@@ -18,7 +18,6 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +27,7 @@
 
 #include "dataset.h"
 #include "decode.h"
+#include "errbuf.h"
 #include "imgfmt.h"
 #include "shards.h"
 #include "source.h"
@@ -58,20 +58,6 @@ struct pack_rec {
 _Static_assert(sizeof(struct pack_hdr) == 56, "pack header layout");
 _Static_assert(sizeof(struct pack_rec) == 48, "pack record layout");
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "pack files are little-endian");
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 /* ---- writing ----------------------------------------------------------- */
 
@@ -523,8 +509,8 @@ static int pack_load_classes(const struct dataset_cfg *cfg, struct dataset *ds,
 
 	for (uint32_t k = 0, at = 0; rc == 0 && k < h->n_classes; k++) {
 		if (at >= h->class_bytes) {
-			set_err(err, errlen, "pack: '%s': fewer class names than classes",
-				cfg->pack);
+			errbuf_fail(err, errlen, "pack: '%s': fewer class names than classes",
+				    cfg->pack);
 			return -EINVAL;
 		}
 		rc = dataset_push_class(ds, cls + at, strlen(cls + at));
@@ -548,11 +534,11 @@ int pack_load(const struct dataset_cfg *cfg, struct dataset *ds,
 
 	*out = NULL;
 	if (rc) {
-		set_err(err, errlen, "pack: cannot read '%s': %s", cfg->pack, strerror(-rc));
+		errbuf_fail(err, errlen, "pack: cannot read '%s': %s", cfg->pack, strerror(-rc));
 		goto out_free;
 	}
 	if ((why = check_index(b, len, &h))) {
-		set_err(err, errlen, "pack: '%s': %s", cfg->pack, why);
+		errbuf_fail(err, errlen, "pack: '%s': %s", cfg->pack, why);
 		rc = -EINVAL;
 		goto out_free;
 	}
@@ -570,8 +556,8 @@ int pack_load(const struct dataset_cfg *cfg, struct dataset *ds,
 		rc = -EINVAL;
 	for (uint32_t k = 0; rc == 0 && k < h->n_shards; k++) {
 		if (shards_table_size(s, k) != sizes[k]) {
-			set_err(err, errlen, "pack: '%s' is %" PRIu64 " bytes, the index "
-				"says %" PRIu64, paths[k], shards_table_size(s, k), sizes[k]);
+			errbuf_fail(err, errlen, "pack: '%s' is %" PRIu64 " bytes, the index "
+				    "says %" PRIu64, paths[k], shards_table_size(s, k), sizes[k]);
 			rc = -EINVAL;
 		}
 	}
@@ -588,7 +574,7 @@ int pack_load(const struct dataset_cfg *cfg, struct dataset *ds,
 	if (rc == 0)
 		rc = pack_load_classes(cfg, ds, h, cls, err, errlen);
 	if (rc == -ENOMEM)
-		set_err(err, errlen, "pack: out of memory");
+		errbuf_fail(err, errlen, "pack: out of memory");
 out_free:
 	if (paths)
 		for (uint32_t k = 0; h && k < h->n_shards; k++)

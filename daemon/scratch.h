@@ -36,4 +36,27 @@ static inline int scratch_grow(void **buf, size_t *cap, size_t need)
 	return 0;
 }
 
+/* Grow *p to at least `need` bytes keeping its contents (doubling, from
+ * 256 bytes): the growing arrays of the tar index and the shard table.
+ * 0 or -ENOMEM (the old block stays valid). */
+static inline int scratch_grow_keep(void **p, size_t *cap, size_t need)
+{
+	size_t n = *cap ? *cap : 256;
+	void *np;
+
+	if (need <= *cap)
+		return 0;
+	while (n < need) {
+		if (n > SIZE_MAX / 2)
+			return -ENOMEM;
+		n *= 2;
+	}
+	np = realloc(*p, n);
+	if (!np)
+		return -ENOMEM;
+	*p = np;
+	*cap = n;
+	return 0;
+}
+
 #endif

@@ -26,7 +26,6 @@
 #include <glob.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,6 +36,7 @@
 #include "dataset.h"
 #include "decode.h"
 #include "digest.h"
+#include "errbuf.h"
 #include "log.h"
 #include "scratch.h"
 #include "tarindex.h"
@@ -60,42 +60,6 @@ struct shards {
 	uint32_t *seg_n;     /* [n] or NULL */
 };
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
-/* Grow *p to at least `need` bytes keeping its contents (doubling).
- * 0 or -ENOMEM (the old block stays valid). */
-static int grow_keep(void **p, size_t *cap, size_t need)
-{
-	size_t n = *cap ? *cap : 256;
-	void *np;
-
-	if (need <= *cap)
-		return 0;
-	while (n < need) {
-		if (n > SIZE_MAX / 2)
-			return -ENOMEM;
-		n *= 2;
-	}
-	np = realloc(*p, n);
-	if (!np)
-		return -ENOMEM;
-	*p = np;
-	*cap = n;
-	return 0;
-}
-
 /* ---- string vectors ---------------------------------------------------- */
 
 struct strvec {
@@ -107,8 +71,8 @@ struct strvec {
 
 static int sv_push(struct strvec *v, const char *s, size_t len)
 {
-	if (grow_keep((void **)&v->arena, &v->cap, v->len + len + 1) ||
-	    grow_keep((void **)&v->offs, &v->ncap, (v->n + 1) * sizeof(*v->offs)))
+	if (scratch_grow_keep((void **)&v->arena, &v->cap, v->len + len + 1) ||
+	    scratch_grow_keep((void **)&v->offs, &v->ncap, (v->n + 1) * sizeof(*v->offs)))
 		return -ENOMEM;
 	memcpy(v->arena + v->len, s, len);
 	v->arena[v->len + len] = '\0';
@@ -162,9 +126,9 @@ static int expand_braces(const char *s, struct strvec *out, char *err, size_t er
 		unsigned long long x = strtoull(a, &ea, 10), y = strtoull(b, &eb, 10);
 		if (!la || !lb || *ea || *eb || errno || !isdigit((unsigned char)a[0]) ||
 		    !isdigit((unsigned char)b[0]) || x > y || y - x >= MAX_SHARDS) {
-			set_err(err, errlen, "shards: bad range '{%.*s}' in '%s' (want "
-				"{FIRST..LAST}, FIRST <= LAST, at most %u)", (int)inner,
-				open + 1, s, MAX_SHARDS);
+			errbuf_fail(err, errlen, "shards: bad range '{%.*s}' in '%s' (want "
+				    "{FIRST..LAST}, FIRST <= LAST, at most %u)", (int)inner,
+				    open + 1, s, MAX_SHARDS);
 			rc = -EINVAL;
 			goto out;
 		}
@@ -186,15 +150,15 @@ static int expand_braces(const char *s, struct strvec *out, char *err, size_t er
 			p = c + 1;
 		}
 	} else {
-		set_err(err, errlen, "shards: '{%.*s}' in '%s' is neither a range "
-			"{A..B} nor a list {a,b}", (int)inner, open + 1, s);
+		errbuf_fail(err, errlen, "shards: '{%.*s}' in '%s' is neither a range "
+			    "{A..B} nor a list {a,b}", (int)inner, open + 1, s);
 		rc = -EINVAL;
 	}
 out:
 	free(buf);
 	if (rc == -E2BIG)
-		set_err(err, errlen, "shards: '%s' expands to more than %u names", s,
-			MAX_SHARDS);
+		errbuf_fail(err, errlen, "shards: '%s' expands to more than %u names", s,
+			    MAX_SHARDS);
 	return rc;
 }
 
@@ -208,7 +172,7 @@ int shards_expand(const char *pattern, char **names, size_t *n,
 	*n = 0;
 	rc = expand_braces(pattern, &br, err, errlen);
 	if (rc == -ENOMEM)
-		set_err(err, errlen, "shards: out of memory");
+		errbuf_fail(err, errlen, "shards: out of memory");
 	for (size_t i = 0; rc == 0 && i < br.n; i++) {
 		const char *p = br.arena + br.offs[i];
 		glob_t g;
@@ -219,10 +183,10 @@ int shards_expand(const char *pattern, char **names, size_t *n,
 		}
 		int gr = glob(p, GLOB_NOSORT, NULL, &g);
 		if (gr == GLOB_NOMATCH) {
-			set_err(err, errlen, "shards: '%s' matches no file", p);
+			errbuf_fail(err, errlen, "shards: '%s' matches no file", p);
 			rc = -ENOENT;
 		} else if (gr) {
-			set_err(err, errlen, "shards: glob '%s' failed", p);
+			errbuf_fail(err, errlen, "shards: glob '%s' failed", p);
 			rc = gr == GLOB_NOSPACE ? -ENOMEM : -EIO;
 		} else {
 			qsort(g.gl_pathv, g.gl_pathc, sizeof(char *), cmp_cstr);
@@ -230,13 +194,13 @@ int shards_expand(const char *pattern, char **names, size_t *n,
 				rc = out.n >= MAX_SHARDS ? -E2BIG :
 				     sv_push(&out, g.gl_pathv[k], strlen(g.gl_pathv[k]));
 			if (rc == -E2BIG)
-				set_err(err, errlen, "shards: more than %u shards", MAX_SHARDS);
+				errbuf_fail(err, errlen, "shards: more than %u shards", MAX_SHARDS);
 		}
 		if (gr == 0 || gr == GLOB_NOMATCH)
 			globfree(&g);
 	}
 	if (rc == 0 && out.n == 0) {
-		set_err(err, errlen, "shards: '%s' names no file", pattern);
+		errbuf_fail(err, errlen, "shards: '%s' names no file", pattern);
 		rc = -ENOENT;
 	}
 	if (rc == 0) {
@@ -284,8 +248,8 @@ static int load_names(const struct dataset_cfg *cfg, const char *first,
 	if (!f) {
 		if (!cfg->class_names && errno == ENOENT)
 			return 0;
-		set_err(err, errlen, "shards: cannot read class names '%s': %s", path,
-			strerror(errno));
+		errbuf_fail(err, errlen, "shards: cannot read class names '%s': %s", path,
+			    strerror(errno));
 		return -errno;
 	}
 	while ((n = getline(&line, &cap, f)) >= 0) {
@@ -293,8 +257,8 @@ static int load_names(const struct dataset_cfg *cfg, const char *first,
 		while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
 			line[--n] = '\0';
 		if (n == 0 || memchr(line, '\0', (size_t)n)) {
-			set_err(err, errlen, "%s:%d: %s", path, lineno, n ? "NUL byte" :
-				"empty class name (line k names class k-1)");
+			errbuf_fail(err, errlen, "%s:%d: %s", path, lineno, n ? "NUL byte" :
+				    "empty class name (line k names class k-1)");
 			rc = -EINVAL;
 			break;
 		}
@@ -304,7 +268,7 @@ static int load_names(const struct dataset_cfg *cfg, const char *first,
 	free(line);
 	fclose(f);
 	if (rc == 0 && names->n == 0) {
-		set_err(err, errlen, "%s: no class names", path);
+		errbuf_fail(err, errlen, "%s: no class names", path);
 		rc = -EINVAL;
 	}
 	return rc;
@@ -334,8 +298,8 @@ static int push_scan(shards_t *s, struct dataset *ds, uint32_t shard,
 			return rc;
 		if (r->label > *max_label)
 			*max_label = r->label;
-		if (grow_keep((void **)&s->offs, &s->offs_cap, (s->n + 1) * sizeof(*s->offs)) ||
-		    grow_keep((void **)&s->lens, &s->lens_cap, (s->n + 1) * sizeof(*s->lens)))
+		if (scratch_grow_keep((void **)&s->offs, &s->offs_cap, (s->n + 1) * sizeof(*s->offs)) ||
+		    scratch_grow_keep((void **)&s->lens, &s->lens_cap, (s->n + 1) * sizeof(*s->lens)))
 			return -ENOMEM;
 		s->offs[s->n] = r->off;
 		s->lens[s->n] = r->size >= UINT32_MAX ? UINT32_MAX : (uint32_t)r->size;
@@ -430,8 +394,8 @@ static int load_shard(shards_t *s, struct dataset *ds, const struct dataset_cfg 
 		       &a->oor, a->oor_first, sizeof(a->oor_first));
 	tarindex_free(&sc);
 	if (rc)
-		set_err(err, errlen, rc == -E2BIG ? "shards: more than 2^31 samples" :
-			"shards: out of memory");
+		errbuf_fail(err, errlen, rc == -E2BIG ? "shards: more than 2^31 samples" :
+			    "shards: out of memory");
 	return rc;
 }
 
@@ -463,7 +427,7 @@ int shards_load(const struct dataset_cfg *cfg, struct dataset *ds,
 
 	*out = NULL;
 	if (!s) {
-		set_err(err, errlen, "shards: out of memory");
+		errbuf_fail(err, errlen, "shards: out of memory");
 		return -ENOMEM;
 	}
 	rc = shards_expand(cfg->shards, &names, &n, err, errlen);
@@ -473,7 +437,7 @@ int shards_load(const struct dataset_cfg *cfg, struct dataset *ds,
 	if (rc == 0)
 		rc = load_names(cfg, names, &cls, err, errlen);
 	else
-		set_err(err, errlen, "shards: out of memory");
+		errbuf_fail(err, errlen, "shards: out of memory");
 	if (rc)
 		goto out_fail;
 	for (size_t i = 0; i < n; i++) {
@@ -491,7 +455,7 @@ int shards_load(const struct dataset_cfg *cfg, struct dataset *ds,
 	}
 	rc = push_classes(ds, &cls, a.max_label);
 	if (rc) {
-		set_err(err, errlen, "shards: out of memory");
+		errbuf_fail(err, errlen, "shards: out of memory");
 		goto out_fail;
 	}
 	dataset_add_skipped(ds, a.skipped);
@@ -570,46 +534,46 @@ int shards_read(const shards_t *s, uint32_t i, decoder_t *dec,
 	*data = NULL;
 	*len = 0;
 	if (shards_locate(s, i, &path, &off, &size)) {
-		set_err(why, whylen, "shards: no sample %u", i);
+		errbuf_fail(why, whylen, "shards: no sample %u", i);
 		return -EINVAL;
 	}
 	uint32_t k = shard_of(s, i);
 	if (size == UINT32_MAX || (max_file_bytes && size > max_file_bytes)) {
-		set_err(why, whylen, "shards: '%s' member at offset %" PRIu64 " is %s%"
-			PRIu64 " bytes, limit is %" PRIu64, path, off,
-			size == UINT32_MAX ? "at least " : "", size, max_file_bytes);
+		errbuf_fail(why, whylen, "shards: '%s' member at offset %" PRIu64 " is %s%"
+			    PRIu64 " bytes, limit is %" PRIu64, path, off,
+			    size == UINT32_MAX ? "at least " : "", size, max_file_bytes);
 		return -EFBIG;
 	}
 	if (size == 0) {
-		set_err(why, whylen, "shards: '%s' member at offset %" PRIu64 " is empty",
-			path, off);
+		errbuf_fail(why, whylen, "shards: '%s' member at offset %" PRIu64 " is empty",
+			    path, off);
 		return -ENODATA;
 	}
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0) {
 		rc = -errno;
-		set_err(why, whylen, "shards: open '%s': %s", path, strerror(-rc));
+		errbuf_fail(why, whylen, "shards: open '%s': %s", path, strerror(-rc));
 		return rc;
 	}
 	if (fstat(fd, &st) || (uint64_t)st.st_size != s->sizes[k] ||
 	    st.st_mtim.tv_sec != s->mtimes[2 * k] ||
 	    st.st_mtim.tv_nsec != s->mtimes[2 * k + 1]) {
-		set_err(why, whylen, "shards: '%s' changed since it was indexed "
-			"(SIGHUP re-indexes)", path);
+		errbuf_fail(why, whylen, "shards: '%s' changed since it was indexed "
+			    "(SIGHUP re-indexes)", path);
 		rc = -EBADMSG;  /* the bytes are not what was indexed (not transient) */
 		goto out_close;
 	}
 	uint8_t *buf = decoder_input_buffer(dec, (size_t)size);
 	if (!buf) {
 		rc = -ENOMEM;
-		set_err(why, whylen, "shards: out of memory for %" PRIu64 " bytes", size);
+		errbuf_fail(why, whylen, "shards: out of memory for %" PRIu64 " bytes", size);
 		goto out_close;
 	}
 	ssize_t r = tar_pread(fd, buf, (size_t)size, off);
 	if (r != (ssize_t)size) {
 		rc = r < 0 ? (int)r : -EIO;
-		set_err(why, whylen, "shards: read '%s' at %" PRIu64 ": %s", path, off,
-			r < 0 ? strerror(-rc) : "short read");
+		errbuf_fail(why, whylen, "shards: read '%s' at %" PRIu64 ": %s", path, off,
+			    r < 0 ? strerror(-rc) : "short read");
 		goto out_close;
 	}
 	*data = buf;
@@ -639,7 +603,7 @@ shards_t *shards_table_new(const char *const *paths, size_t n, char *err, size_t
 		const char *p = s->paths + s->path_offs[i];
 
 		if (stat(p, &st)) {
-			set_err(err, errlen, "pack: cannot open '%s': %s", p, strerror(errno));
+			errbuf_fail(err, errlen, "pack: cannot open '%s': %s", p, strerror(errno));
 			shards_destroy(&s);
 			return NULL;
 		}
@@ -651,7 +615,7 @@ shards_t *shards_table_new(const char *const *paths, size_t n, char *err, size_t
 out_oom:
 	sv_free(&v);
 	shards_destroy(&s);
-	set_err(err, errlen, "pack: out of memory");
+	errbuf_fail(err, errlen, "pack: out of memory");
 	return NULL;
 }
 
@@ -664,8 +628,8 @@ int shards_table_add(shards_t *s, uint32_t shard, uint64_t off, uint64_t size)
 {
 	if (shard >= s->n_shards || s->n >= 0x80000000u || shard < s->last)
 		return -EINVAL;  /* samples come in shard order */
-	if (grow_keep((void **)&s->offs, &s->offs_cap, (s->n + 1) * sizeof(*s->offs)) ||
-	    grow_keep((void **)&s->lens, &s->lens_cap, (s->n + 1) * sizeof(*s->lens)))
+	if (scratch_grow_keep((void **)&s->offs, &s->offs_cap, (s->n + 1) * sizeof(*s->offs)) ||
+	    scratch_grow_keep((void **)&s->lens, &s->lens_cap, (s->n + 1) * sizeof(*s->lens)))
 		return -ENOMEM;
 	while (s->last < shard)
 		s->first[++s->last] = (uint32_t)s->n;

@@ -7,7 +7,6 @@
 
 #include <errno.h>
 #include <setjmp.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdint.h>
@@ -16,21 +15,8 @@
 
 #include <jpeglib.h>
 
+#include "errbuf.h"
 #include "scratch.h"
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 /* ---- transcoding ------------------------------------------------------- */
 
@@ -125,7 +111,7 @@ int splice_transcode(const uint8_t *in, size_t len, int target_px, uint8_t **out
 	*out = NULL;
 	*outlen = 0;
 	if (!t) {
-		set_err(err, errlen, "transcode: out of memory");
+		errbuf_fail(err, errlen, "transcode: out of memory");
 		return -ENOMEM;
 	}
 	t->src.err = jpeg_std_error(&t->pub);
@@ -144,7 +130,7 @@ int splice_transcode(const uint8_t *in, size_t len, int target_px, uint8_t **out
 		*outlen = t->blen;
 	} else {
 		free(t->buf);
-		set_err(err, errlen, "jpeg: %s", t->msg);
+		errbuf_fail(err, errlen, "jpeg: %s", t->msg);
 	}
 	free(t);
 	return rc;

@@ -10,14 +10,15 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "digest.h"
+#include "errbuf.h"
 #include "log.h"
+#include "scratch.h"
 
 #define MAX_NAME          4096        /* member path */
 #define MAX_PAX           (1u << 20)  /* pax header record */
@@ -33,41 +34,6 @@ const char *const tar_problem_text[N_PROBLEMS] = {
 	"duplicate members within a sample (the first kept)",
 	"samples whose key appeared before in the shard (dropped)",
 };
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
-/* Grow *p to at least `need` bytes keeping its contents. */
-static int grow_keep(void **p, size_t *cap, size_t need)
-{
-	size_t n = *cap ? *cap : 256;
-	void *np;
-
-	if (need <= *cap)
-		return 0;
-	while (n < need) {
-		if (n > SIZE_MAX / 2)
-			return -ENOMEM;
-		n *= 2;
-	}
-	np = realloc(*p, n);
-	if (!np)
-		return -ENOMEM;
-	*p = np;
-	*cap = n;
-	return 0;
-}
 
 /* ---- tar headers ------------------------------------------------------- */
 
@@ -226,8 +192,8 @@ static int emit(struct scan *sc, struct group *g)
 		return 0;
 	}
 	size_t el = strlen(g->img_ext), nl = g->key_len + 1 + el;
-	if (grow_keep((void **)&sc->recs, &sc->cap, (sc->n + 1) * sizeof(*sc->recs)) ||
-	    grow_keep((void **)&sc->names, &sc->names_cap, sc->names_len + nl + 1) ||
+	if (scratch_grow_keep((void **)&sc->recs, &sc->cap, (sc->n + 1) * sizeof(*sc->recs)) ||
+	    scratch_grow_keep((void **)&sc->names, &sc->names_cap, sc->names_len + nl + 1) ||
 	    sc->names_len + nl + 1 > UINT32_MAX)
 		return -ENOMEM;
 	char *dst = sc->names + sc->names_len;
@@ -691,19 +657,19 @@ int tarindex_shard(const char *path, const char *cache_dir, struct scan *sc,
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0 || fstat(fd, st)) {
 		rc = -errno;
-		set_err(err, errlen, "shards: cannot open '%s': %s", path, strerror(-rc));
+		errbuf_fail(err, errlen, "shards: cannot open '%s': %s", path, strerror(-rc));
 		goto out_close;
 	}
 	if (!S_ISREG(st->st_mode)) {
-		set_err(err, errlen, "shards: '%s' is not a regular file", path);
+		errbuf_fail(err, errlen, "shards: '%s' is not a regular file", path);
 		rc = -EINVAL;
 		goto out_close;
 	}
 	ssize_t mr = tar_pread(fd, magic, sizeof(magic), 0);
 	if ((z = compressed(path, magic, mr > 0 ? (size_t)mr : 0))) {
-		set_err(err, errlen, "shards: '%s' is compressed (%s): a compressed tar "
-			"cannot be read at an offset; decompress it (e.g. gunzip) and "
-			"point shards at the .tar files", path, z);
+		errbuf_fail(err, errlen, "shards: '%s' is compressed (%s): a compressed tar "
+			    "cannot be read at an offset; decompress it (e.g. gunzip) and "
+			    "point shards at the .tar files", path, z);
 		rc = -ENOTSUP;
 		goto out_close;
 	}
@@ -717,7 +683,7 @@ int tarindex_shard(const char *path, const char *cache_dir, struct scan *sc,
 	if (rc == 0)
 		rc = drop_dup_keys(sc);
 	if (rc) {
-		set_err(err, errlen, "shards: cannot index '%s': %s", path, strerror(-rc));
+		errbuf_fail(err, errlen, "shards: cannot index '%s': %s", path, strerror(-rc));
 		goto out_close;
 	}
 	int wr = cache_save(cpath, st, sc);
