@@ -65,29 +65,28 @@ void *ds_grow(void *p, size_t *cap, size_t need, size_t elem)
 	return np;
 }
 
+int ds_grow_in(void **pp, size_t *cap, size_t need, size_t elem)
+{
+	void *np = ds_grow(*pp, cap, need, elem);
+
+	if (!np)
+		return -ENOMEM;
+	*pp = np;
+	return 0;
+}
+
 int ds_push_path(dataset_t *ds, const char *rel, size_t len, int32_t label,
 		 const struct stamp *st)
 {
-	void *np;
-
 	if (ds->n >= DATASET_MAX_SAMPLES)
 		return -E2BIG;
-	np = ds_grow(ds->paths, &ds->paths_cap, ds->paths_len + len + 1, 1);
-	if (!np)
+	if (ds_grow_in((void **)&ds->paths, &ds->paths_cap, ds->paths_len + len + 1, 1) ||
+	    ds_grow_in((void **)&ds->offs, &ds->offs_cap, ds->n + 1, sizeof(*ds->offs)) ||
+	    ds_grow_in((void **)&ds->labels, &ds->labels_cap, ds->n + 1,
+		       sizeof(*ds->labels)) ||
+	    ds_grow_in((void **)&ds->stamps, &ds->stamps_cap, ds->n + 1,
+		       sizeof(*ds->stamps)))
 		return -ENOMEM;
-	ds->paths = np;
-	np = ds_grow(ds->offs, &ds->offs_cap, ds->n + 1, sizeof(*ds->offs));
-	if (!np)
-		return -ENOMEM;
-	ds->offs = np;
-	np = ds_grow(ds->labels, &ds->labels_cap, ds->n + 1, sizeof(*ds->labels));
-	if (!np)
-		return -ENOMEM;
-	ds->labels = np;
-	np = ds_grow(ds->stamps, &ds->stamps_cap, ds->n + 1, sizeof(*ds->stamps));
-	if (!np)
-		return -ENOMEM;
-	ds->stamps = np;
 
 	memcpy(ds->paths + ds->paths_len, rel, len);
 	ds->paths[ds->paths_len + len] = '\0';
@@ -101,17 +100,10 @@ int ds_push_path(dataset_t *ds, const char *rel, size_t len, int32_t label,
 
 int ds_push_name(dataset_t *ds, const char *name, size_t len)
 {
-	void *np;
-
-	np = ds_grow(ds->names, &ds->names_cap, ds->names_len + len + 1, 1);
-	if (!np)
+	if (ds_grow_in((void **)&ds->names, &ds->names_cap, ds->names_len + len + 1, 1) ||
+	    ds_grow_in((void **)&ds->name_offs, &ds->classes_cap, ds->num_classes + 1,
+		       sizeof(*ds->name_offs)))
 		return -ENOMEM;
-	ds->names = np;
-	np = ds_grow(ds->name_offs, &ds->classes_cap, ds->num_classes + 1,
-		     sizeof(*ds->name_offs));
-	if (!np)
-		return -ENOMEM;
-	ds->name_offs = np;
 	memcpy(ds->names + ds->names_len, name, len);
 	ds->names[ds->names_len + len] = '\0';
 	ds->name_offs[ds->num_classes++] = ds->names_len;

@@ -68,6 +68,9 @@ void ds_set_err(char *err, size_t errlen, const char *fmt, ...)
 /* Room for `need` elements of `elem` bytes (doubling); NULL when out of
  * memory, the old block and *cap untouched. */
 void *ds_grow(void *p, size_t *cap, size_t need, size_t elem);
+/* ds_grow() in place: *pp grown (contents kept) or left as it was. 0 or
+ * -ENOMEM. */
+int ds_grow_in(void **pp, size_t *cap, size_t need, size_t elem);
 /* Append a sample (path, label, stamp): 0, -E2BIG (2^31) or -ENOMEM. */
 int ds_push_path(dataset_t *ds, const char *rel, size_t len, int32_t label,
 		 const struct stamp *st);

@@ -126,14 +126,9 @@ static int read_entries(DIR *d, struct entries *e)
 		if (de->d_name[0] == '.')
 			continue;
 		size_t nl = strlen(de->d_name);
-		void *np = ds_grow(e->names, &e->cap, e->len + nl + 1, 1);
-		if (!np)
+		if (ds_grow_in((void **)&e->names, &e->cap, e->len + nl + 1, 1) ||
+		    ds_grow_in((void **)&e->ent, &e->ent_cap, e->n + 1, sizeof(*e->ent)))
 			return -ENOMEM;
-		e->names = np;
-		np = ds_grow(e->ent, &e->ent_cap, e->n + 1, sizeof(*e->ent));
-		if (!np)
-			return -ENOMEM;
-		e->ent = np;
 		memcpy(e->names + e->len, de->d_name, nl + 1);
 		e->ent[e->n].off = e->len;
 		e->ent[e->n].type = de->d_type;
