@@ -91,18 +91,12 @@ batch_t *batch_new(engine_t *eng, int pipeline, uint32_t epoch, uint32_t rank,
 	int n;
 
 	*status = WIRE_OK;
-	if (world == 0 || rank >= world) {
-		*status = WIRE_E_BAD_SHARD;
-		snprintf(msg, msglen, "rank %u is not below world %u", rank, world);
+	/* the server checked the request; a reload may have changed it since */
+	struct wire_request rq = { .type = WIRE_BATCH, .rank = rank, .world = world, .batch = index };
+	*status = engine_check_request(eng, pipeline, &rq, msg, msglen);
+	if (*status != WIRE_OK)
 		return NULL;
-	}
 	uint32_t nb = sampler_batches(pl->sampler, world);
-	if (index >= nb) {
-		*status = WIRE_E_BATCH_RANGE;
-		snprintf(msg, msglen, "batch %u out of range: pipeline '%s' has %u batches per epoch for world %u",
-			 index, p->name, nb, world);
-		return NULL;
-	}
 
 	b = calloc(1, sizeof(*b));
 	if (!b)

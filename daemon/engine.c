@@ -11,26 +11,11 @@
 #include "log.h"
 #include "rng.h"
 
-int engine_new(config_t **cfgp, struct stats *stats, engine_t **out,
-	       char *err, size_t errlen)
+/* Every dataset's index, its bad-file map and INFO's class names. */
+static int open_datasets(engine_t *e, char *err, size_t errlen)
 {
-	config_t *cfg = *cfgp;
-	engine_t *e;
-	char *canon = NULL;
+	const config_t *cfg = e->cfg;
 	int rc;
-
-	*cfgp = NULL;
-	*out = NULL;
-	e = calloc(1, sizeof(*e));
-	if (!e) {
-		config_destroy(&cfg);
-		snprintf(err, errlen, "out of memory");
-		return -ENOMEM;
-	}
-	atomic_init(&e->refs, 1);
-	pthread_mutex_init(&e->bad_lock, NULL);
-	e->cfg = cfg;
-	e->stats = stats;
 
 	for (int d = 0; d < cfg->n_datasets; d++) {
 		rc = dataset_open(&cfg->datasets[d], &e->datasets[d], err, errlen);
@@ -46,17 +31,23 @@ int engine_new(config_t **cfgp, struct stats *stats, engine_t **out,
 				 strerror(errno));
 		}
 		if (rc)
-			goto out_free;
+			return rc;
 		e->bad[d] = calloc(dataset_size(e->datasets[d]), 1);
 		/* INFO's biggest part, escaped once here (on the reload thread
 		 * for a reload), not per request on the serving thread */
 		e->class_names_json[d] = info_class_names_json(e->datasets[d]);
 		if (!e->bad[d] || !e->class_names_json[d]) {
-			rc = -ENOMEM;
 			snprintf(err, errlen, "out of memory");
-			goto out_free;
+			return -ENOMEM;
 		}
 	}
+	return 0;
+}
+
+/* A sampler and the output sizes of every pipeline. */
+static int open_pipelines(engine_t *e, char *err, size_t errlen)
+{
+	const config_t *cfg = e->cfg;
 
 	for (int i = 0; i < cfg->n_pipelines; i++) {
 		const struct pipeline_cfg *p = &cfg->pipelines[i];
@@ -77,40 +68,69 @@ int engine_new(config_t **cfgp, struct stats *stats, engine_t **out,
 		rt->out_bytes = rt->pixel_bytes * (p->dtype == DTYPE_FLOAT32 ? sizeof(float) : 1);
 		rt->sampler = sampler_new(&sp);
 		if (!rt->sampler) {
-			rc = -ENOMEM;
 			snprintf(err, errlen, "out of memory");
-			goto out_free;
+			return -ENOMEM;
 		}
 	}
+	return 0;
+}
 
-	/* Memory up front (budget.h): refuse what would OOM at the first
-	 * request. */
-	rc = budget_check(e, err, errlen);
-	if (rc)
-		goto out_free;
-
-	/* Digest: everything that can change a batch's bytes. */
-	canon = config_canonical(cfg);
-	if (!canon) {
-		rc = -ENOMEM;
-		snprintf(err, errlen, "out of memory");
-		goto out_free;
-	}
+/* Digest: everything that can change a batch's bytes. */
+static int make_digest(engine_t *e, char *err, size_t errlen)
+{
+	char *canon = config_canonical(e->cfg);
 	sha256_t s;
+
+	if (!canon) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
 	sha256_init(&s);
 	sha256_update(&s, "cutmixd-digest-1\n", 17);
 	sha256_update(&s, canon, strlen(canon));
-	for (int d = 0; d < cfg->n_datasets; d++)
+	for (int d = 0; d < e->cfg->n_datasets; d++)
 		dataset_digest(e->datasets[d], &s);
 	sha256_final(&s, e->digest);
 	digest_hex(e->digest, e->digest_hex);
 	free(canon);
+	return 0;
+}
+
+int engine_new(config_t **cfgp, struct stats *stats, engine_t **out,
+	       char *err, size_t errlen)
+{
+	config_t *cfg = *cfgp;
+	engine_t *e;
+	int rc;
+
+	*cfgp = NULL;
+	*out = NULL;
+	e = calloc(1, sizeof(*e));
+	if (!e) {
+		config_destroy(&cfg);
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	atomic_init(&e->refs, 1);
+	pthread_mutex_init(&e->bad_lock, NULL);
+	e->cfg = cfg;
+	e->stats = stats;
+
+	rc = open_datasets(e, err, errlen);
+	if (!rc)
+		rc = open_pipelines(e, err, errlen);
+	/* Memory up front (budget.h): refuse what would OOM at the first
+	 * request. */
+	if (!rc)
+		rc = budget_check(e, err, errlen);
+	if (!rc)
+		rc = make_digest(e, err, errlen);
+	if (rc) {
+		engine_unref(&e);
+		return rc;
+	}
 	*out = e;
 	return 0;
-
-out_free:
-	engine_unref(&e);
-	return rc;
 }
 
 engine_t *engine_ref(engine_t *e)
@@ -143,6 +163,31 @@ void engine_unref(engine_t **ep)
 int engine_find_pipeline(const engine_t *e, const char *name)
 {
 	return config_find_pipeline(e->cfg, name);
+}
+
+uint32_t engine_check_request(const engine_t *e, int pi, const struct wire_request *rq,
+			      char *msg, size_t msglen)
+{
+	const struct pipeline_rt *rt = &e->pipelines[pi];
+
+	if (rq->world == 0 || rq->rank >= rq->world) {
+		snprintf(msg, msglen, "rank %u is not below world %u", rq->rank, rq->world);
+		return WIRE_E_BAD_SHARD;
+	}
+	if ((rq->flags & WIRE_FLAG_EXPECT_EVAL) && config_pipeline_augments(rt->cfg)) {
+		snprintf(msg, msglen, "pipeline '%s' augments its data; evaluation data must come from an eval pipeline",
+			 rt->cfg->name);
+		return WIRE_E_NOT_EVAL;
+	}
+	if (rq->type == WIRE_BATCH) {
+		uint32_t nb = sampler_batches(rt->sampler, rq->world);
+		if (rq->batch >= nb) {
+			snprintf(msg, msglen, "batch %u out of range: pipeline '%s' has %u batches per epoch for world %u",
+				 rq->batch, rt->cfg->name, nb, rq->world);
+			return WIRE_E_BATCH_RANGE;
+		}
+	}
+	return WIRE_OK;
 }
 
 void engine_note_bad(engine_t *e, int ds, uint32_t index, const char *why)

@@ -21,6 +21,7 @@
 #include "digest.h"
 #include "sampler.h"
 #include "stats.h"
+#include "wire.h"
 
 struct pipeline_rt {
 	const struct pipeline_cfg *cfg;
@@ -67,6 +68,16 @@ engine_t *engine_ref(engine_t *e);
 void engine_unref(engine_t **e);
 
 int engine_find_pipeline(const engine_t *e, const char *name);
+
+/*
+ * The check of a request for pipeline `pi` (found by its name) against
+ * this generation, one for the server (on arrival) and batch_new (when
+ * the batch is built, maybe after a reload): rank below world, an
+ * EXPECT_EVAL request names a pipeline that does not augment, a BATCH's
+ * index is in the epoch. WIRE_OK, or the error status with its message.
+ */
+uint32_t engine_check_request(const engine_t *e, int pi, const struct wire_request *rq,
+			      char *msg, size_t msglen);
 
 /* Record that `index` of dataset `ds` failed: counts every failure, logs
  * the first failure of each file once (with `why`). */

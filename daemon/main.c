@@ -5,7 +5,7 @@
  *   → [security] key files (exit 78 on a bad one)
  *   → datasets, samplers, digest (engine; exit 78 on a bad dataset)
  *   → signals blocked in every thread, worker pool, ROUTER bound
- *   → serve until SIGTERM, then tear down in the order written at `out:`
+ *   → serve until SIGTERM, then tear down in the order written in teardown()
  *     (pool, server with its ZeroMQ context, engine) and exit 0.
  */
 #include <errno.h>
@@ -278,7 +278,68 @@ out:
 	return status;
 }
 
-int main(int argc, char **argv)
+/* `cutmixd stats [--key K --server-key S] ENDPOINT`: parse, load the
+ * keys, ask. */
+static int stats_main(int argc, char **argv)
+{
+	const char *key_file = NULL, *server_key = NULL, *endpoint = NULL;
+	struct stats_keys sk;
+	int i, rc;
+
+	rc = sub_help(argc, argv, stats_usage);
+	if (rc >= 0)
+		return rc;
+	for (i = 2; i + 1 < argc && argv[i][0] == '-'; i += 2) {
+		if (!strcmp(argv[i], "--key"))
+			key_file = argv[i + 1];
+		else if (!strcmp(argv[i], "--server-key"))
+			server_key = argv[i + 1];
+		else
+			break;
+	}
+	if (i + 1 == argc && argv[i][0] != '-')
+		endpoint = argv[i];
+	if (!endpoint || !key_file != !server_key) {
+		fputs(stats_usage, stderr);
+		return EX_USAGE_;
+	}
+	if (!key_file)
+		return cmd_stats(endpoint, NULL);
+	memset(&sk, 0, sizeof(sk));
+	rc = stats_load_keys(key_file, server_key, &sk) ? 1 : cmd_stats(endpoint, &sk);
+	explicit_bzero(&sk, sizeof(sk));
+	return rc;
+}
+
+/* `cutmixd stats|keygen|pack ...`: the exit status, or -1 when argv[1]
+ * names no subcommand (the daemon itself runs). */
+static int subcommand(int argc, char **argv)
+{
+	if (argc < 2)
+		return -1;
+	if (strcmp(argv[1], "stats") == 0)
+		return stats_main(argc, argv);
+	if (strcmp(argv[1], "keygen") == 0)
+		return cmd_keygen(argc, argv);
+	if (strcmp(argv[1], "pack") == 0) {
+		int hrc = sub_help(argc, argv, pack_usage_text);
+
+		return hrc >= 0 ? hrc : pack_main(argc, argv);
+	}
+	return -1;
+}
+
+/* The daemon's command line: -c FILE, --set (kept in order), --check. */
+struct cli {
+	const char *path;
+	char **sets; /* argc + 1 slots, owned */
+	int n_sets;
+	int check;
+};
+
+/* Parse the daemon's options into *c: -1 to go on, or the exit status
+ * (--help, --version, a usage error). */
+static int parse_args(int argc, char **argv, struct cli *c)
 {
 	static const struct option longopts[] = {
 		{ "config", required_argument, NULL, 'c' },
@@ -288,127 +349,89 @@ int main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *path = NULL;
-	char **sets = calloc((size_t)argc + 1, sizeof(*sets));
-	int n_sets = 0, check = 0, opt, status = 0;
-	char err[2048];
-	config_t *cfg = NULL;
-	engine_t *eng = NULL;
-	pool_t *pool = NULL;
-	server_t *srv = NULL;
-	struct stats stats;
-	struct server_keys keys;
+	int opt;
 
-	memset(&keys, 0, sizeof(keys));
-	if (!sets)
-		return EX_SOFTWARE_;
-	if (argc >= 2 && strcmp(argv[1], "stats") == 0) {
-		const char *key_file = NULL, *server_key = NULL, *endpoint = NULL;
-		struct stats_keys sk;
-		int i, rc;
-
-		free(sets);
-		rc = sub_help(argc, argv, stats_usage);
-		if (rc >= 0)
-			return rc;
-		for (i = 2; i + 1 < argc && argv[i][0] == '-'; i += 2) {
-			if (!strcmp(argv[i], "--key"))
-				key_file = argv[i + 1];
-			else if (!strcmp(argv[i], "--server-key"))
-				server_key = argv[i + 1];
-			else
-				break;
-		}
-		if (i + 1 == argc && argv[i][0] != '-')
-			endpoint = argv[i];
-		if (!endpoint || !key_file != !server_key) {
-			fputs(stats_usage, stderr);
-			return EX_USAGE_;
-		}
-		if (!key_file)
-			return cmd_stats(endpoint, NULL);
-		memset(&sk, 0, sizeof(sk));
-		rc = stats_load_keys(key_file, server_key, &sk) ? 1 : cmd_stats(endpoint, &sk);
-		explicit_bzero(&sk, sizeof(sk));
-		return rc;
-	}
-	if (argc >= 2 && strcmp(argv[1], "keygen") == 0) {
-		free(sets);
-		return cmd_keygen(argc, argv);
-	}
-	if (argc >= 2 && strcmp(argv[1], "pack") == 0) {
-		int hrc = sub_help(argc, argv, pack_usage_text);
-
-		free(sets);
-		return hrc >= 0 ? hrc : pack_main(argc, argv);
-	}
 	while ((opt = getopt_long(argc, argv, "c:s:Vh", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'c':
-			path = optarg;
+			c->path = optarg;
 			break;
 		case 's':
-			sets[n_sets++] = optarg;
+			c->sets[c->n_sets++] = optarg;
 			break;
 		case 'k':
-			check = 1;
+			c->check = 1;
 			break;
 		case 'V':
 			printf("cutmixd %s\n", CUTMIXD_VERSION);
-			free(sets);
 			return 0;
 		case 'h':
 			usage(stdout);
-			free(sets);
 			return 0;
 		default:
 			usage(stderr);
-			free(sets);
 			return EX_USAGE_;
 		}
 	}
-	if (!path || optind != argc) {
-		fprintf(stderr, "cutmixd: %s\n", path ? "unexpected argument" : "no config file: use -c FILE");
+	if (!c->path || optind != argc) {
+		fprintf(stderr, "cutmixd: %s\n", c->path ? "unexpected argument" : "no config file: use -c FILE");
 		usage(stderr);
-		free(sets);
 		return EX_USAGE_;
 	}
+	return -1;
+}
+
+/* What the daemon holds while it runs; torn down by teardown(). */
+struct daemon {
+	config_t *cfg;
+	engine_t *eng;
+	pool_t *pool;
+	server_t *srv;
+	struct stats stats;
+	struct server_keys keys;
+};
+
+/* Descriptors, config, keys, engine: -1 to go on serving, or the exit
+ * status (--check ends here with the summary). */
+static int load(const struct cli *c, struct daemon *d)
+{
+	char err[2048];
 
 	if (fd_budget(err, sizeof(err))) {
 		log_err("%s", err);
-		status = EX_SOFTWARE_;
-		goto out;
+		return EX_SOFTWARE_;
 	}
-
-	if (config_load(path, sets, n_sets, &cfg, err, sizeof(err))) {
+	if (config_load(c->path, c->sets, c->n_sets, &d->cfg, err, sizeof(err))) {
 		log_err("config: %s", err);
-		status = EX_CONFIG_;
-		goto out;
+		return EX_CONFIG_;
 	}
-	log_set_level((enum log_level)cfg->server.log_level);
-	if (server_keys_load(cfg, &keys, err, sizeof(err))) {
+	log_set_level((enum log_level)d->cfg->server.log_level);
+	if (server_keys_load(d->cfg, &d->keys, err, sizeof(err))) {
 		log_err("config: %s", err);
-		status = EX_CONFIG_;
-		goto out;
+		return EX_CONFIG_;
 	}
-
-	memset(&stats, 0, sizeof(stats));
-	stats.started = stats_now();
-	if (engine_new(&cfg, &stats, &eng, err, sizeof(err))) {
+	memset(&d->stats, 0, sizeof(d->stats));
+	d->stats.started = stats_now();
+	if (engine_new(&d->cfg, &d->stats, &d->eng, err, sizeof(err))) {
 		log_err("config: %s", err);
-		status = EX_CONFIG_;
-		goto out;
+		return EX_CONFIG_;
 	}
-	if (check) {
+	if (c->check) {
 		/* the endpoints too: bound and released (bindcheck.h) */
-		if (bindcheck_endpoints(&eng->cfg->server, err, sizeof(err))) {
+		if (bindcheck_endpoints(&d->eng->cfg->server, err, sizeof(err))) {
 			log_err("check: %s", err);
-			status = EX_SOFTWARE_;
-			goto out;
+			return EX_SOFTWARE_;
 		}
-		print_summary(eng, &keys);
-		goto out;
+		print_summary(d->eng, &d->keys);
+		return 0;
 	}
+	return -1;
+}
+
+/* Signals, allocator, worker pool, ROUTER bound: 0, or the exit status. */
+static int start(const struct cli *c, struct daemon *d)
+{
+	char err[2048];
 
 	/* Signals are read by the server through a signalfd: block them in
 	 * this thread before any other starts, so every thread inherits it. */
@@ -430,31 +453,40 @@ int main(int argc, char **argv)
 	 * after the first free). Costs page faults, not copies. */
 	mallopt(M_MMAP_THRESHOLD, 1 << 20);
 
-	uint32_t workers = eng->cfg->server.workers; /* config resolved 0 */
-	pool = pool_new(workers, batch_worker_new, batch_worker_free);
-	if (!pool) {
+	uint32_t workers = d->eng->cfg->server.workers; /* config resolved 0 */
+	d->pool = pool_new(workers, batch_worker_new, batch_worker_free);
+	if (!d->pool) {
 		log_err("cannot start %u workers", workers);
-		status = EX_SOFTWARE_;
-		goto out;
+		return EX_SOFTWARE_;
 	}
-	struct server_opts so = { .config_path = path, .sets = sets, .n_sets = n_sets,
-				  .keys = &keys };
-	srv = server_new(eng, pool, &stats, &so, err, sizeof(err));
-	server_keys_clear(&keys); /* the secret is in ZeroMQ now */
-	if (!srv) {
+	struct server_opts so = { .config_path = c->path, .sets = c->sets, .n_sets = c->n_sets,
+				  .keys = &d->keys };
+	d->srv = server_new(d->eng, d->pool, &d->stats, &so, err, sizeof(err));
+	server_keys_clear(&d->keys); /* the secret is in ZeroMQ now */
+	if (!d->srv) {
 		log_err("server: %s", err);
-		status = EX_SOFTWARE_;
-		goto out;
+		return EX_SOFTWARE_;
 	}
-	status = server_run(srv);
-	log_notice("stopped: %llu batches, %llu images served",
-		   (unsigned long long)stats_get(&stats, batches),
-		   (unsigned long long)stats_get(&stats, images));
+	return 0;
+}
 
-out:
+/* Serve until SIGTERM: the exit status. */
+static int serve(struct daemon *d)
+{
+	int status = server_run(d->srv);
+
+	log_notice("stopped: %llu batches, %llu images served",
+		   (unsigned long long)stats_get(&d->stats, batches),
+		   (unsigned long long)stats_get(&d->stats, images));
+	return status;
+}
+
+static void teardown(struct daemon *d)
+{
 	/*
 	 * Teardown order, relied on (every destructor is NULL-safe, so an
-	 * early `goto out` runs the same steps on what exists):
+	 * early return from load() or start() runs the same steps on what
+	 * exists):
 	 * 1. pool_destroy: runs every batch still queued to its done step,
 	 *    which hands it to the server (batch_complete: the server's
 	 *    `done` list under `done_lock`, then its eventfd), and joins the
@@ -478,11 +510,36 @@ out:
 	 * cfg is NULL here unless engine_new was never reached (it takes
 	 * the config); the keys are cleared again for the early exits.
 	 */
-	pool_destroy(&pool);
-	server_destroy(&srv);
-	engine_unref(&eng);
-	config_destroy(&cfg);
-	server_keys_clear(&keys);
-	free(sets);
+	pool_destroy(&d->pool);
+	server_destroy(&d->srv);
+	engine_unref(&d->eng);
+	config_destroy(&d->cfg);
+	server_keys_clear(&d->keys);
+}
+
+int main(int argc, char **argv)
+{
+	struct cli c = { 0 };
+	struct daemon d;
+	int status = subcommand(argc, argv);
+
+	if (status >= 0)
+		return status;
+	c.sets = calloc((size_t)argc + 1, sizeof(*c.sets));
+	if (!c.sets)
+		return EX_SOFTWARE_;
+	status = parse_args(argc, argv, &c);
+	if (status >= 0) {
+		free(c.sets);
+		return status;
+	}
+	memset(&d, 0, sizeof(d));
+	status = load(&c, &d);
+	if (status < 0)
+		status = start(&c, &d);
+	if (status == 0 && !c.check)
+		status = serve(&d);
+	teardown(&d);
+	free(c.sets); /* after the server, which kept a pointer to it */
 	return status;
 }

@@ -14,6 +14,9 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
+#include <zmq.h>
+
+#include "log.h"
 
 struct idle_gate {
 	pthread_mutex_t lock;
@@ -105,3 +108,28 @@ int preflight_ipc(const char *ep, int *lock_fd, char *err, size_t errlen)
 	return 0;
 }
 
+static bool endpoint_is_loopback(const char *ep)
+{
+	if (strncmp(ep, "tcp://", 6) != 0)
+		return true; /* ipc://, inproc:// stay on the machine */
+	const char *h = ep + 6;
+	return strncmp(h, "127.", 4) == 0 || strncmp(h, "localhost:", 10) == 0 ||
+	       strncmp(h, "[::1]:", 6) == 0;
+}
+
+int preflight_bind(void *router, const char *ep, bool authenticated, int *lock_fd,
+		   char *err, size_t errlen)
+{
+	int rc = preflight_ipc(ep, lock_fd, err, errlen);
+
+	if (rc)
+		return rc;
+	if (zmq_bind(router, ep) < 0) {
+		snprintf(err, errlen, "cannot bind '%s': %s", ep, zmq_strerror(errno));
+		return -EADDRNOTAVAIL;
+	}
+	if (!authenticated && !endpoint_is_loopback(ep))
+		log_warning("server: '%s' is reachable from other machines and not authenticated: any client there can read the dataset",
+			    ep);
+	return 0;
+}

@@ -6,6 +6,7 @@
 #ifndef CUTMIXD_PREFLIGHT_H
 #define CUTMIXD_PREFLIGHT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /* Whether two threads (libzmq's reaper and I/O thread) can run at once.
@@ -19,5 +20,14 @@ int preflight_threads(char *err, size_t errlen);
  * accepts a connect on PATH.
  */
 int preflight_ipc(const char *ep, int *lock_fd, char *err, size_t errlen);
+
+/*
+ * Bind the ROUTER to `ep` after preflight_ipc (its lock, if any, in
+ * *lock_fd, kept open by the caller, also on an error: -1 when none);
+ * warn when a not `authenticated` endpoint is reachable from other
+ * machines. 0, or -errno with a message.
+ */
+int preflight_bind(void *router, const char *ep, bool authenticated, int *lock_fd,
+		   char *err, size_t errlen);
 
 #endif

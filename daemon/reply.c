@@ -512,3 +512,28 @@ void batch_reply(server_t *s, batch_t *b)
 	stats_add(s->stats, bytes_sent, b->images_bytes + b->labels_bytes + b->meta_bytes);
 	reply_queue(s, r);
 }
+
+/* BUSY to a peer the client table has no room for. */
+void reply_untracked_busy(server_t *s, zmq_msg_t *id, zmq_msg_t *body, bool delim)
+{
+	struct wire_request rq;
+	static const char text[] = "too many clients connected (max_clients); retry later";
+	struct wire_reply h;
+	uint8_t hdr[WIRE_REPLY_SIZE];
+	int more = ZMQ_SNDMORE | ZMQ_DONTWAIT;
+
+	memset(&rq, 0, sizeof(rq));
+	if (body)
+		wire_decode_request(zmq_msg_data(body), zmq_msg_size(body), &rq);
+	header_init(s, &h, WIRE_ERROR, &rq); /* echoes request_id when readable */
+	h.status = WIRE_E_BUSY;
+	h.body_bytes[0] = sizeof(text) - 1;
+	wire_encode_reply(&h, hdr);
+	stats_add(s->stats, bad_requests, 1);
+	if (zmq_send(s->router, zmq_msg_data(id), zmq_msg_size(id), more) < 0)
+		return; /* gone or full: the reply is dropped, the peer retries */
+	if (delim)
+		zmq_send(s->router, "", 0, more);
+	zmq_send(s->router, hdr, sizeof(hdr), more);
+	zmq_send(s->router, text, sizeof(text) - 1, ZMQ_DONTWAIT);
+}

@@ -12,6 +12,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <zmq.h>
 
 #include "batch.h"
 #include "cache.h"
@@ -144,6 +145,9 @@ void reply_text(server_t *s, struct client *cl, bool delim, bool counts,
 void reply_error(server_t *s, struct client *cl, bool delim, bool counts,
 		 const struct wire_request *rq, uint32_t status,
 		 const char *fmt, ...) __attribute__((format(printf, 7, 8)));
+/* BUSY to a peer the client table has no room for (not tracked: nothing
+ * is queued for it; `body` may be NULL). */
+void reply_untracked_busy(server_t *s, zmq_msg_t *id, zmq_msg_t *body, bool delim);
 /* A pipeline name from the wire, printable: other bytes become \xNN. */
 const char *printable(const char *in, char out[4 * WIRE_PIPELINE_MAX + 1]);
 /* The reply of a finished batch (its result, or its error), through the

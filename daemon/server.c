@@ -57,16 +57,11 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <fcntl.h>
 #include <sys/eventfd.h>
-#include <sys/file.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -91,7 +86,6 @@
 #define STOP_GRACE_S 1.0
 #define STOP_DEADLINE_S 3.0
 
-
 /* ---- batches ---------------------------------------------------------- */
 
 /* Runs on a worker thread. */
@@ -107,7 +101,6 @@ static void batch_complete(batch_t *b, void *arg)
 	if (write(s->efd, &one, sizeof(one)) < 0)
 		log_err("server: eventfd write: %s", strerror(errno));
 }
-
 
 static void done_drain(server_t *s)
 {
@@ -198,8 +191,8 @@ static double current_rate(server_t *s, double now)
 
 /* ---- requests --------------------------------------------------------- */
 
-
-/* Check a batch or info request against the current config. */
+/* Check a batch or info request against the current config (the pipeline
+ * here, the rest in engine_check_request). */
 static bool request_valid(server_t *s, struct client *cl, bool delim,
 			  const struct wire_request *rq, bool counts, int *pipeline)
 {
@@ -214,26 +207,11 @@ static bool request_valid(server_t *s, struct client *cl, bool delim,
 			    "unknown pipeline '%s'", printable(rq->pipeline, name));
 		return false;
 	}
-	if (rq->world == 0 || rq->rank >= rq->world) {
-		reply_error(s, cl, delim, counts, rq, WIRE_E_BAD_SHARD,
-			    "rank %u is not below world %u", rq->rank, rq->world);
+	char msg[300];
+	uint32_t status = engine_check_request(s->eng, pi, rq, msg, sizeof(msg));
+	if (status != WIRE_OK) {
+		reply_error(s, cl, delim, counts, rq, status, "%s", msg);
 		return false;
-	}
-	const struct pipeline_rt *rt = &s->eng->pipelines[pi];
-	if ((rq->flags & WIRE_FLAG_EXPECT_EVAL) && config_pipeline_augments(rt->cfg)) {
-		reply_error(s, cl, delim, counts, rq, WIRE_E_NOT_EVAL,
-			    "pipeline '%s' augments its data; evaluation data must come from an eval pipeline",
-			    rq->pipeline);
-		return false;
-	}
-	if (rq->type == WIRE_BATCH) {
-		uint32_t nb = sampler_batches(rt->sampler, rq->world);
-		if (rq->batch >= nb) {
-			reply_error(s, cl, delim, counts, rq, WIRE_E_BATCH_RANGE,
-				    "batch %u out of range: pipeline '%s' has %u batches per epoch for world %u",
-				    rq->batch, rq->pipeline, nb, rq->world);
-			return false;
-		}
 	}
 	return true;
 }
@@ -343,56 +321,38 @@ static void queue_batch(server_t *s, struct client *cl, bool delim,
 	s->n_pending++;
 }
 
-/* BUSY to a peer the client table has no room for. */
-static void reply_untracked_busy(server_t *s, zmq_msg_t *id, zmq_msg_t *body, bool delim)
+/* Read one whole multipart message from the ROUTER: its first three
+ * parts into parts[], *n of them, *extra beyond. 0 = none waiting. */
+static int recv_parts(server_t *s, zmq_msg_t parts[3], int *n, int *extra)
 {
-	struct wire_request rq;
-	static const char text[] = "too many clients connected (max_clients); retry later";
-	struct wire_reply h;
-	uint8_t hdr[WIRE_REPLY_SIZE];
-	int more = ZMQ_SNDMORE | ZMQ_DONTWAIT;
+	int more = 1;
 
-	memset(&rq, 0, sizeof(rq));
-	if (body)
-		wire_decode_request(zmq_msg_data(body), zmq_msg_size(body), &rq);
-	header_init(s, &h, WIRE_ERROR, &rq); /* echoes request_id when readable */
-	h.status = WIRE_E_BUSY;
-	h.body_bytes[0] = sizeof(text) - 1;
-	wire_encode_reply(&h, hdr);
-	stats_add(s->stats, bad_requests, 1);
-	if (zmq_send(s->router, zmq_msg_data(id), zmq_msg_size(id), more) < 0)
-		return; /* gone or full: the reply is dropped, the peer retries */
-	if (delim)
-		zmq_send(s->router, "", 0, more);
-	zmq_send(s->router, hdr, sizeof(hdr), more);
-	zmq_send(s->router, text, sizeof(text) - 1, ZMQ_DONTWAIT);
-}
-
-/* Read one whole multipart message from the ROUTER. 0 = none waiting. */
-static int recv_one(server_t *s)
-{
-	zmq_msg_t parts[3];
-	int n = 0, more = 1, extra = 0;
-
+	*n = *extra = 0;
 	while (more) {
 		zmq_msg_t m;
 		zmq_msg_init(&m);
-		if (zmq_msg_recv(&m, s->router, n == 0 ? ZMQ_DONTWAIT : 0) < 0) {
+		if (zmq_msg_recv(&m, s->router, *n == 0 ? ZMQ_DONTWAIT : 0) < 0) {
 			zmq_msg_close(&m);
-			if (n == 0)
+			if (*n == 0)
 				return 0;
 			break;
 		}
 		more = zmq_msg_more(&m);
-		if (n < 3)
-			parts[n++] = m;
+		if (*n < 3)
+			parts[(*n)++] = m;
 		else {
-			extra++;
+			(*extra)++;
 			zmq_msg_close(&m);
 		}
 	}
+	return 1;
+}
 
-	double now = stats_now();
+/* The client a message comes from (tracked from now on), or NULL when the
+ * table has no room even after expiring idle clients: then it is answered
+ * BUSY here. */
+static struct client *recv_client(server_t *s, zmq_msg_t parts[3], int n, double now)
+{
 	size_t idlen = zmq_msg_size(&parts[0]);
 	struct client *cl = NULL;
 	if (idlen > 0 && idlen <= MAX_ID) {
@@ -417,8 +377,22 @@ static int recv_one(server_t *s)
 				    idlen ? "too many clients (max_clients)" : "no peer identity");
 			s->last_full_log = now;
 		}
-		goto out_close;
 	}
+	return cl;
+}
+
+/* Read one request from the ROUTER and handle it. 0 = none waiting. */
+static int recv_one(server_t *s)
+{
+	zmq_msg_t parts[3];
+	int n, extra;
+
+	if (!recv_parts(s, parts, &n, &extra))
+		return 0;
+	double now = stats_now();
+	struct client *cl = recv_client(s, parts, n, now);
+	if (!cl)
+		goto out_close;
 	cl->last_seen = now;
 	/* A client that does not read its replies gets no more of them: once
 	 * a window's worth is stuck in `unsent`, its requests are dropped
@@ -453,7 +427,6 @@ out_close:
 		zmq_msg_close(&parts[i]);
 	return 1;
 }
-
 
 /* ---- signals, reload, housekeeping ------------------------------------ */
 
@@ -606,13 +579,29 @@ static void tick(server_t *s, double now)
 
 /* ---- life cycle ------------------------------------------------------- */
 
-static bool endpoint_is_loopback(const char *ep)
+/* The ZeroMQ context and the ROUTER with its options (not bound yet). */
+static int router_open(server_t *s, char *err, size_t errlen)
 {
-	if (strncmp(ep, "tcp://", 6) != 0)
-		return true; /* ipc://, inproc:// stay on the machine */
-	const char *h = ep + 6;
-	return strncmp(h, "127.", 4) == 0 || strncmp(h, "localhost:", 10) == 0 ||
-	       strncmp(h, "[::1]:", 6) == 0;
+	int v;
+
+	s->zctx = zmq_ctx_new();
+	s->router = s->zctx ? zmq_socket(s->zctx, ZMQ_ROUTER) : NULL;
+	if (!s->router) {
+		snprintf(err, errlen, "zmq socket: %s", zmq_strerror(errno));
+		return -1;
+	}
+	v = 1;
+	zmq_setsockopt(s->router, ZMQ_ROUTER_MANDATORY, &v, sizeof(v));
+	int64_t maxmsg = 4096; /* a request is 80 bytes: bigger peers are cut off */
+	zmq_setsockopt(s->router, ZMQ_MAXMSGSIZE, &maxmsg, sizeof(maxmsg));
+	/* Room for bursts of small replies (errors, info) per peer; what a
+	 * peer leaves unread beyond it waits in `unsent`, bounded above. */
+	v = 1000;
+	zmq_setsockopt(s->router, ZMQ_SNDHWM, &v, sizeof(v));
+	v = 500; /* at exit, half a second to deliver what is queued */
+	zmq_setsockopt(s->router, ZMQ_LINGER, &v, sizeof(v));
+
+	return 0;
 }
 
 server_t *server_new(engine_t *eng, pool_t *pool, struct stats *stats,
@@ -621,7 +610,6 @@ server_t *server_new(engine_t *eng, pool_t *pool, struct stats *stats,
 	const struct server_cfg *sv = &eng->cfg->server;
 	server_t *s = calloc(1, sizeof(*s));
 	sigset_t mask;
-	int v;
 
 	if (!s) {
 		snprintf(err, errlen, "out of memory");
@@ -658,23 +646,8 @@ server_t *server_new(engine_t *eng, pool_t *pool, struct stats *stats,
 
 	if (preflight_threads(err, errlen))
 		goto out_fail;
-	s->zctx = zmq_ctx_new();
-	s->router = s->zctx ? zmq_socket(s->zctx, ZMQ_ROUTER) : NULL;
-	if (!s->router) {
-		snprintf(err, errlen, "zmq socket: %s", zmq_strerror(errno));
+	if (router_open(s, err, errlen))
 		goto out_fail;
-	}
-	v = 1;
-	zmq_setsockopt(s->router, ZMQ_ROUTER_MANDATORY, &v, sizeof(v));
-	int64_t maxmsg = 4096; /* a request is 80 bytes: bigger peers are cut off */
-	zmq_setsockopt(s->router, ZMQ_MAXMSGSIZE, &maxmsg, sizeof(maxmsg));
-	/* Room for bursts of small replies (errors, info) per peer; what a
-	 * peer leaves unread beyond it waits in `unsent`, bounded above. */
-	v = 1000;
-	zmq_setsockopt(s->router, ZMQ_SNDHWM, &v, sizeof(v));
-	v = 500; /* at exit, half a second to deliver what is queued */
-	zmq_setsockopt(s->router, ZMQ_LINGER, &v, sizeof(v));
-
 	if (opts->keys && opts->keys->curve) {
 		s->zap = zap_new(s->zctx, s->router, opts->keys, err, errlen);
 		if (!s->zap)
@@ -682,19 +655,13 @@ server_t *server_new(engine_t *eng, pool_t *pool, struct stats *stats,
 	}
 
 	for (int i = 0; i < sv->n_endpoints; i++) {
-		const char *ep = sv->endpoints[i];
 		int lock_fd = -1;
-		if (preflight_ipc(ep, &lock_fd, err, errlen))
-			goto out_fail;
+		int rc = preflight_bind(s->router, sv->endpoints[i], s->zap != NULL, &lock_fd,
+					err, errlen);
 		if (lock_fd >= 0)
 			s->lock_fds[s->n_locks++] = lock_fd; /* one per endpoint at most */
-		if (zmq_bind(s->router, ep) < 0) {
-			snprintf(err, errlen, "cannot bind '%s': %s", ep, zmq_strerror(errno));
+		if (rc)
 			goto out_fail;
-		}
-		if (!s->zap && !endpoint_is_loopback(ep))
-			log_warning("server: '%s' is reachable from other machines and not authenticated: any client there can read the dataset",
-				    ep);
 	}
 	if (sv->metrics && !(s->metrics = metrics_new(sv->metrics, stats, err, errlen)))
 		goto out_fail;
