@@ -84,7 +84,7 @@ batch_t *batch_new(engine_t *eng, int pipeline, uint32_t epoch, uint32_t rank,
 		   uint32_t world, uint32_t index, uint32_t *status,
 		   char *msg, size_t msglen)
 {
-	const struct pipeline_rt *pl = &eng->pipelines[pipeline];
+	const struct pipeline_rt *pl = engine_pipeline(eng, pipeline);
 	const struct pipeline_cfg *p = pl->cfg;
 	uint32_t K = dataset_num_classes(pl->ds);
 	batch_t *b;
@@ -127,7 +127,7 @@ batch_t *batch_new(engine_t *eng, int pipeline, uint32_t epoch, uint32_t rank,
 	b->world = world;
 	b->index = index;
 	b->batches_per_epoch = nb;
-	b->key = rng_key(eng->cfg->server.seed, p->name, rank, world);
+	b->key = rng_key(engine_config(eng)->server.seed, p->name, rank, world);
 	b->pixels = bufpool_get(b->n * pl->pixel_bytes);
 	b->labels_bytes = (size_t)b->n * K * sizeof(float);
 	b->labels = malloc(b->labels_bytes);

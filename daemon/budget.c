@@ -12,7 +12,7 @@
 
 uint64_t budget_batch_bytes(const engine_t *e, int i)
 {
-	const struct pipeline_rt *rt = &e->pipelines[i];
+	const struct pipeline_rt *rt = engine_pipeline(e, i);
 	const struct pipeline_cfg *p = rt->cfg;
 	uint64_t n = p->batch_size;
 	uint64_t px = (uint64_t)p->size * p->size * 3;
@@ -46,8 +46,8 @@ static double gib(uint64_t b)
 
 static void warn_classes(const engine_t *e)
 {
-	for (int d = 0; d < e->cfg->n_datasets; d++) {
-		const dataset_t *ds = e->datasets[d];
+	for (int d = 0; d < engine_config(e)->n_datasets; d++) {
+		const dataset_t *ds = engine_dataset(e, d);
 		uint32_t k = dataset_num_classes(ds), used = dataset_used_classes(ds);
 
 		if (k > 2u * used && k - used >= 16)
@@ -55,19 +55,19 @@ static void warn_classes(const engine_t *e)
 				    "every label row still has %u entries (%u bytes per "
 				    "sample); check the class column of the manifest "
 				    "(integer classes make max + 1 classes)",
-				    e->cfg->datasets[d].name, k, used, k, k * 4u);
+				    engine_config(e)->datasets[d].name, k, used, k, k * 4u);
 	}
 }
 
 int budget_check(const engine_t *e, char *err, size_t errlen)
 {
-	const struct server_cfg *sv = &e->cfg->server;
+	const struct server_cfg *sv = &engine_config(e)->server;
 	uint64_t limit = budget_limit(sv);
 	uint64_t inflight = sv->max_inflight ? sv->max_inflight : 2 + sv->workers / 2;
 
 	warn_classes(e);
-	for (int i = 0; i < e->cfg->n_pipelines; i++) {
-		const struct pipeline_cfg *p = e->pipelines[i].cfg;
+	for (int i = 0; i < engine_config(e)->n_pipelines; i++) {
+		const struct pipeline_cfg *p = engine_pipeline(e, i)->cfg;
 		uint64_t one = budget_batch_bytes(e, i);
 
 		if (one <= limit / inflight)
@@ -77,7 +77,7 @@ int budget_check(const engine_t *e, char *err, size_t errlen)
 			 "%.2f GiB, above [server] max_batch_bytes = %llu (%.2f GiB%s): "
 			 "lower batch_size or size, or [server] max_inflight, or raise "
 			 "max_batch_bytes", p->name, gib(one), p->batch_size, p->size,
-			 dataset_num_classes(e->pipelines[i].ds),
+			 dataset_num_classes(engine_pipeline(e, i)->ds),
 			 (unsigned long long)inflight, gib(one) * (double)inflight,
 			 (unsigned long long)limit, gib(limit),
 			 sv->max_batch_bytes ? "" : ", a quarter of physical memory");

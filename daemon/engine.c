@@ -1,4 +1,4 @@
-#include "engine.h"
+#include "engine_int.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -212,4 +212,48 @@ void engine_note_bad(engine_t *e, int ds, uint32_t index, const char *why)
 	stats_add(e->stats, bad_files, 1);
 	log_warning("decode: '%s': %s (logged once per file)",
 		    dataset_path(e->datasets[ds], index), why);
+}
+
+const config_t *engine_config(const engine_t *e)
+{
+	return e->cfg;
+}
+
+const struct pipeline_rt *engine_pipeline(const engine_t *e, int pipeline)
+{
+	return &e->pipelines[pipeline];
+}
+
+dataset_t *engine_dataset(const engine_t *e, int ds)
+{
+	return e->datasets[ds];
+}
+
+struct stats *engine_stats(const engine_t *e)
+{
+	return e->stats;
+}
+
+const uint8_t *engine_digest(const engine_t *e)
+{
+	return e->digest;
+}
+
+const char *engine_digest_hex(const engine_t *e)
+{
+	return e->digest_hex;
+}
+
+const char *engine_class_names_json(const engine_t *e, int ds)
+{
+	return e->class_names_json[ds];
+}
+
+void engine_bad_each(engine_t *e, void (*fn)(const struct bad_entry *be, uint32_t k, void *arg),
+		     void *arg)
+{
+	pthread_mutex_lock(&e->bad_lock);
+	for (uint32_t k = 0; k < e->n_bad_list; k++)
+		fn(&e->bad_list[k], k, arg);
+	pthread_mutex_unlock(&e->bad_lock);
 }

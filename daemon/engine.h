@@ -42,20 +42,8 @@ struct bad_entry {
 	char why[120];
 };
 
-typedef struct engine {
-	atomic_int refs;
-	config_t *cfg;
-	struct stats *stats;                  /* process-wide, not owned */
-	dataset_t *datasets[CONFIG_MAX_DATASETS];
-	atomic_uchar *bad[CONFIG_MAX_DATASETS]; /* 1 per file known bad */
-	struct pipeline_rt pipelines[CONFIG_MAX_PIPELINES];
-	pthread_mutex_t bad_lock;             /* guards bad_list, n_bad_list */
-	struct bad_entry bad_list[ENGINE_BAD_LIST];
-	uint32_t n_bad_list;
-	char *class_names_json[CONFIG_MAX_DATASETS]; /* INFO's class_names */
-	uint8_t digest[DIGEST_SIZE];
-	char digest_hex[2 * DIGEST_SIZE + 1];
-} engine_t;
+/* Opaque (engine_int.h has the fields, for engine.c and its unit test). */
+typedef struct engine engine_t;
 
 /*
  * Build an engine; takes ownership of *cfg (cleared) in every case.
@@ -78,6 +66,21 @@ int engine_find_pipeline(const engine_t *e, const char *name);
  */
 uint32_t engine_check_request(const engine_t *e, int pi, const struct wire_request *rq,
 			      char *msg, size_t msglen);
+
+/* What one generation holds, read-only for everyone but engine.c. */
+const config_t *engine_config(const engine_t *e);
+const struct pipeline_rt *engine_pipeline(const engine_t *e, int pipeline);
+dataset_t *engine_dataset(const engine_t *e, int ds);
+struct stats *engine_stats(const engine_t *e);
+/* The config digest (DIGEST_SIZE bytes) and its hex spelling. */
+const uint8_t *engine_digest(const engine_t *e);
+const char *engine_digest_hex(const engine_t *e);
+/* INFO's class_names of dataset `ds` (a JSON array, escaped once). */
+const char *engine_class_names_json(const engine_t *e, int ds);
+/* Call fn for each listed bad file, in the order found, under the lock
+ * engine_note_bad takes (fn must not call back into the engine). */
+void engine_bad_each(engine_t *e, void (*fn)(const struct bad_entry *be, uint32_t k, void *arg),
+		     void *arg);
 
 /* Record that `index` of dataset `ds` failed: counts every failure, logs
  * the first failure of each file once (with `why`). */

@@ -137,14 +137,14 @@ char *info_json(const engine_t *e, int pipeline, uint32_t rank, uint32_t world,
 		unsigned version, uint32_t max_window)
 {
 	struct sbuf b = { .ok = true };
-	const config_t *cfg = e->cfg;
+	const config_t *cfg = engine_config(e);
 
 	if (!wire_version_ok(version))
 		version = WIRE_VERSION;
 	sb_printf(&b, "{\"protocol\":%u,\"protocols\":[%d,%d],\"version\":", version,
 		  WIRE_VERSION_MIN, WIRE_VERSION);
 	sb_json_str(&b, CUTMIXD_VERSION);
-	sb_printf(&b, ",\"config_digest\":\"%s\",\"pipelines\":[", e->digest_hex);
+	sb_printf(&b, ",\"config_digest\":\"%s\",\"pipelines\":[", engine_digest_hex(e));
 	for (int i = 0; i < cfg->n_pipelines; i++) {
 		sb_printf(&b, i ? "," : "");
 		sb_json_str(&b, cfg->pipelines[i].name);
@@ -153,7 +153,7 @@ char *info_json(const engine_t *e, int pipeline, uint32_t rank, uint32_t world,
 		  (int)wire_meta_size(version));
 
 	if (pipeline >= 0) {
-		const struct pipeline_rt *rt = &e->pipelines[pipeline];
+		const struct pipeline_rt *rt = engine_pipeline(e, pipeline);
 		const struct pipeline_cfg *p = rt->cfg;
 		uint32_t K = dataset_num_classes(rt->ds);
 		uint32_t w = world ? world : 1;
@@ -166,7 +166,7 @@ char *info_json(const engine_t *e, int pipeline, uint32_t rank, uint32_t world,
 			  "\"num_classes\":%u,\"class_names\":", dataset_size(rt->ds),
 			  (unsigned long long)dataset_skipped(rt->ds), K);
 		/* made once per generation (engine_new), copied here */
-		sb_put(&b, e->class_names_json[rt->ds_index], strlen(e->class_names_json[rt->ds_index]));
+		sb_put(&b, engine_class_names_json(e, rt->ds_index), strlen(engine_class_names_json(e, rt->ds_index)));
 		sb_printf(&b, ",\"batch_size\":%u,\"batches_per_epoch\":%u,"
 			  "\"samples_per_rank\":%u,\"rank\":%u,\"world\":%u,",
 			  p->batch_size, sampler_batches(rt->sampler, w),
@@ -184,6 +184,26 @@ char *info_json(const engine_t *e, int pipeline, uint32_t rank, uint32_t world,
 	}
 	sb_printf(&b, "}");
 	return sb_finish(&b);
+}
+
+/* One bad_file_list element (engine_bad_each's callback). */
+struct bad_json {
+	struct sbuf *b;
+	const engine_t *e;
+};
+
+static void bad_entry_json(const struct bad_entry *be, uint32_t k, void *arg)
+{
+	struct bad_json *bj = arg;
+	struct sbuf *b = bj->b;
+
+	sb_printf(b, "%s{\"dataset\":", k ? "," : "");
+	sb_json_str(b, engine_config(bj->e)->datasets[be->ds].name);
+	sb_printf(b, ",\"path\":");
+	sb_json_str(b, dataset_path(engine_dataset(bj->e, be->ds), be->index));
+	sb_printf(b, ",\"failures\":%u,\"error\":", be->failures);
+	sb_json_str(b, be->why);
+	sb_printf(b, "}");
 }
 
 char *stats_json(const struct stats *st, const struct server_gauges *g,
@@ -216,18 +236,8 @@ char *stats_json(const struct stats *st, const struct server_gauges *g,
 		  (unsigned long long)stats_get(st, cache_entries));
 	/* Per file: which failed, how often, and the first error. */
 	sb_printf(&b, "\"bad_file_list\":[");
-	pthread_mutex_lock(&e->bad_lock);
-	for (uint32_t k = 0; k < e->n_bad_list; k++) {
-		const struct bad_entry *be = &e->bad_list[k];
-		sb_printf(&b, "%s{\"dataset\":", k ? "," : "");
-		sb_json_str(&b, e->cfg->datasets[be->ds].name);
-		sb_printf(&b, ",\"path\":");
-		sb_json_str(&b, dataset_path(e->datasets[be->ds], be->index));
-		sb_printf(&b, ",\"failures\":%u,\"error\":", be->failures);
-		sb_json_str(&b, be->why);
-		sb_printf(&b, "}");
-	}
-	pthread_mutex_unlock(&e->bad_lock);
+	struct bad_json bj = { &b, e };
+	engine_bad_each(e, bad_entry_json, &bj);
 	sb_printf(&b, "]}");
 	return sb_finish(&b);
 }

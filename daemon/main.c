@@ -112,10 +112,10 @@ static void usage(FILE *f)
 
 static void print_summary(const engine_t *e, const struct server_keys *k)
 {
-	const config_t *cfg = e->cfg;
+	const config_t *cfg = engine_config(e);
 
 	printf("config ok: %s\n", cfg->path);
-	printf("  digest %s\n", e->digest_hex);
+	printf("  digest %s\n", engine_digest_hex(e));
 	if (k->curve)
 		printf("  security CURVE, server public key %s, %zu authorized client keys\n",
 		       k->public_key, keys_count(k->authorized));
@@ -123,26 +123,26 @@ static void print_summary(const engine_t *e, const struct server_keys *k)
 		printf("  security none (no [security]: clients are not authenticated)\n");
 	for (int d = 0; d < cfg->n_datasets; d++)
 		printf("  dataset %-10s %u files, %u classes, root %s\n",
-		       cfg->datasets[d].name, dataset_size(e->datasets[d]),
-		       dataset_num_classes(e->datasets[d]), dataset_root(e->datasets[d]));
+		       cfg->datasets[d].name, dataset_size(engine_dataset(e, d)),
+		       dataset_num_classes(engine_dataset(e, d)), dataset_root(engine_dataset(e, d)));
 	for (int d = 0; d < cfg->n_datasets; d++)
 		printf("  dataset %-10s index memory %zu bytes\n", cfg->datasets[d].name,
-		       dataset_memory(e->datasets[d]));
+		       dataset_memory(engine_dataset(e, d)));
 	for (int d = 0; d < cfg->n_datasets; d++) {
 		const char *sp;
-		uint64_t ns = dataset_skipped(e->datasets[d]);
+		uint64_t ns = dataset_skipped(engine_dataset(e, d));
 		uint32_t j = 0;
 
 		if (ns)
 			printf("  dataset %-10s skipped %llu files (not .jpg .jpeg .png .webp):\n",
 			       cfg->datasets[d].name, (unsigned long long)ns);
-		for (; (sp = dataset_skipped_path(e->datasets[d], j)); j++)
+		for (; (sp = dataset_skipped_path(engine_dataset(e, d), j)); j++)
 			printf("    skipped %s\n", sp);
 		if (ns > j)
 			printf("    ... and %llu more\n", (unsigned long long)(ns - j));
 	}
 	for (int i = 0; i < cfg->n_pipelines; i++) {
-		const struct pipeline_rt *rt = &e->pipelines[i];
+		const struct pipeline_rt *rt = engine_pipeline(e, i);
 		printf("  pipeline %-9s %s, batch %u, %ux%u, %u batches per epoch (world 1)\n",
 		       rt->cfg->name, rt->cfg->eval ? "eval" : "train", rt->cfg->batch_size,
 		       rt->cfg->size, rt->cfg->size, sampler_batches(rt->sampler, 1));
@@ -418,7 +418,7 @@ static int load(const struct cli *c, struct daemon *d)
 	}
 	if (c->check) {
 		/* the endpoints too: bound and released (bindcheck.h) */
-		if (bindcheck_endpoints(&d->eng->cfg->server, err, sizeof(err))) {
+		if (bindcheck_endpoints(&engine_config(d->eng)->server, err, sizeof(err))) {
 			log_err("check: %s", err);
 			return EX_SOFTWARE_;
 		}
@@ -453,7 +453,7 @@ static int start(const struct cli *c, struct daemon *d)
 	 * after the first free). Costs page faults, not copies. */
 	mallopt(M_MMAP_THRESHOLD, 1 << 20);
 
-	uint32_t workers = d->eng->cfg->server.workers; /* config resolved 0 */
+	uint32_t workers = engine_config(d->eng)->server.workers; /* config resolved 0 */
 	d->pool = pool_new(workers, batch_worker_new, batch_worker_free);
 	if (!d->pool) {
 		log_err("cannot start %u workers", workers);

@@ -76,7 +76,7 @@ struct client *client_get(server_t *s, const uint8_t *id, size_t len,
 	for (struct client *c = s->clients[h]; c; c = c->next)
 		if (c->id_len == len && memcmp(c->id, id, len) == 0)
 			return c;
-	if (!create || s->n_clients >= s->eng->cfg->server.max_clients)
+	if (!create || s->n_clients >= engine_config(s->eng)->server.max_clients)
 		return NULL;
 	struct client *c = calloc(1, sizeof(*c));
 	struct ticket *tk = c ? calloc(1, sizeof(*tk)) : NULL;
@@ -99,7 +99,7 @@ struct client *client_get(server_t *s, const uint8_t *id, size_t len,
  * (or all idle ones when `all`). */
 void clients_expire(server_t *s, double now, bool all)
 {
-	double limit = s->eng->cfg->server.idle_timeout_s;
+	double limit = engine_config(s->eng)->server.idle_timeout_s;
 
 	for (int h = 0; h < CLIENT_BUCKETS; h++) {
 		struct client **pp = &s->clients[h];
@@ -201,7 +201,7 @@ static int reply_try_send(server_t *s, struct reply *r)
 	/* A counted reply stays counted until ZeroMQ has written it to the
 	 * kernel: at most a window of them in ZeroMQ per client, whatever
 	 * its per-peer high-water mark would let queue. */
-	if (r->counts && client_held(r->cl) >= s->eng->cfg->server.max_client_window)
+	if (r->counts && client_held(r->cl) >= engine_config(s->eng)->server.max_client_window)
 		return 0;
 	if (zmq_send(s->router, r->cl->id, r->cl->id_len, more) < 0) {
 		if (errno == EAGAIN)
@@ -298,7 +298,7 @@ void header_init(server_t *s, struct wire_reply *h, uint16_t type,
 		h->world = rq->world;
 		h->batch = rq->batch;
 	}
-	memcpy(h->digest, s->eng->digest, WIRE_DIGEST_SIZE);
+	memcpy(h->digest, engine_digest(s->eng), WIRE_DIGEST_SIZE);
 }
 
 /* The shape fields of a BATCH header, and of an INFO header for a
@@ -452,7 +452,7 @@ bool cache_serve(server_t *s, struct pending *pq)
 
 	if (!s->cache)
 		return false;
-	cache_key_make(&k, s->eng->digest, pq->rq.pipeline, pq->rq.epoch, pq->rq.rank,
+	cache_key_make(&k, engine_digest(s->eng), pq->rq.pipeline, pq->rq.epoch, pq->rq.rank,
 		       pq->rq.world, pq->rq.batch);
 	ce = cache_find(s->cache, &k, &ready);
 	if (ce && ready) {
@@ -479,7 +479,7 @@ void batch_reply(server_t *s, batch_t *b)
 		return;
 	}
 	header_init(s, &h, WIRE_BATCH, &rq->rq);
-	memcpy(h.digest, b->eng->digest, WIRE_DIGEST_SIZE);
+	memcpy(h.digest, engine_digest(b->eng), WIRE_DIGEST_SIZE);
 	header_shape(&h, b->pl, b->batches_per_epoch);
 	h.batch_size = b->n;
 	h.flags = b->index + 1 == b->batches_per_epoch ? WIRE_RFLAG_LAST : 0;

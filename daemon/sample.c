@@ -152,7 +152,7 @@ static int load_sample(struct worker_ctx *w, batch_t *b, uint32_t source,
 		       rng_t *r, uint8_t *slot, struct wire_meta *m)
 {
 	const struct pipeline_cfg *p = b->pl->cfg;
-	const struct server_cfg *sv = &b->eng->cfg->server;
+	const struct server_cfg *sv = &engine_config(b->eng)->server;
 	struct decode_limits lim = { sv->max_pixels, sv->max_file_bytes,
 				     sv->max_scan_blocks };
 	const uint8_t *data;
@@ -281,7 +281,7 @@ static int load_or_replace(struct worker_ctx *w, batch_t *b, uint32_t pos,
 			return -1;
 		}
 		engine_note_bad(b->eng, pl->ds_index, source, w->why);
-		if (b->eng->cfg->server.on_decode_error == ON_ERROR_FAIL) {
+		if (engine_config(b->eng)->server.on_decode_error == ON_ERROR_FAIL) {
 			batch_fail(b, WIRE_E_DECODE, "decode failed: '%s': %s",
 				   dataset_path(pl->ds, source), w->why);
 			return -1;
@@ -301,7 +301,7 @@ static int load_or_replace(struct worker_ctx *w, batch_t *b, uint32_t pos,
 		m->status = WIRE_SAMPLE_REPLACED;
 	}
 	if (m->status == WIRE_SAMPLE_REPLACED)
-		stats_add(b->eng->stats, replaced, 1);
+		stats_add(engine_stats(b->eng), replaced, 1);
 	m->source = source;
 	*attempt_out = attempt;
 	return 0;

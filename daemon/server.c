@@ -223,12 +223,12 @@ static void reply_info(server_t *s, struct client *cl, bool delim,
 
 	header_init(s, &h, WIRE_INFO, rq);
 	if (pi >= 0)
-		header_shape(&h, &s->eng->pipelines[pi],
-			     sampler_batches(s->eng->pipelines[pi].sampler, rq->world));
+		header_shape(&h, engine_pipeline(s->eng, pi),
+			     sampler_batches(engine_pipeline(s->eng, pi)->sampler, rq->world));
 	cl->outstanding++;
 	reply_text(s, cl, delim, true, &h,
 		   info_json(s->eng, pi, rq->rank, rq->world, rq->version,
-			     s->eng->cfg->server.max_client_window));
+			     engine_config(s->eng)->server.max_client_window));
 }
 
 static void reply_stats(server_t *s, struct client *cl, bool delim,
@@ -282,7 +282,7 @@ static void handle_request(server_t *s, struct client *cl, bool delim,
 	}
 	/* INFO and STATS count against the window too: their replies can be
 	 * megabytes (class names) and cost the serving thread. */
-	uint32_t cap = s->eng->cfg->server.max_client_window;
+	uint32_t cap = engine_config(s->eng)->server.max_client_window;
 	if (cl->outstanding >= cap) {
 		reply_error(s, cl, delim, false, &rq, WIRE_E_BUSY,
 			    "at most %u requests may be outstanding per client; wait for a reply before asking again",
@@ -397,7 +397,7 @@ static int recv_one(server_t *s)
 	/* A client that does not read its replies gets no more of them: once
 	 * a window's worth is stuck in `unsent`, its requests are dropped
 	 * (counted, logged once) so memory stays bounded. */
-	if (cl->unsent >= s->eng->cfg->server.max_client_window) {
+	if (cl->unsent >= engine_config(s->eng)->server.max_client_window) {
 		stats_add(s->stats, requests, 1);
 		stats_add(s->stats, dropped, 1);
 		if (!cl->warned)
@@ -463,12 +463,12 @@ static void reload_finish(server_t *s)
 		log_err("reload: keeping the running config: %s", err);
 	} else {
 		zap_reload(s->zap, &keys);
-		if (reload_unapplied(&s->fixed, eng->cfg, unapplied, sizeof(unapplied)))
+		if (reload_unapplied(&s->fixed, engine_config(eng), unapplied, sizeof(unapplied)))
 			log_warning("reload: not applied until a restart: %s", unapplied);
-		log_notice("reload: config digest %.16s -> %.16s", s->eng->digest_hex, eng->digest_hex);
+		log_notice("reload: config digest %.16s -> %.16s", engine_digest_hex(s->eng), engine_digest_hex(eng));
 		engine_unref(&s->eng);
 		s->eng = eng;
-		cache_keep_digest(s->cache, s->eng->digest);
+		cache_keep_digest(s->cache, engine_digest(s->eng));
 	}
 	server_keys_clear(&keys);
 	sd_notify(0, "READY=1");
@@ -552,12 +552,12 @@ static void metrics_publish(server_t *s)
 		.clients = s->n_clients, .pending = s->n_pending, .inflight = s->inflight,
 		.unsent = s->n_unsent, .queue_depth = pool_depth(s->pool),
 		.workers = pool_workers(s->pool),
-		.cache_limit_bytes = s->eng->cfg->server.batch_cache_mb << 20,
+		.cache_limit_bytes = engine_config(s->eng)->server.batch_cache_mb << 20,
 	};
 
 	if (!s->metrics)
 		return;
-	memcpy(g.digest_hex, s->eng->digest_hex, sizeof(g.digest_hex));
+	memcpy(g.digest_hex, engine_digest_hex(s->eng), sizeof(g.digest_hex));
 	metrics_gauges(s->metrics, &g);
 }
 
@@ -607,7 +607,7 @@ static int router_open(server_t *s, char *err, size_t errlen)
 server_t *server_new(engine_t *eng, pool_t *pool, struct stats *stats,
 		     const struct server_opts *opts, char *err, size_t errlen)
 {
-	const struct server_cfg *sv = &eng->cfg->server;
+	const struct server_cfg *sv = &engine_config(eng)->server;
 	server_t *s = calloc(1, sizeof(*s));
 	sigset_t mask;
 
@@ -621,7 +621,7 @@ server_t *server_new(engine_t *eng, pool_t *pool, struct stats *stats,
 	s->stats = stats;
 	s->opts = *opts;
 	s->opts.keys = NULL; /* taken below; not kept */
-	restart_keys_of(eng->cfg, &s->fixed);
+	restart_keys_of(engine_config(eng), &s->fixed);
 	pthread_mutex_init(&s->done_lock, NULL);
 	atomic_init(&s->cancel, false);
 	s->max_inflight = sv->max_inflight ? sv->max_inflight : 2 + pool_workers(pool) / 2;
@@ -680,12 +680,12 @@ out_fail:
 
 int server_run(server_t *s)
 {
-	const struct server_cfg *sv = &s->eng->cfg->server;
+	const struct server_cfg *sv = &engine_config(s->eng)->server;
 
 	for (int i = 0; i < sv->n_endpoints; i++)
 		log_notice("ready: serving %d pipeline(s) on %s, %u workers, config digest %.16s",
-			   s->eng->cfg->n_pipelines, sv->endpoints[i],
-			   pool_workers(s->pool), s->eng->digest_hex);
+			   engine_config(s->eng)->n_pipelines, sv->endpoints[i],
+			   pool_workers(s->pool), engine_digest_hex(s->eng));
 	sd_notify(0, "READY=1");
 
 	for (;;) {

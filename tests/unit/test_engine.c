@@ -25,7 +25,7 @@
 #include <cmocka.h>
 
 #include "config.h"
-#include "engine.h"
+#include "engine_int.h"
 #include "jpeg_fixtures.h"
 #include "log.h"
 #include "stats.h"
