@@ -31,7 +31,7 @@
 #include "batch.h"
 #include "bufpool.h"
 #include "config.h"
-#include "engine.h"
+#include "engine_int.h" /* reads the engine's fields (refs, samplers, bad list) */
 #include "jpeg_fixtures.h"
 #include "log.h"
 #include "pool.h"

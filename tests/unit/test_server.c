@@ -33,7 +33,7 @@
 
 #include "batch.h"
 #include "config.h"
-#include "engine.h"
+#include "engine_int.h" /* reads the engine's fields (refs, digest) */
 #include "jpeg_fixtures.h"
 #include "log.h"
 #include "pool.h"
