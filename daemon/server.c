@@ -4,7 +4,7 @@
  *
  * One request, in file order:
  *
- *   ROUTER ──recv_one──> handle_request ──> request_valid
+ *   ROUTER ──recv_one──> handle_request ──> request_valid (engine_check_request)
  *      │                     │ INFO/STATS: reply_info, reply_stats ───┐
  *      │                     └ BATCH: queue_batch -> `pending`        │
  *      │                                  │ schedule (max_inflight)   │
