@@ -142,6 +142,7 @@ int rebuild_take(rebuild_t **rbp, engine_t **eng, struct server_keys *keys,
 void rebuild_abandon(rebuild_t **rbp)
 {
 	struct rebuild *rb = rbp ? *rbp : NULL;
+	pthread_t thread;
 	bool done;
 
 	if (!rb)
@@ -150,12 +151,13 @@ void rebuild_abandon(rebuild_t **rbp)
 	pthread_mutex_lock(&rb->lock);
 	rb->abandoned = true;
 	done = rb->done;
+	thread = rb->thread; /* once unlocked, a running build may free rb */
 	pthread_mutex_unlock(&rb->lock);
 	if (done) { /* ended already: ours to free */
-		pthread_join(rb->thread, NULL);
+		pthread_join(thread, NULL);
 		rebuild_free(rb);
 	} else {
-		pthread_detach(rb->thread);
+		pthread_detach(thread);
 	}
 }
 

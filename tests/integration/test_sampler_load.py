@@ -44,7 +44,7 @@ def big(tmp_path_factory):
             f.write(block)
     d = Daemon(tmp_path_factory.mktemp("bigd"), {"root": str(root), "manifest": str(man)},
                {"train": PL}, server={"workers": 2}, name="big")
-    d.start()
+    d.start(wait=False)  # a 4M-line index: wait_ready below allows for sanitizer builds
     d.wait_ready(timeout=120)
     yield d
     d.stop()

@@ -138,10 +138,10 @@ static int setup(void **state)
 		fprintf(stderr, "setup: server_new: %s\n", err);
 		return -1;
 	}
+	f->run_rc = -1; /* before the thread starts: it writes run_rc */
 	if (pthread_create(&f->th, NULL, serve_main, f))
 		return -1;
 	f->running = true;
-	f->run_rc = -1;
 	f->zctx = zmq_ctx_new();
 	if (!f->zctx)
 		return -1;
