@@ -145,6 +145,94 @@ static inline int32_t pack16(int32_t a, int32_t b)
 	return (int32_t)(((uint32_t)a & 0xFFFF) | ((uint32_t)b << 16));
 }
 
+/* Whether coefficients computed for `have` serve a request for `want`
+ * (packed pairs made for one are good for a request without them too). */
+static bool coeffs_key_serves(const struct resize_key *have, const struct resize_key *want)
+{
+	return have->in == want->in && have->total == want->total &&
+	       have->off == want->off && have->out == want->out &&
+	       have->src_off == want->src_off && have->buf == want->buf &&
+	       have->in0 == want->in0 && have->in1 == want->in1 &&
+	       have->kern == want->kern && have->flip == want->flip &&
+	       (have->pairs || !want->pairs);
+}
+
+/* Room for out_size output pixels of ksize taps (and their pairs). */
+static int coeffs_grow(resizer_t *r, struct resize_pass *p, int out_size, int ksize,
+		       bool pairs)
+{
+	int rc;
+
+	rc = scratch_grow((void **)&p->bounds, &p->bounds_cap, (size_t)out_size * 2 * sizeof(int));
+	if (rc == 0)
+		rc = scratch_grow((void **)&p->kk, &p->kk_cap,
+			  (size_t)out_size * (size_t)ksize * sizeof(int32_t));
+	if (rc == 0)
+		rc = scratch_grow((void **)&r->pre, &r->pre_cap, (size_t)ksize * sizeof(double));
+	p->ksize = ksize;
+	p->npairs = (ksize + 1) / 2;
+	if (rc == 0 && pairs)
+		rc = scratch_grow((void **)&p->pairs, &p->pairs_cap,
+			  (size_t)out_size * (size_t)p->npairs * 2 * sizeof(int32_t));
+	return rc;
+}
+
+/*
+ * One output pixel, Pillow's way: the taps [xmin, xmin + n) around center
+ * clamped to the extent, their filter weights divided by their sum (into
+ * the double scratch k), rounded half away from zero to 22 bits into kk
+ * (zero beyond n). Returns xmin; *n_out gets n.
+ */
+static int coeffs_pixel(double *k, int32_t *kk, const struct resize_kernel *kern,
+			double center, double support, double ss, int in_size, int ksize,
+			int *n_out)
+{
+	double ww = 0.0;
+	int x, xmin, xmax;
+
+	xmin = (int)(center - support + 0.5);
+	if (xmin < 0)
+		xmin = 0;
+	xmax = (int)(center + support + 0.5);
+	if (xmax > in_size)
+		xmax = in_size;
+	xmax -= xmin;
+	if (xmax > ksize)
+		xmax = ksize; /* cannot happen; keeps the loops bounded */
+	if (xmax < 0)
+		xmax = 0;
+	for (x = 0; x < xmax; x++) {
+		double w = kern->filter((x + xmin - center + 0.5) * ss);
+
+		k[x] = w;
+		ww += w;
+	}
+	for (x = 0; x < xmax; x++)
+		if (ww != 0.0)
+			k[x] /= ww;
+	for (; x < ksize; x++)
+		k[x] = 0;
+	for (x = 0; x < ksize; x++)
+		kk[x] = k[x] < 0 ? (int32_t)(-0.5 + k[x] * (1 << PRECISION_BITS))
+				 : (int32_t)(0.5 + k[x] * (1 << PRECISION_BITS));
+	*n_out = xmax;
+	return xmin;
+}
+
+/* The packed form of one pixel's kk for the SIMD passes: per pair of taps
+ * the low 15 bits of both as two int16, then the high parts (an odd last
+ * tap pairs with 0). */
+static void coeffs_pack_pairs(int32_t *kp, const int32_t *kk, int ksize, int npairs)
+{
+	for (int x = 0; x < npairs; x++) {
+		int32_t ka = kk[2 * x];
+		int32_t kb = 2 * x + 1 < ksize ? kk[2 * x + 1] : 0;
+
+		kp[2 * x] = pack16(ka & 0x7FFF, kb & 0x7FFF);
+		kp[2 * x + 1] = pack16(ka >> 15, kb >> 15);
+	}
+}
+
 /*
  * Pillow's precompute_coeffs + normalize_coeffs_8bpc for outputs
  * [out_off, out_off + out_size) of a resize of [in0, in1) of an extent of
@@ -159,13 +247,15 @@ static int resize_coeffs(resizer_t *r, struct resize_pass *p, int in_size,
 			 int out_size, int src_off, int buf_size,
 			 const struct resize_kernel *kern, bool pairs, bool flip)
 {
-	double support, scale, filterscale, center, ww, ss;
-	int xx, x, ksize, xmin, xmax, rc;
+	const struct resize_key key = {
+		.in = in_size, .total = out_total, .off = out_off, .out = out_size,
+		.src_off = src_off, .buf = buf_size, .in0 = in0, .in1 = in1,
+		.kern = kern, .flip = flip, .pairs = pairs,
+	};
+	double support, scale, filterscale, ss;
+	int ksize, rc;
 
-	if (p->valid && p->key_in == in_size && p->key_total == out_total &&
-	    p->key_off == out_off && p->key_out == out_size && p->key_src_off == src_off &&
-	    p->key_buf == buf_size && p->key_in0 == in0 && p->key_in1 == in1 &&
-	    p->key_kern == kern && p->key_flip == flip && (p->key_pairs || !pairs))
+	if (p->valid && coeffs_key_serves(&p->key, &key))
 		return 0;
 	p->valid = false;
 
@@ -175,82 +265,29 @@ static int resize_coeffs(resizer_t *r, struct resize_pass *p, int in_size,
 	support = kern->support * filterscale;
 	/* support <= 2 * in_size <= 2^25: no overflow below. */
 	ksize = (int)ceil(support) * 2 + 1;
-
-	rc = scratch_grow((void **)&p->bounds, &p->bounds_cap, (size_t)out_size * 2 * sizeof(int));
-	if (rc == 0)
-		rc = scratch_grow((void **)&p->kk, &p->kk_cap,
-			  (size_t)out_size * (size_t)ksize * sizeof(int32_t));
-	if (rc == 0)
-		rc = scratch_grow((void **)&r->pre, &r->pre_cap, (size_t)ksize * sizeof(double));
-	p->ksize = ksize;
-	p->npairs = (ksize + 1) / 2;
-	if (rc == 0 && pairs)
-		rc = scratch_grow((void **)&p->pairs, &p->pairs_cap,
-			  (size_t)out_size * (size_t)p->npairs * 2 * sizeof(int32_t));
+	rc = coeffs_grow(r, p, out_size, ksize, pairs);
 	if (rc < 0)
 		return rc;
 
 	ss = 1.0 / filterscale;
-	for (xx = 0; xx < out_size; xx++) {
-		double *k = r->pre;
+	for (int xx = 0; xx < out_size; xx++) {
 		const int slot = flip ? out_size - 1 - xx : xx;
 		int32_t *kk = p->kk + (size_t)slot * (size_t)ksize;
+		const double center = in0 + (xx + out_off + 0.5) * scale;
+		int n;
+		const int xmin = coeffs_pixel(r->pre, kk, kern, center, support, ss, in_size,
+					      ksize, &n);
 
-		center = in0 + (xx + out_off + 0.5) * scale;
-		ww = 0.0;
-		xmin = (int)(center - support + 0.5);
-		if (xmin < 0)
-			xmin = 0;
-		xmax = (int)(center + support + 0.5);
-		if (xmax > in_size)
-			xmax = in_size;
-		xmax -= xmin;
-		if (xmax > ksize)
-			xmax = ksize; /* cannot happen; keeps the loops bounded */
-		if (xmax < 0)
-			xmax = 0;
-		for (x = 0; x < xmax; x++) {
-			double w = kern->filter((x + xmin - center + 0.5) * ss);
-
-			k[x] = w;
-			ww += w;
-		}
-		for (x = 0; x < xmax; x++)
-			if (ww != 0.0)
-				k[x] /= ww;
-		for (; x < ksize; x++)
-			k[x] = 0;
-		for (x = 0; x < ksize; x++)
-			kk[x] = k[x] < 0 ? (int32_t)(-0.5 + k[x] * (1 << PRECISION_BITS))
-					 : (int32_t)(0.5 + k[x] * (1 << PRECISION_BITS));
-		if (xmin - src_off < 0 || xmin - src_off + xmax > buf_size)
+		if (xmin - src_off < 0 || xmin - src_off + n > buf_size)
 			return -ERANGE; /* the caller's window lacks taps */
 		p->bounds[slot * 2 + 0] = xmin - src_off;
-		p->bounds[slot * 2 + 1] = xmax;
-		if (pairs) {
-			int32_t *kp = p->pairs + (size_t)slot * (size_t)p->npairs * 2;
-
-			for (x = 0; x < p->npairs; x++) {
-				int32_t ka = kk[2 * x];
-				int32_t kb = 2 * x + 1 < ksize ? kk[2 * x + 1] : 0;
-
-				kp[2 * x] = pack16(ka & 0x7FFF, kb & 0x7FFF);
-				kp[2 * x + 1] = pack16(ka >> 15, kb >> 15);
-			}
-		}
+		p->bounds[slot * 2 + 1] = n;
+		if (pairs)
+			coeffs_pack_pairs(p->pairs + (size_t)slot * (size_t)p->npairs * 2, kk,
+					  ksize, p->npairs);
 	}
+	p->key = key;
 	p->valid = true;
-	p->key_in = in_size;
-	p->key_total = out_total;
-	p->key_off = out_off;
-	p->key_out = out_size;
-	p->key_src_off = src_off;
-	p->key_buf = buf_size;
-	p->key_in0 = in0;
-	p->key_in1 = in1;
-	p->key_kern = kern;
-	p->key_flip = flip;
-	p->key_pairs = pairs;
 	return 0;
 }
 

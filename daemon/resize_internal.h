@@ -39,10 +39,13 @@ struct resize_pass {
 	/* What the coefficients above were computed for: a resample with the
 	 * same key reuses them (val crops of same-sized images, repeated
 	 * sizes); the key is everything resize_coeffs reads. */
-	bool valid, key_pairs, key_flip;
-	int key_in, key_total, key_off, key_out, key_src_off, key_buf;
-	float key_in0, key_in1;
-	const struct resize_kernel *key_kern;
+	bool valid;
+	struct resize_key {
+		int in, total, off, out, src_off, buf;
+		float in0, in1;
+		const struct resize_kernel *kern;
+		bool flip, pairs;
+	} key;
 };
 
 static inline uint8_t clip8(int32_t v)
