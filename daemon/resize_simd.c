@@ -256,9 +256,74 @@ static void vertical_tail(const int32_t *k, int ny, const uint8_t *base, size_t 
  * bytes stay in registers over all taps; the last n % 16 bytes are scalar.
  * The (lo, hi) coefficient pairs come precomputed from resize_coeffs.
  */
-static inline __m128i sse2_load16(const uint8_t *p)
+
+/*
+ * One register's width of output bytes at out (16 with V = _mm, B = 128;
+ * 32 with V = _mm256, B = 256), source rows from s, ny taps, pairs kp,
+ * JOIN the width's (hi << 15) + lo >> 22. A macro so that one body serves
+ * SSE2 and AVX2 (intrinsic names differ by prefix and width only); it
+ * expands in vertical16_sse2 and vertical32_avx2 alone. The unpacks and
+ * packs work within each 128-bit lane, so the bytes leave in the order
+ * they came; the saturating packs clamp to 0..255 exactly as clip8.
+ */
+#define VERTICAL_TAPS(V, B, JOIN, kp, ny, s, src_stride, out)                                   \
+	do {                                                                                    \
+		const __m##B##i zero = V##_setzero_si##B();                                     \
+		const __m##B##i init = V##_set1_epi32(1 << (PRECISION_BITS - 1));              \
+		__m##B##i lo0 = init, lo1 = init, lo2 = init, lo3 = init;                       \
+		__m##B##i hi0 = zero, hi1 = zero, hi2 = zero, hi3 = zero;                       \
+                                                                                                \
+		for (int y = 0; y < (ny); y += 2) {                                             \
+			const __m##B##i kl = V##_set1_epi32((kp)[y]);                            \
+			const __m##B##i kh = V##_set1_epi32((kp)[y + 1]);                        \
+			const __m##B##i a = V##_loadu_si##B(                                    \
+				(const __m##B##i *)(const void *)((s) + (size_t)y * (src_stride))); \
+			/* an odd last tap pairs with a zero row (its coefficient is 0 too) */  \
+			const __m##B##i b = y + 1 < (ny) ? V##_loadu_si##B(                     \
+				(const __m##B##i *)(const void *)((s) + (size_t)(y + 1) *        \
+								  (src_stride)))         \
+							  : zero;                                \
+			const __m##B##i al = V##_unpacklo_epi8(a, zero);                         \
+			const __m##B##i ah = V##_unpackhi_epi8(a, zero);                         \
+			const __m##B##i bl = V##_unpacklo_epi8(b, zero);                         \
+			const __m##B##i bh = V##_unpackhi_epi8(b, zero);                         \
+			const __m##B##i p0 = V##_unpacklo_epi16(al, bl);                         \
+			const __m##B##i p1 = V##_unpackhi_epi16(al, bl);                         \
+			const __m##B##i p2 = V##_unpacklo_epi16(ah, bh);                         \
+			const __m##B##i p3 = V##_unpackhi_epi16(ah, bh);                         \
+                                                                                                \
+			lo0 = V##_add_epi32(lo0, V##_madd_epi16(p0, kl));                        \
+			lo1 = V##_add_epi32(lo1, V##_madd_epi16(p1, kl));                        \
+			lo2 = V##_add_epi32(lo2, V##_madd_epi16(p2, kl));                        \
+			lo3 = V##_add_epi32(lo3, V##_madd_epi16(p3, kl));                        \
+			hi0 = V##_add_epi32(hi0, V##_madd_epi16(p0, kh));                        \
+			hi1 = V##_add_epi32(hi1, V##_madd_epi16(p1, kh));                        \
+			hi2 = V##_add_epi32(hi2, V##_madd_epi16(p2, kh));                        \
+			hi3 = V##_add_epi32(hi3, V##_madd_epi16(p3, kh));                        \
+		}                                                                               \
+		V##_storeu_si##B((__m##B##i *)(void *)(out),                                    \
+				 V##_packus_epi16(V##_packs_epi32(JOIN(hi0, lo0), JOIN(hi1, lo1)),  \
+						  V##_packs_epi32(JOIN(hi2, lo2), JOIN(hi3, lo3)))); \
+	} while (0)
+
+/* Output row yy of a vertical pass: its coefficients, pairs, tap count
+ * and first source row. */
+struct vertical_row {
+	const int32_t *k, *kp;
+	int ny;
+	const uint8_t *base;
+};
+
+static inline struct vertical_row vertical_row(const struct resize_pass *p, int yy,
+					       const uint8_t *src, size_t src_stride, int yoff)
 {
-	return _mm_loadu_si128((const __m128i *)(const void *)p);
+	struct vertical_row v;
+
+	v.k = p->kk + (size_t)yy * (size_t)p->ksize;
+	v.kp = p->pairs + (size_t)yy * (size_t)p->npairs * 2;
+	v.ny = p->bounds[yy * 2 + 1];
+	v.base = src + (size_t)(p->bounds[yy * 2] - yoff) * src_stride;
+	return v;
 }
 
 /* (hi << 15) + lo, >> 22: the exact sum of the split products, shifted. */
@@ -271,59 +336,25 @@ static inline __m128i sse2_join(__m128i hi, __m128i lo)
 static inline void vertical16_sse2(const int32_t *kp, int ny, const uint8_t *s,
 				   size_t src_stride, uint8_t *out)
 {
-	const __m128i zero = _mm_setzero_si128();
-	const __m128i init = _mm_set1_epi32(1 << (PRECISION_BITS - 1));
-	__m128i lo0 = init, lo1 = init, lo2 = init, lo3 = init;
-	__m128i hi0 = zero, hi1 = zero, hi2 = zero, hi3 = zero;
+	VERTICAL_TAPS(_mm, 128, sse2_join, kp, ny, s, src_stride, out);
+}
 
-	for (int y = 0; y < ny; y += 2) {
-		const __m128i kl = _mm_set1_epi32(kp[y]);
-		const __m128i kh = _mm_set1_epi32(kp[y + 1]);
-		const __m128i a = sse2_load16(s + (size_t)y * src_stride);
-		/* an odd last tap pairs with a zero row (its coefficient is 0 too) */
-		const __m128i b = y + 1 < ny ? sse2_load16(s + (size_t)(y + 1) * src_stride) : zero;
-		const __m128i al = _mm_unpacklo_epi8(a, zero);
-		const __m128i ah = _mm_unpackhi_epi8(a, zero);
-		const __m128i bl = _mm_unpacklo_epi8(b, zero);
-		const __m128i bh = _mm_unpackhi_epi8(b, zero);
-		const __m128i p0 = _mm_unpacklo_epi16(al, bl);
-		const __m128i p1 = _mm_unpackhi_epi16(al, bl);
-		const __m128i p2 = _mm_unpacklo_epi16(ah, bh);
-		const __m128i p3 = _mm_unpackhi_epi16(ah, bh);
-
-		lo0 = _mm_add_epi32(lo0, _mm_madd_epi16(p0, kl));
-		lo1 = _mm_add_epi32(lo1, _mm_madd_epi16(p1, kl));
-		lo2 = _mm_add_epi32(lo2, _mm_madd_epi16(p2, kl));
-		lo3 = _mm_add_epi32(lo3, _mm_madd_epi16(p3, kl));
-		hi0 = _mm_add_epi32(hi0, _mm_madd_epi16(p0, kh));
-		hi1 = _mm_add_epi32(hi1, _mm_madd_epi16(p1, kh));
-		hi2 = _mm_add_epi32(hi2, _mm_madd_epi16(p2, kh));
-		hi3 = _mm_add_epi32(hi3, _mm_madd_epi16(p3, kh));
-	}
-	/* Saturating packs clamp to 0..255 exactly as clip8. */
-	_mm_storeu_si128((__m128i *)(void *)out,
-			 _mm_packus_epi16(_mm_packs_epi32(sse2_join(hi0, lo0), sse2_join(hi1, lo1)),
-					  _mm_packs_epi32(sse2_join(hi2, lo2), sse2_join(hi3, lo3))));
+/* Bytes [x, n) of an output row: sixteen at a time, then the scalar tail. */
+static inline void vertical_rest_sse2(struct vertical_row v, size_t src_stride, uint8_t *out,
+				      size_t x, size_t n)
+{
+	for (; x + 16 <= n; x += 16)
+		vertical16_sse2(v.kp, v.ny, v.base + x, src_stride, out + x);
+	vertical_tail(v.k, v.ny, v.base, src_stride, out, x, n);
 }
 
 void resize_vertical_sse2(const struct resize_pass *p,
 				 const uint8_t *src, size_t src_stride, int yoff,
 				 uint8_t *dst, size_t dst_stride, int out_w, int out_h)
 {
-	const size_t n = (size_t)out_w * 3;
-
-	for (int yy = 0; yy < out_h; yy++) {
-		const int32_t *k = p->kk + (size_t)yy * (size_t)p->ksize;
-		const int32_t *kp = p->pairs + (size_t)yy * (size_t)p->npairs * 2;
-		const int ymin = p->bounds[yy * 2] - yoff, ny = p->bounds[yy * 2 + 1];
-		const uint8_t *base = src + (size_t)ymin * src_stride;
-		uint8_t *out = dst + (size_t)yy * dst_stride;
-		size_t x = 0;
-
-		for (; x + 16 <= n; x += 16)
-			vertical16_sse2(kp, ny, base + x, src_stride, out + x);
-		vertical_tail(k, ny, base, src_stride, out, x, n);
-	}
+	for (int yy = 0; yy < out_h; yy++)
+		vertical_rest_sse2(vertical_row(p, yy, src, src_stride, yoff), src_stride,
+				   dst + (size_t)yy * dst_stride, 0, (size_t)out_w * 3);
 }
 #endif
 
@@ -335,67 +366,31 @@ static inline __m256i avx2_join(__m256i hi, __m256i lo)
 	return _mm256_srai_epi32(_mm256_add_epi32(_mm256_slli_epi32(hi, 15), lo), PRECISION_BITS);
 }
 
-/*
- * Vertical pass with AVX2: resize_vertical_sse2 on 32 output bytes per
- * iteration. The unpacks and packs work within each 128-bit lane, so the
- * bytes leave in the order they came (lane 0: bytes 0-15, lane 1: 16-31).
- */
+/* vertical16_sse2 on 32 output bytes (lane 0: bytes 0-15, lane 1: 16-31). */
+__attribute__((target("avx2")))
+static inline void vertical32_avx2(const int32_t *kp, int ny, const uint8_t *s,
+				   size_t src_stride, uint8_t *out)
+{
+	VERTICAL_TAPS(_mm256, 256, avx2_join, kp, ny, s, src_stride, out);
+}
+
+/* Vertical pass with AVX2: resize_vertical_sse2 on 32 output bytes per
+ * iteration, then 16, then the scalar tail. */
 __attribute__((target("avx2")))
 void resize_vertical_avx2(const struct resize_pass *p,
 				 const uint8_t *src, size_t src_stride, int yoff,
 				 uint8_t *dst, size_t dst_stride, int out_w, int out_h)
 {
 	const size_t n = (size_t)out_w * 3;
-	const __m256i zero = _mm256_setzero_si256();
-	const __m256i init = _mm256_set1_epi32(1 << (PRECISION_BITS - 1));
 
 	for (int yy = 0; yy < out_h; yy++) {
-		const int32_t *k = p->kk + (size_t)yy * (size_t)p->ksize;
-		const int32_t *kp = p->pairs + (size_t)yy * (size_t)p->npairs * 2;
-		const int ymin = p->bounds[yy * 2] - yoff, ny = p->bounds[yy * 2 + 1];
-		const uint8_t *base = src + (size_t)ymin * src_stride;
+		const struct vertical_row v = vertical_row(p, yy, src, src_stride, yoff);
 		uint8_t *out = dst + (size_t)yy * dst_stride;
 		size_t x = 0;
 
-		for (; x + 32 <= n; x += 32) {
-			__m256i lo0 = init, lo1 = init, lo2 = init, lo3 = init;
-			__m256i hi0 = zero, hi1 = zero, hi2 = zero, hi3 = zero;
-			const uint8_t *s = base + x;
-
-			for (int y = 0; y < ny; y += 2) {
-				const __m256i kl = _mm256_set1_epi32(kp[y]);
-				const __m256i kh = _mm256_set1_epi32(kp[y + 1]);
-				const __m256i a = _mm256_loadu_si256(
-					(const __m256i *)(const void *)(s + (size_t)y * src_stride));
-				const __m256i b = y + 1 < ny ? _mm256_loadu_si256(
-					(const __m256i *)(const void *)(s + (size_t)(y + 1) * src_stride))
-							     : zero;
-				const __m256i al = _mm256_unpacklo_epi8(a, zero);
-				const __m256i ah = _mm256_unpackhi_epi8(a, zero);
-				const __m256i bl = _mm256_unpacklo_epi8(b, zero);
-				const __m256i bh = _mm256_unpackhi_epi8(b, zero);
-				const __m256i p0 = _mm256_unpacklo_epi16(al, bl);
-				const __m256i p1 = _mm256_unpackhi_epi16(al, bl);
-				const __m256i p2 = _mm256_unpacklo_epi16(ah, bh);
-				const __m256i p3 = _mm256_unpackhi_epi16(ah, bh);
-
-				lo0 = _mm256_add_epi32(lo0, _mm256_madd_epi16(p0, kl));
-				lo1 = _mm256_add_epi32(lo1, _mm256_madd_epi16(p1, kl));
-				lo2 = _mm256_add_epi32(lo2, _mm256_madd_epi16(p2, kl));
-				lo3 = _mm256_add_epi32(lo3, _mm256_madd_epi16(p3, kl));
-				hi0 = _mm256_add_epi32(hi0, _mm256_madd_epi16(p0, kh));
-				hi1 = _mm256_add_epi32(hi1, _mm256_madd_epi16(p1, kh));
-				hi2 = _mm256_add_epi32(hi2, _mm256_madd_epi16(p2, kh));
-				hi3 = _mm256_add_epi32(hi3, _mm256_madd_epi16(p3, kh));
-			}
-			_mm256_storeu_si256((__m256i *)(void *)(out + x),
-					    _mm256_packus_epi16(
-						    _mm256_packs_epi32(avx2_join(hi0, lo0), avx2_join(hi1, lo1)),
-						    _mm256_packs_epi32(avx2_join(hi2, lo2), avx2_join(hi3, lo3))));
-		}
-		for (; x + 16 <= n; x += 16)
-			vertical16_sse2(kp, ny, base + x, src_stride, out + x);
-		vertical_tail(k, ny, base, src_stride, out, x, n);
+		for (; x + 32 <= n; x += 32)
+			vertical32_avx2(v.kp, v.ny, v.base + x, src_stride, out + x);
+		vertical_rest_sse2(v, src_stride, out, x, n);
 	}
 }
 #endif
