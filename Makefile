@@ -114,7 +114,7 @@ TEST_DEPS_test_digest  := daemon/digest
 TEST_DEPS_test_dataset := daemon/dataset daemon/dataset_scan daemon/dataset_manifest daemon/beneath daemon/shards daemon/tarindex daemon/pack daemon/source daemon/decode daemon/decode_io daemon/imgfmt daemon/splice daemon/digest daemon/log daemon/config daemon/config_options daemon/config_values daemon/config_check daemon/policy daemon/rng
 TEST_DEPS_test_sampler := daemon/sampler daemon/rng
 TEST_DEPS_test_decode  := daemon/decode daemon/decode_io daemon/beneath daemon/imgfmt daemon/splice daemon/log
-TEST_DEPS_test_resize  := daemon/resize
+TEST_DEPS_test_resize  := daemon/resize daemon/resize_simd
 TEST_DEPS_test_augment := daemon/augment daemon/rng
 TEST_DEPS_test_wire    := proto/wire
 TEST_DEPS_test_client  := proto/wire proto/keyfile client/c/client client/c/dispatch client/c/batch client/c/epoch client/c/json client/c/discovery
@@ -140,7 +140,7 @@ $(foreach t,$(patsubst tests/unit/%.c,%,$(UNIT_SRC)),$(eval $(call unit_rule,$(t
 # Small programs the integration tests drive (decode, resize, imgops).
 TESTTOOL_SRC := $(wildcard tests/tools/*.c)
 TESTTOOL_BIN := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(TESTTOOL_SRC))
-$(BUILD)/tools/%: $(BUILD)/tests/tools/%.o $(call obj,daemon/decode.c daemon/decode_io.c daemon/beneath.c daemon/imgfmt.c daemon/splice.c daemon/resize.c daemon/log.c daemon/imgops.c daemon/imgops_geom.c daemon/imgops_avx2.c)
+$(BUILD)/tools/%: $(BUILD)/tests/tools/%.o $(call obj,daemon/decode.c daemon/decode_io.c daemon/beneath.c daemon/imgfmt.c daemon/splice.c daemon/resize.c daemon/resize_simd.c daemon/log.c daemon/imgops.c daemon/imgops_geom.c daemon/imgops_avx2.c)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(FINAL_LDFLAGS) -o $@ $^ $(FINAL_LIBS)

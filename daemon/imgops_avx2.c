@@ -79,6 +79,33 @@ static void px(const struct imgop_planes *pl, float gx, float gy, float *o)
 	}
 }
 
+/* Eight pixels' rounded, clamped channel planes o to interleaved RGB. */
+static inline void store8_rgb(uint8_t *out, float o[3][8])
+{
+	for (int k = 0; k < 8; k++) {
+		out[3 * k] = (uint8_t)(int)o[0][k];
+		out[3 * k + 1] = (uint8_t)(int)o[1][k];
+		out[3 * k + 2] = (uint8_t)(int)o[2][k];
+	}
+}
+
+/* Pixels [x, W) of the row (fewer than 8), one at a time with px. */
+__attribute__((target("avx2,fma")))
+static void warp_tail(const struct imgop_planes *pl, uint8_t *out, const float *xg0,
+		      const float *xg1, float yx, float yy, float r2, float r5, int x)
+{
+	for (; x < pl->W; x++) {
+		float v[3];
+
+		px(pl, (xg0[x] + yx) + r2, (xg1[x] + yy) + r5, v);
+		for (int c = 0; c < 3; c++) {
+			float t = nearbyintf(v[c]);
+
+			out[3 * x + c] = t <= 0.0f ? 0 : t >= 255.0f ? 255 : (uint8_t)(int)t;
+		}
+	}
+}
+
 /* 0/1 floats from an all-ones/zero int mask. */
 #define ONES(mi) _mm256_and_ps(_mm256_castsi256_ps(mi), one)
 
@@ -146,22 +173,9 @@ void imgop_warp_row_bilinear_avx2(const struct imgop_planes *pl, uint8_t *out,
 			v = _mm256_min_ps(_mm256_max_ps(v, fz), f255);
 			_mm256_storeu_ps(o[c], v);
 		}
-		for (int k = 0; k < 8; k++) {
-			out[3 * (x + k)] = (uint8_t)(int)o[0][k];
-			out[3 * (x + k) + 1] = (uint8_t)(int)o[1][k];
-			out[3 * (x + k) + 2] = (uint8_t)(int)o[2][k];
-		}
+		store8_rgb(out + 3 * x, o);
 	}
-	for (; x < W; x++) {
-		float v[3];
-
-		px(pl, (xg0[x] + yx) + r2, (xg1[x] + yy) + r5, v);
-		for (int c = 0; c < 3; c++) {
-			float t = nearbyintf(v[c]);
-
-			out[3 * x + c] = t <= 0.0f ? 0 : t >= 255.0f ? 255 : (uint8_t)(int)t;
-		}
-	}
+	warp_tail(pl, out, xg0, xg1, yx, yy, r2, r5, x);
 }
 
 #else /* !IMGOP_HAVE_AVX2 */

@@ -69,6 +69,39 @@ class Client(_Dispatcher):
                  on_reload: str = "error",
                  discovery_interval: float = _discovery.DEFAULT_INTERVAL,
                  resolver: Optional[_discovery.Resolver] = None) -> None:
+        self.endpoints = self._parse_endpoints(endpoint)
+        self.endpoint = ", ".join(self.endpoints)
+        static = self._init_discovery(discovery_interval, resolver)
+        self.pipeline = pipeline
+        self._pipeline_raw = _wire.encode_pipeline(pipeline)
+        self.rank = int(rank)
+        self.world = int(world)
+        self._init_limits(window, static, timeout, resend_timeout)
+        self.eval = bool(eval)
+        self.on_reload = self._check_on_reload(on_reload)
+        self.epoch_restarts = 0
+        self._flags = _wire.FLAG_EXPECT_EVAL if self.eval else 0
+        self._ids = itertools.count(1)
+        self._reqs = {}          # request_id -> _Req, every request not answered or forgotten
+        self._jobs = []          # jobs not done, in the order they should be served
+        self._rr = 0             # round-robin start among equally loaded daemons
+        self._info = None
+        self._init_digest(digest, pin_digest)
+        self.dropped = 0         # replies nobody waited for any more (duplicates, late)
+        self._replies = 0
+        self._pid = os.getpid()
+        self._closed = True
+        curve = self._curve_options(server_key, public_key, secret_key)
+        self._curve = curve is not None
+        self._curve_opts = curve
+        self.public_key = curve[1][1].decode() if curve else None
+        self._ctx = context or zmq.Context.instance()
+        self._connect_all(static)
+        self._closed = False
+
+    @staticmethod
+    def _parse_endpoints(endpoint):
+        """The endpoint argument as a list of stripped str, checked."""
         if isinstance(endpoint, (str, bytes)):
             endpoints = [endpoint]
         else:
@@ -79,23 +112,27 @@ class Client(_Dispatcher):
             raise ValueError("cutmixd.Client: no endpoint given")
         if len(set(endpoints)) != len(endpoints):
             raise ValueError("cutmixd.Client: an endpoint is listed twice: %s" % endpoints)
-        self.endpoints = endpoints
-        self.endpoint = ", ".join(self.endpoints)
+        return endpoints
+
+    def _init_discovery(self, discovery_interval, resolver):
+        """The discovery sources of self.endpoints, resolved once now; the
+        static endpoints (the others)."""
         if not float(discovery_interval) > 0:
             raise ValueError("cutmixd.Client: discovery_interval must be > 0, got %r"
                              % (discovery_interval,))
         self.discovery_interval = float(discovery_interval)
         self._sources = [_discovery.Source(e, resolver or _discovery.resolve_tcp,
                                            self.discovery_interval)
-                         for e in endpoints if _discovery.is_discovery(e)]
-        static = [e for e in endpoints if not _discovery.is_discovery(e)]
+                         for e in self.endpoints if _discovery.is_discovery(e)]
+        static = [e for e in self.endpoints if not _discovery.is_discovery(e)]
         now = _now()
         for src in self._sources:
             src.refresh(now)
-        self.pipeline = pipeline
-        self._pipeline_raw = _wire.encode_pipeline(pipeline)
-        self.rank = int(rank)
-        self.world = int(world)
+        return static
+
+    def _init_limits(self, window, static, timeout, resend_timeout):
+        """window (default: WINDOW_PER_ENDPOINT per daemon known now),
+        timeout and resend_timeout, checked."""
         if window is None:
             window = WINDOW_PER_ENDPOINT * (len(static) + sum(max(1, len(s.addrs))
                                                               for s in self._sources))
@@ -109,15 +146,9 @@ class Client(_Dispatcher):
         if not self.resend_timeout > 0:
             raise ValueError("cutmixd.Client: resend_timeout must be > 0, got %r"
                              % (resend_timeout,))
-        self.eval = bool(eval)
-        self.on_reload = self._check_on_reload(on_reload)
-        self.epoch_restarts = 0
-        self._flags = _wire.FLAG_EXPECT_EVAL if self.eval else 0
-        self._ids = itertools.count(1)
-        self._reqs = {}          # request_id -> _Req, every request not answered or forgotten
-        self._jobs = []          # jobs not done, in the order they should be served
-        self._rr = 0             # round-robin start among equally loaded daemons
-        self._info = None
+
+    def _init_digest(self, digest, pin_digest):
+        """The digest= pin, and whether the first info's digest is pinned."""
         self._digest = None
         self._pinned_by = None
         if digest is not None:
@@ -125,15 +156,10 @@ class Client(_Dispatcher):
         if pin_digest is None:
             pin_digest = len(self.endpoints) > 1 or digest is not None or bool(self._sources)
         self.pin_digest = bool(pin_digest)
-        self.dropped = 0         # replies nobody waited for any more (duplicates, late)
-        self._replies = 0
-        self._pid = os.getpid()
-        self._closed = True
-        curve = self._curve_options(server_key, public_key, secret_key)
-        self._curve = curve is not None
-        self._curve_opts = curve
-        self.public_key = curve[1][1].decode() if curve else None
-        self._ctx = context or zmq.Context.instance()
+
+    def _connect_all(self, static):
+        """One DEALER per static and per resolved endpoint; on an error the
+        sockets made so far are closed."""
         self._peers = []
         self._poller = zmq.Poller()
         self._by_sock = {}
@@ -147,7 +173,6 @@ class Client(_Dispatcher):
             for p in self._peers:
                 p.sock.close(0)
             raise
-        self._closed = False
 
     def _add_peer(self, endpoint, source=None):
         """Connect one DEALER to endpoint; the new _Peer."""
