@@ -187,3 +187,63 @@ def test_fd_exhaustion_with_several_clients_is_internal_then_recovers(tmp_path, 
         for c in clients + ([late] if late is not None and not t.is_alive() else []):
             c.close()
         d.stop()
+
+
+class LimitedDaemon(Daemon):
+    """The daemon started under `prlimit --nofile=SOFT:HARD` (which execs
+    it: same PID)."""
+
+    def __init__(self, *a, nofile, **kw):
+        super().__init__(*a, **kw)
+        self.nofile = nofile
+
+    def command(self):
+        return ["prlimit", "--nofile=%d:%d" % self.nofile, "--"] + super().command()
+
+
+def soft_nofile(pid):
+    return resource.prlimit(pid, resource.RLIMIT_NOFILE)[0]
+
+
+def test_a_low_soft_descriptor_limit_is_raised_at_start(tmp_path):
+    """Started with 64 descriptors (hard 4096), the daemon raises its soft
+    limit to the hard one, so 80 clients connected over ipc:// at once are
+    all served (at 64 the daemon would abort inside libzmq's accept)."""
+    ds = make_ds(tmp_path)
+    d = LimitedDaemon(tmp_path / "d", ds.config(), {"small": SMALL}, server={"workers": 2},
+                      nofile=(64, 4096))
+    d.start()
+    clients = []
+    try:
+        assert soft_nofile(d.proc.pid) == 4096
+        assert "descriptors: raised the soft limit from 64 to 4096" in d.log()
+        assert "descriptors: the limit is" not in d.log()
+        ref = None
+        for k in range(80):
+            c = d.client("small", timeout=20.0)
+            clients.append(c)
+            b = c.batch(0, 0)
+            ref = ref or frames(b)
+            assert frames(b) == ref, k
+        assert d.alive()
+        assert len(os.listdir("/proc/%d/fd" % d.proc.pid)) > 80
+    finally:
+        for c in clients:
+            c.close()
+        d.stop()
+
+
+def test_a_hard_descriptor_limit_below_max_clients_is_warned_about(tmp_path):
+    ds = make_ds(tmp_path)
+    d = LimitedDaemon(tmp_path / "d", ds.config(), {"small": SMALL},
+                      server={"workers": 2, "max_clients": 100}, nofile=(64, 64))
+    d.start()
+    try:
+        assert soft_nofile(d.proc.pid) == 64
+        assert ("descriptors: the limit is 64, below the 166 that max_clients and the "
+                "workers may need: on ipc:// a connection beyond it aborts the daemon "
+                "inside libzmq; raise LimitNOFILE or ulimit -n") in d.log(), d.log()
+        with d.client("small", timeout=20.0) as c:
+            assert len(c.batch(0, 0)) == 4
+    finally:
+        d.stop()
