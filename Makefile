@@ -63,7 +63,7 @@ TOOLS      := $(patsubst scripts/%.c,$(B)/%,$(TOOL_SRC))
 # Keep every object file, also those make would see as intermediate.
 .SECONDARY:
 
-.PHONY: all test unit integration demo bench deps clean install asan tsan
+.PHONY: all test unit integration demo bench soak deps clean install asan tsan
 all: $(B)/cutmixd $(L)/libcutmixd.a $(L)/libcutmixd.so $(B)/cutmixd-count $(TOOLS)
 
 # What prints or reports the version is rebuilt when VERSION changes.
@@ -168,6 +168,14 @@ bench:
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)$(PYTHON) scripts/bench.py
 	$(Q)$(PYTHON) scripts/bench_index.py
+
+# Soak (not part of `make test`): the real daemon for SOAK_SECONDS with two
+# streaming clients, churn and SIGHUPs; RSS/fds asserted flat; CSV and
+# summary in $(BUILD)/soak/. See docs/OPERATIONS.md.
+SOAK_SECONDS ?= 600
+soak: all
+	$(Q)$(PYTHON) scripts/soak.py --seconds $(SOAK_SECONDS) --out $(BUILD)/soak \
+		--bin $(abspath $(B))/cutmixd --count-bin $(abspath $(B))/cutmixd-count
 
 SYSCONFDIR ?= /etc
 # The folder the interpreter searches for this PREFIX (sysconfig's purelib;

@@ -89,7 +89,8 @@ static void fuzz_request(const uint8_t *data, size_t size)
 	{
 		bool good = size == WIRE_REQUEST_SIZE &&
 			    le32(data) == WIRE_REQUEST_MAGIC &&
-			    le16(data + 4) == WIRE_VERSION &&
+			    le16(data + 4) >= WIRE_VERSION_MIN &&
+			    le16(data + 4) <= WIRE_VERSION &&
 			    memchr(data + 40, 0, WIRE_PIPELINE_MAX) != NULL;
 
 		CHECK((rc == 0) == good);
@@ -143,7 +144,8 @@ static void fuzz_reply(const uint8_t *data, size_t size)
 	CHECK(rc == 0 || rc == -WIRE_E_MALFORMED || rc == -WIRE_E_VERSION);
 	CHECK((rc == 0) == (size == WIRE_REPLY_SIZE &&
 			    le32(data) == WIRE_REPLY_MAGIC &&
-			    le16(data + 4) == WIRE_VERSION));
+			    le16(data + 4) >= WIRE_VERSION_MIN &&
+			    le16(data + 4) <= WIRE_VERSION));
 	(void)wire_status_name(rp.status);
 	CHECK(wire_status_name(rp.status) != NULL);
 
@@ -202,7 +204,19 @@ static void fuzz_meta(const uint8_t *data, size_t size)
 	CHECK(!memcmp(enc, in, 89));
 	for (int i = 89; i < 96; i++)
 		CHECK(enc[i] == 0);
-	CHECK(!memcmp(enc + 96, in + 96, WIRE_META_SIZE - 96));
+	/* Version 2 (protocol section 7): holes, then n_ops..resize_interp
+	 * (224..227), reserved 228..231, WIRE_MAX_OPS 16-byte ops (op,
+	 * interp, fill[3], 3 reserved, magnitude), the erase boxes from 360. */
+	CHECK(!memcmp(enc + 96, in + 96, 228 - 96));
+	for (int i = 228; i < 232; i++)
+		CHECK(enc[i] == 0);
+	for (int k = 0; k < WIRE_MAX_OPS; k++) {
+		const uint8_t *e = enc + 232 + 16 * k, *x = in + 232 + 16 * k;
+
+		CHECK(!memcmp(e, x, 5) && !memcmp(e + 8, x + 8, 8));
+		CHECK(e[5] == 0 && e[6] == 0 && e[7] == 0);
+	}
+	CHECK(!memcmp(enc + 360, in + 360, WIRE_META_SIZE - 360));
 	wire_decode_meta(enc, &back);
 	/* Compare fields, not the struct: its padding is not ours. */
 	CHECK(back.index == m.index && back.source == m.source &&
