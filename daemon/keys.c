@@ -105,6 +105,22 @@ static int on_pair_key(void *ctx, const char *path, const struct keyfile_key *k,
 	return 0;
 }
 
+/* Read a key-pair file into c (public_only: keys_load_public's rules).
+ * On failure *buf may hold the text: the caller wipes and frees it. */
+static int read_pair(const char *path, bool public_only, struct pair_ctx *c,
+		     char **buf, size_t *len, struct stat *st, char *err,
+		     size_t errlen)
+{
+	int rc;
+
+	memset(c, 0, sizeof(*c));
+	c->public_only = public_only;
+	rc = read_file(path, buf, len, st, err, errlen);
+	if (rc)
+		return rc;
+	return parse_text(path, *buf, *len, on_pair_key, c, err, errlen);
+}
+
 int keys_load_secret(const char *path, char secret[KEYS_Z85_LEN + 1],
 		     char public_key[KEYS_Z85_LEN + 1], char *err, size_t errlen)
 {
@@ -120,11 +136,7 @@ int keys_load_secret(const char *path, char secret[KEYS_Z85_LEN + 1],
 		err[0] = '\0';
 	if (!path)
 		return errbuf_fail(err, errlen, "keys_load_secret: no path");
-	memset(&c, 0, sizeof(c));
-	rc = read_file(path, &buf, &len, &st, err, errlen);
-	if (rc)
-		return rc;
-	rc = parse_text(path, buf, len, on_pair_key, &c, err, errlen);
+	rc = read_pair(path, false, &c, &buf, &len, &st, err, errlen);
 	if (rc)
 		goto out_wipe;
 	if (!c.secret_line) {
@@ -176,12 +188,7 @@ int keys_load_public(const char *path, char public_key[KEYS_Z85_LEN + 1],
 		err[0] = '\0';
 	if (!path)
 		return errbuf_fail(err, errlen, "keys_load_public: no path");
-	memset(&c, 0, sizeof(c));
-	c.public_only = true;
-	rc = read_file(path, &buf, &len, &st, err, errlen);
-	if (rc)
-		return rc;
-	rc = parse_text(path, buf, len, on_pair_key, &c, err, errlen);
+	rc = read_pair(path, true, &c, &buf, &len, &st, err, errlen);
 	if (!rc && !c.public_line)
 		rc = errbuf_fail(err, errlen, "%s: no 'public-key = KEY' line", path);
 	if (!rc && public_key)
