@@ -20,7 +20,7 @@ import time
 import pytest
 
 import gen_dataset
-from helpers import Daemon
+from helpers import SANITIZER, Daemon
 
 ENTRIES = 4 * 1024 * 1024
 FILES = 6
@@ -91,6 +91,10 @@ def window(d, cycle):
     return got
 
 
+@pytest.mark.skipif(SANITIZER is not None, reason="a ratio of batches in a 2 s window: "
+                    "a sanitizer build shuffles a 4M-entry epoch seconds long, and the batch "
+                    "items waiting for it hold the workers, so the window measures the "
+                    "sanitizer, not the serving thread (the order test below still runs)")
 def test_epoch_cycling_does_not_starve_another_client(big):
     with big.client("train") as c:
         assert c.info()["batches_per_epoch"] == ENTRIES // PL["batch_size"]
