@@ -1,16 +1,21 @@
 #!/bin/sh
 # Install the Debian packages cutmixd needs, only those that are missing.
-#   scripts/deps.sh          build, test and demo packages
-#   scripts/deps.sh bench    also the benchmark's python3-torch/torchvision
+#   scripts/deps.sh          build, test and demo packages (torchvision is
+#                            the oracle of the recipe tests, dnsmasq-base
+#                            the DNS server of the discovery tests, without
+#                            a system service; jpegtran makes hostile-JPEG
+#                            fixtures)
+#   scripts/deps.sh bench    the same (kept for `make bench`)
 #   scripts/deps.sh fuzz     also clang and libFuzzer's runtime
 set -eu
 
 pkgs="build-essential pkgconf libjpeg62-turbo-dev libturbojpeg0-dev libzmq3-dev
 libinih-dev libsystemd-dev libcmocka-dev libspng-dev libwebp-dev python3-zmq python3-numpy
 python3-pytest python3-pil iproute2 libsodium-dev libmicrohttpd-dev prometheus groff
-man-db python3-yaml systemd shellcheck"
+man-db python3-yaml systemd shellcheck python3-torch python3-torchvision dnsmasq-base
+libjpeg-turbo-progs python3-setuptools python3-wheel python3-venv python3-pip util-linux"
 case "${1:-}" in
-bench) pkgs="$pkgs python3-torch python3-torchvision" ;;
+bench) ;;
 fuzz)  pkgs="$pkgs clang libclang-rt-14-dev" ;;
 esac
 
