@@ -57,27 +57,10 @@ static int teardown(void **state)
 
 /* data/cC/imgNNN.jpg: `per_class` JPEGs (each a different pattern and
  * size) in each of `classes` folders. */
+/* data/cC/imgNNN.jpg, every file a different pattern and size. */
 static void make_dataset(int classes, int per_class)
 {
-	char p[512];
-
-	assert_int_equal(mkdir("data", 0755), 0);
-	for (int c = 0; c < classes; c++) {
-		snprintf(p, sizeof(p), "data/c%d", c);
-		assert_int_equal(mkdir(p, 0755), 0);
-		for (int i = 0; i < per_class; i++) {
-			struct jpeg_fixture_spec spec = {
-				.width = 40 + 4 * i, .height = 30 + 2 * c, .components = 3,
-				.seed = (unsigned)(c * 100 + i + 1),
-			};
-			uint8_t *jpg;
-			size_t len;
-			assert_int_equal(jpeg_fixture_make(&spec, &jpg, &len), 0);
-			snprintf(p, sizeof(p), "data/c%d/img%03d.jpg", c, i);
-			tu_write_bytes(p, jpg, len);
-			free(jpg);
-		}
-	}
+	tu_jpeg_folders(classes, per_class, 40, 30, 100);
 }
 
 /* 3 classes x 4 files = 12 samples; train: 3 batches of 4 per epoch

@@ -47,27 +47,10 @@
 
 /* ---- fixtures ------------------------------------------------------------ */
 
+/* data/cC/imgNNN.jpg, every file a different pattern and size. */
 static void make_dataset(int classes, int per_class)
 {
-	char p[512];
-
-	assert_int_equal(mkdir("data", 0755), 0);
-	for (int c = 0; c < classes; c++) {
-		snprintf(p, sizeof(p), "data/c%d", c);
-		assert_int_equal(mkdir(p, 0755), 0);
-		for (int i = 0; i < per_class; i++) {
-			struct jpeg_fixture_spec spec = {
-				.width = 36 + 4 * i, .height = 28 + 2 * c, .components = 3,
-				.seed = (unsigned)(c * 10 + i + 1),
-			};
-			uint8_t *jpg;
-			size_t len;
-			assert_int_equal(jpeg_fixture_make(&spec, &jpg, &len), 0);
-			snprintf(p, sizeof(p), "data/c%d/img%03d.jpg", c, i);
-			tu_write_bytes(p, jpg, len);
-			free(jpg);
-		}
-	}
+	tu_jpeg_folders(classes, per_class, 36, 28, 10);
 }
 
 /* One server on ipc://TMP/s.sock with its engine, pool, thread and a

@@ -2,6 +2,7 @@
  * test_util.c — helpers shared by the unit tests (see test_util.h).
  */
 #include "test_util.h"
+#include "jpeg_fixtures.h"
 
 #include <ftw.h>
 #include <setjmp.h>
@@ -90,4 +91,27 @@ void tu_write_file_mode(const char *path, const char *text, mode_t mode)
 {
 	tu_write_file(path, text);
 	assert_int_equal(chmod(path, mode), 0);
+}
+
+void tu_jpeg_folders(int classes, int per_class, int w0, int h0, unsigned seed_step)
+{
+	char p[512];
+
+	assert_int_equal(mkdir("data", 0755), 0);
+	for (int c = 0; c < classes; c++) {
+		snprintf(p, sizeof(p), "data/c%d", c);
+		assert_int_equal(mkdir(p, 0755), 0);
+		for (int i = 0; i < per_class; i++) {
+			struct jpeg_fixture_spec spec = {
+				.width = w0 + 4 * i, .height = h0 + 2 * c, .components = 3,
+				.seed = (unsigned)c * seed_step + (unsigned)i + 1,
+			};
+			uint8_t *jpg;
+			size_t len;
+			assert_int_equal(jpeg_fixture_make(&spec, &jpg, &len), 0);
+			snprintf(p, sizeof(p), "data/c%d/img%03d.jpg", c, i);
+			tu_write_bytes(p, jpg, len);
+			free(jpg);
+		}
+	}
 }

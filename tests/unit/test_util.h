@@ -29,5 +29,9 @@ const char *tu_oldcwd(void);
 void tu_write_file(const char *path, const char *text);
 void tu_write_file_mode(const char *path, const char *text, mode_t mode);
 void tu_write_bytes(const char *path, const void *data, size_t n);
+/* data/cC/imgNNN.jpg: `per_class` RGB JPEGs in each of `classes` folders,
+ * image i of class c (w0 + 4i) x (h0 + 2c) pixels, pattern seed
+ * c * seed_step + i + 1, so every file differs. */
+void tu_jpeg_folders(int classes, int per_class, int w0, int h0, unsigned seed_step);
 
 #endif
