@@ -115,6 +115,7 @@ TEST_DEPS_test_dataset := daemon/dataset daemon/dataset_scan daemon/dataset_mani
 TEST_DEPS_test_sampler := daemon/sampler daemon/rng
 TEST_DEPS_test_decode  := daemon/decode daemon/decode_io daemon/beneath daemon/imgfmt daemon/splice daemon/log
 TEST_DEPS_test_resize  := daemon/resize daemon/resize_simd
+TEST_DEPS_test_stream  := daemon/decode daemon/decode_io daemon/beneath daemon/imgfmt daemon/splice daemon/log daemon/resize daemon/resize_simd
 TEST_DEPS_test_augment := daemon/augment daemon/rng
 TEST_DEPS_test_wire    := proto/wire
 TEST_DEPS_test_client  := proto/wire proto/keyfile client/c/client client/c/dispatch client/c/batch client/c/epoch client/c/json client/c/discovery

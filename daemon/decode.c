@@ -16,8 +16,9 @@
  *     and pointed at by every new decompressor;
  *   - the input buffer of decode_read_fd() (decode_io.c, which reads files
  *     and trims the buffers; the struct is in decode_impl.h);
- *   - the RGB region buffer, a CMYK scanline buffer and the row-pointer
- *     array handed to jpeg_read_scanlines().
+ *   - the RGB region buffer (decoder_read_stream: 16 rows of it, reused
+ *     for each group handed to the sink), a CMYK scanline buffer and the
+ *     row-pointer array handed to jpeg_read_scanlines().
  * The buffers grow to the largest image seen and are kept, so after
  * warm-up no buffer of ours is allocated per image (the decompressor and
  * libjpeg's own pools are the only allocations left, microseconds per
@@ -87,6 +88,20 @@
 /* TurboJPEG's TJFLAG_LIMITSCANS limit: a progressive file with more scans
  * is a decompression bomb, not a photo. */
 #define DECODE_MAX_SCANS 500
+
+/* decoder_read_stream(): rows decoded per call of the sink. A multiple of
+ * the resizer's 4-row horizontal step; 16 rows of a 4000-pixel strip are
+ * 192 KB, so the group stays in the L2 cache where the whole region (MBs)
+ * did not. */
+#define DECODE_GROUP_ROWS 16
+
+/* Where decoder_read_stream() hands the rows: pixel x0 (in the scaled
+ * image) of each row at rows[0]. */
+struct decode_sink {
+	decoder_sink_fn fn;
+	void *ctx;
+	int x0;
+};
 
 void decoder_set_error(decoder_t *d, const char *fmt, ...)
 {
@@ -512,39 +527,50 @@ static int decoder_start_strip(decoder_t *d, int denom, int cx0, int cx1,
 
 /* Under the armed longjmp: skip to row y0 and read rows [y0,y1) of a
  * strip cw columns wide into d->rgb (stride bytes a row), CMYK through
- * d->scan. */
+ * d->scan. Without a sink the rows fill d->rgb (group = y1 - y0); with
+ * one, d->rgb holds `group` rows, handed to the sink each time it is full
+ * (pixel x0 is skip bytes into a row) and then refilled. */
 static int decoder_scan_rows(decoder_t *d, int y0, int y1, JDIMENSION cw,
-			     size_t stride)
+			     size_t stride, size_t group, size_t skip,
+			     const struct decode_sink *sink)
 {
 	struct jpeg_decompress_struct *ci = &d->cinfo;
-	size_t nrows = (size_t)(y1 - y0);
+	size_t fill = 0;
+	int base = 0;
 
 	if (y0 > 0 && jpeg_skip_scanlines(ci, (JDIMENSION)y0) != (JDIMENSION)y0) {
 		decoder_set_error(d, "jpeg: could not skip to row %d", y0);
 		return -EBADMSG;
 	}
 
-	for (size_t i = 0; i < nrows; i++)
+	for (size_t i = 0; i < group; i++)
 		d->rows[i] = d->rgb + i * stride;
 	while (ci->output_scanline < (JDIMENSION)y1) {
-		size_t r = ci->output_scanline - (JDIMENSION)y0;
+		size_t want = (size_t)((JDIMENSION)y1 - ci->output_scanline);
 		JDIMENSION n;
 
+		if (want > group - fill)
+			want = group - fill;
 		if (d->cmyk) {
 			JSAMPROW row = d->scan;
 
 			n = jpeg_read_scanlines(ci, &row, 1);
 			if (n == 1)
-				cmyk_to_rgb(d->rgb + r * stride, d->scan, cw,
+				cmyk_to_rgb(d->rgb + fill * stride, d->scan, cw,
 					    d->inverted);
 		} else {
-			n = jpeg_read_scanlines(ci, d->rows + r,
-						(JDIMENSION)(nrows - r));
+			n = jpeg_read_scanlines(ci, d->rows + fill, (JDIMENSION)want);
 		}
 		if (n == 0) {
 			decoder_set_error(d, "jpeg: no progress at row %u",
 					  ci->output_scanline);
 			return -EBADMSG;
+		}
+		fill += n;
+		if (sink && (fill == group || ci->output_scanline == (JDIMENSION)y1)) {
+			sink->fn(sink->ctx, d->rgb + skip, stride, base, (int)fill);
+			base += (int)fill;
+			fill = 0;
 		}
 	}
 	return 0;
@@ -554,11 +580,15 @@ static int decoder_scan_rows(decoder_t *d, int y0, int y1, JDIMENSION cw,
  * decoded strip into d->rgb; *xoff_out is the strip's first column. */
 static int decoder_read_rows(decoder_t *d, int denom, int cx0, int y0,
 			     int cx1, int y1, int sw, int sh,
+			     const struct decode_sink *sink,
 			     int *xoff_out, size_t *stride_out)
 {
 	JDIMENSION xoff = (JDIMENSION)cx0, cw = (JDIMENSION)(cx1 - cx0);
 	size_t stride, nrows = (size_t)(y1 - y0);
 	int rc;
+
+	if (sink && nrows > DECODE_GROUP_ROWS)
+		nrows = DECODE_GROUP_ROWS;
 
 	rc = decoder_start_strip(d, denom, cx0, cx1, sw, sh, &xoff, &cw);
 	if (rc)
@@ -574,7 +604,8 @@ static int decoder_read_rows(decoder_t *d, int denom, int cx0, int y0,
 				  cw, nrows);
 		return rc;
 	}
-	rc = decoder_scan_rows(d, y0, y1, cw, stride);
+	rc = decoder_scan_rows(d, y0, y1, cw, stride, nrows,
+			       sink ? (size_t)(sink->x0 - (int)xoff) * 3 : 0, sink);
 	if (rc)
 		return rc;
 	/* Down to the last row: read on to EOI, so that entropy data left
@@ -592,11 +623,12 @@ static int decoder_read_rows(decoder_t *d, int denom, int cx0, int y0,
  * caller's locals stay out of setjmp's way. */
 static int decoder_read_guarded(decoder_t *d, int denom, int cx0, int y0,
 				int cx1, int y1, int sw, int sh,
+				const struct decode_sink *sink,
 				int *xoff_out, size_t *stride_out)
 {
 	if (setjmp(d->jerr.env))
 		return d->jerr.rc;
-	return decoder_read_rows(d, denom, cx0, y0, cx1, y1, sw, sh, xoff_out,
+	return decoder_read_rows(d, denom, cx0, y0, cx1, y1, sw, sh, sink, xoff_out,
 				 stride_out);
 }
 
@@ -605,8 +637,11 @@ static int decoder_read_guarded(decoder_t *d, int denom, int cx0, int y0,
  * the upsampling margin of splice.h). -EAGAIN: the file is not laid out
  * as `cutmixd pack` writes it; the caller decodes it whole.
  */
+static int decoder_read_region(decoder_t *d, int denom, int x0, int y0, int x1,
+			       int y1, struct decoded *out, struct decode_sink *sink);
+
 static int decoder_read_spliced(decoder_t *d, int denom, int x0, int y0, int x1,
-				int y1, struct decoded *out)
+				int y1, struct decoded *out, struct decode_sink *sink)
 {
 	struct jpeg_decompress_struct *ci = &d->cinfo;
 	int vmax = ci->max_v_samp_factor, hmax = ci->max_h_samp_factor, rc;
@@ -654,14 +689,17 @@ static int decoder_read_spliced(decoder_t *d, int denom, int x0, int y0, int x1,
 	if (rc == 0) {
 		int ox = (int)c0 * iw, oy = (int)r0 * mh;
 		d->in_splice = true;
-		rc = decoder_read(d, denom, x0 - ox, y0 - oy, x1 - ox, y1 - oy, out);
+		rc = decoder_read_region(d, denom, x0 - ox, y0 - oy, x1 - ox, y1 - oy,
+					 out, sink);
 		d->in_splice = false;
 	}
 	return rc;
 }
 
-int decoder_read(decoder_t *d, int denom, int x0, int y0, int x1, int y1,
-		 struct decoded *out)
+/* decoder_read(), or with a sink decoder_read_stream() (out then says
+ * only the size). */
+static int decoder_read_region(decoder_t *d, int denom, int x0, int y0, int x1,
+			       int y1, struct decoded *out, struct decode_sink *sink)
 {
 	int sw, sh, cx0, cx1, min_w, xoff = 0, rc;
 	size_t stride = 0;
@@ -687,7 +725,7 @@ int decoder_read(decoder_t *d, int denom, int x0, int y0, int x1, int y1,
 		goto out_abort;
 	}
 	if (d->segs && !d->in_splice && d->state == DECODER_HEADER) {
-		rc = decoder_read_spliced(d, denom, x0, y0, x1, y1, out);
+		rc = decoder_read_spliced(d, denom, x0, y0, x1, y1, out, sink);
 		if (rc != -EAGAIN)
 			return rc;
 	}
@@ -697,6 +735,9 @@ int decoder_read(decoder_t *d, int denom, int x0, int y0, int x1, int y1,
 		if (rc == 0) {
 			out->width = x1 - x0;
 			out->height = y1 - y0;
+			/* PNG and WebP decode whole images (imgfmt.c): one group */
+			if (sink)
+				sink->fn(sink->ctx, out->rgb, out->stride, 0, out->height);
 		}
 		goto out_abort;
 	}
@@ -718,11 +759,14 @@ int decoder_read(decoder_t *d, int denom, int x0, int y0, int x1, int y1,
 		cx0 = cx1 - min_w > 0 ? cx1 - min_w : 0;
 	}
 
-	rc = decoder_read_guarded(d, denom, cx0, y0, cx1, y1, sw, sh, &xoff, &stride);
+	if (sink)
+		sink->x0 = x0;
+	rc = decoder_read_guarded(d, denom, cx0, y0, cx1, y1, sw, sh, sink, &xoff,
+				  &stride);
 	if (rc < 0)
 		goto out_abort;
 	out->stride = stride;
-	out->rgb = d->rgb + (size_t)(x0 - xoff) * 3;
+	out->rgb = sink ? NULL : d->rgb + (size_t)(x0 - xoff) * 3;
 	out->width = x1 - x0;
 	out->height = y1 - y0;
 	rc = 0;
@@ -730,4 +774,23 @@ out_abort:
 	/* Rows below y1 are never entropy-decoded. */
 	decoder_end_image(d);
 	return rc;
+}
+
+int decoder_read(decoder_t *d, int denom, int x0, int y0, int x1, int y1,
+		 struct decoded *out)
+{
+	return decoder_read_region(d, denom, x0, y0, x1, y1, out, NULL);
+}
+
+int decoder_read_stream(decoder_t *d, int denom, int x0, int y0, int x1, int y1,
+			decoder_sink_fn fn, void *ctx)
+{
+	struct decode_sink sink = { fn, ctx, x0 };
+	struct decoded out;
+
+	if (!fn) {
+		decoder_end_image(d);
+		return -EINVAL;
+	}
+	return decoder_read_region(d, denom, x0, y0, x1, y1, &out, &sink);
 }

@@ -131,6 +131,26 @@ void decoder_scaled_size(const decoder_t *d, int denom, int *w, int *h);
 int decoder_read(decoder_t *d, int denom, int x0, int y0, int x1, int y1,
 		 struct decoded *out);
 
+/*
+ * A group of decoded rows for decoder_read_stream(): rows [row0, row0 +
+ * nrows) of the region (row 0 = y0), x1 - x0 pixels each, pixel x0 at
+ * rows[0], `stride` bytes between rows; valid only during the call. It
+ * must return (no longjmp out of it) and cannot fail the decode.
+ */
+typedef void (*decoder_sink_fn)(void *ctx, const uint8_t *rows, size_t stride,
+				int row0, int nrows);
+
+/*
+ * decoder_read() without the region buffer: the same rows, the same bytes,
+ * the same errors, but handed to `fn` in order as they are decoded, a few
+ * rows at a time (a JPEG: 16 rows, the last group shorter; PNG and WebP,
+ * decoded whole: one group), so the decoder holds a few rows instead of the
+ * region. On an error the rows already handed over are not taken back:
+ * the caller drops what it made of them. The image is closed after it.
+ */
+int decoder_read_stream(decoder_t *d, int denom, int x0, int y0, int x1, int y1,
+			decoder_sink_fn fn, void *ctx);
+
 /* Last error message ("" if none). */
 const char *decoder_error(const decoder_t *d);
 

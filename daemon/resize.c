@@ -87,6 +87,19 @@ static const struct resize_kernel resize_kernels[] = {
 	[RESIZE_BICUBIC] = { bicubic_filter, 2.0 },
 };
 
+/* One resample: the box of an image of full_w x full_h resized to out_w x
+ * out_h, of which the outputs [x_off, x_off + dst_w) x [y_off, y_off +
+ * dst_h) are written; the source buffer holds the image's pixels [buf_x0,
+ * buf_x0 + buf_w) x [buf_y0, buf_y0 + buf_h). */
+struct resize_geom {
+	enum resize_filter f;
+	bool flip;
+	int buf_x0, buf_y0, buf_w, buf_h;
+	int full_w, full_h;
+	float box[4];
+	int out_w, out_h, x_off, y_off, dst_w, dst_h;
+};
+
 struct resizer {
 	struct resize_pass horiz, vert;
 	double *pre;       /* one output pixel's double weights */
@@ -96,6 +109,12 @@ struct resizer {
 	int32_t *acc;      /* scalar vertical pass accumulators, one row */
 	size_t acc_cap;
 	bool simd;         /* use the SSE2 paths where built */
+	/* A streamed resample between resize_stream_begin_*() and
+	 * resize_stream_end(): its geometry, the source rows [first, last)
+	 * the vertical pass reads (rows of tmp), and how many came. */
+	bool streaming;
+	struct resize_geom sg;
+	int s_first, s_last, s_fed, s_next;
 };
 
 resizer_t *resizer_new(void)
@@ -423,93 +442,122 @@ static void copy_rows(const uint8_t *src, size_t src_stride, uint8_t *dst,
 			(size_t)w * 3);
 }
 
-/*
- * The one resample behind resize_rgb() and resize_rgb_crop(): the box of an
- * image of full_w x full_h, resized to out_w x out_h, of which the output
- * pixels [x_off, x_off + dst_w) x [y_off, y_off + dst_h) are written to
- * dst; src holds the image's pixels [buf_x0, buf_x0 + buf_w) x [buf_y0,
- * buf_y0 + buf_h). Pillow's decisions (the crop short cut, need_horizontal,
- * need_vertical) are taken on the whole image, as Pillow takes them.
- * With `flip` the written window comes out mirrored left-right: folded
- * into the horizontal coefficients' order when there is a horizontal pass,
- * else a mirror of the rows written.
- */
-static int resize_window(resizer_t *r, enum resize_filter f, bool flip, const uint8_t *src,
-			 int buf_x0, int buf_y0, int buf_w, int buf_h, size_t src_stride,
-			 int full_w, int full_h, const float box[4], int out_w, int out_h,
-			 int x_off, int y_off, uint8_t *dst, int dst_w, int dst_h,
-			 size_t dst_stride)
+/* Pillow's short cut (_imaging.c _resize): an integer box of the output's
+ * size is a crop. */
+static bool geom_is_crop(const struct resize_geom *g)
 {
-	const struct resize_kernel *kern = &resize_kernels[f];
-	const uint8_t *win;
-	bool need_h, need_v;
-	int ybox_first, ybox_last, rc;
+	const float *box = g->box;
 
-	/* _imaging.c _resize: an integer box of the output's size is a crop. */
-	if (box[0] == (float)(int)box[0] && box[2] - box[0] == (float)out_w &&
-	    box[1] == (float)(int)box[1] && box[3] - box[1] == (float)out_h) {
-		int cx = (int)box[0] + x_off - buf_x0, cy = (int)box[1] + y_off - buf_y0;
+	return box[0] == (float)(int)box[0] && box[2] - box[0] == (float)g->out_w &&
+	       box[1] == (float)(int)box[1] && box[3] - box[1] == (float)g->out_h;
+}
 
-		if (cx < 0 || cy < 0 || cx + dst_w > buf_w || cy + dst_h > buf_h)
-			return -ERANGE;
-		copy_rows(src + (size_t)cy * src_stride + (size_t)cx * 3,
-			  src_stride, dst, dst_stride, dst_w, dst_h);
-		if (flip)
-			mirror_rows(dst, dst_stride, dst_w, dst_h);
-		return 0;
-	}
+/* The coefficients of both passes for g, and whether each pass runs
+ * (need_horizontal / need_vertical as Pillow decides them, on the whole
+ * image). 0 or -errno. */
+static int resize_plan(resizer_t *r, const struct resize_geom *g, bool *need_h,
+		       bool *need_v)
+{
+	const struct resize_kernel *kern = &resize_kernels[g->f];
+	const float *box = g->box;
+	int rc;
 
-	need_h = out_w != full_w || box[0] != 0.0f || box[2] != (float)out_w;
-	need_v = out_h != full_h || box[1] != 0.0f || box[3] != (float)out_h;
-
-	rc = resize_coeffs(r, &r->horiz, full_w, box[0], box[2], out_w, x_off, dst_w,
-			   buf_x0, buf_w, kern, need_h && r->simd, flip && need_h);
+	*need_h = g->out_w != g->full_w || box[0] != 0.0f || box[2] != (float)g->out_w;
+	*need_v = g->out_h != g->full_h || box[1] != 0.0f || box[3] != (float)g->out_h;
+	rc = resize_coeffs(r, &r->horiz, g->full_w, box[0], box[2], g->out_w, g->x_off,
+			   g->dst_w, g->buf_x0, g->buf_w, kern, *need_h && r->simd,
+			   g->flip && *need_h);
 	if (rc == 0)
-		rc = resize_coeffs(r, &r->vert, full_h, box[1], box[3], out_h, y_off,
-				   dst_h, buf_y0, buf_h, kern, r->simd, false);
-	if (rc < 0)
-		return rc;
-	/* First and one past the last source row the vertical pass reads. */
-	ybox_first = r->vert.bounds[0];
-	ybox_last = r->vert.bounds[dst_h * 2 - 2] + r->vert.bounds[dst_h * 2 - 1];
+		rc = resize_coeffs(r, &r->vert, g->full_h, box[1], box[3], g->out_h,
+				   g->y_off, g->dst_h, g->buf_y0, g->buf_h, kern, r->simd,
+				   false);
+	return rc;
+}
 
-	if (need_h && need_v) {
-		size_t tmp_stride = (size_t)dst_w * 3;
+/* First and one past the last source row (of the buffer) the vertical pass
+ * reads; valid after resize_plan(). */
+static void vert_rows(const resizer_t *r, int dst_h, int *first, int *last)
+{
+	*first = r->vert.bounds[0];
+	*last = r->vert.bounds[dst_h * 2 - 2] + r->vert.bounds[dst_h * 2 - 1];
+}
 
-		rc = scratch_grow((void **)&r->tmp, &r->tmp_cap,
-			  tmp_stride * (size_t)(ybox_last - ybox_first));
-		if (rc < 0)
-			return rc;
-		resize_horizontal(r, &r->horiz, buf_w, src, src_stride, ybox_first,
-				  ybox_last - ybox_first, r->tmp, tmp_stride, dst_w);
-		return resize_vertical(r, &r->vert, r->tmp, tmp_stride, ybox_first, dst,
-				       dst_stride, dst_w, dst_h);
-	}
+/* Only one pass runs, or none: Pillow's temp image is the result, or the
+ * window's pixels are copied (mirrored for a flip). */
+static int resize_one_pass(resizer_t *r, const struct resize_geom *g, bool need_h,
+			   bool need_v, const uint8_t *src, size_t src_stride,
+			   uint8_t *dst, size_t dst_stride)
+{
+	const uint8_t *win;
+	int rc = 0;
+
 	if (need_h) {
-		/* Same height, whole height: Pillow's temp image is the result;
-		 * the window's rows of it. */
-		if (y_off - buf_y0 < 0 || y_off - buf_y0 + dst_h > buf_h)
+		/* same height, whole height: the window's rows of the temp */
+		if (g->y_off - g->buf_y0 < 0 || g->y_off - g->buf_y0 + g->dst_h > g->buf_h)
 			return -ERANGE;
-		resize_horizontal(r, &r->horiz, buf_w, src, src_stride, y_off - buf_y0,
-				  dst_h, dst, dst_stride, dst_w);
+		resize_horizontal(r, &r->horiz, g->buf_w, src, src_stride,
+				  g->y_off - g->buf_y0, g->dst_h, dst, dst_stride, g->dst_w);
 		return 0;
 	}
 	/* no horizontal pass: the window's columns as they are */
-	if (x_off - buf_x0 < 0 || x_off - buf_x0 + dst_w > buf_w)
+	if (g->x_off - g->buf_x0 < 0 || g->x_off - g->buf_x0 + g->dst_w > g->buf_w)
 		return -ERANGE;
-	win = src + (size_t)(x_off - buf_x0) * 3;
+	win = src + (size_t)(g->x_off - g->buf_x0) * 3;
 	if (need_v) {
 		rc = resize_vertical(r, &r->vert, win, src_stride, 0, dst, dst_stride,
-				     dst_w, dst_h);
+				     g->dst_w, g->dst_h);
 	} else {
-		if (y_off - buf_y0 < 0 || y_off - buf_y0 + dst_h > buf_h)
+		if (g->y_off - g->buf_y0 < 0 || g->y_off - g->buf_y0 + g->dst_h > g->buf_h)
 			return -ERANGE;
-		copy_rows(win + (size_t)(y_off - buf_y0) * src_stride, src_stride, dst,
-			  dst_stride, dst_w, dst_h);
+		copy_rows(win + (size_t)(g->y_off - g->buf_y0) * src_stride, src_stride,
+			  dst, dst_stride, g->dst_w, g->dst_h);
 	}
-	if (rc == 0 && flip)
-		mirror_rows(dst, dst_stride, dst_w, dst_h);
+	if (rc == 0 && g->flip)
+		mirror_rows(dst, dst_stride, g->dst_w, g->dst_h);
 	return rc;
+}
+
+/*
+ * The one resample behind resize_rgb() and resize_rgb_crop() (struct
+ * resize_geom says what it is); src holds the image's pixels [buf_x0,
+ * buf_x0 + buf_w) x [buf_y0, buf_y0 + buf_h). With `flip` the written
+ * window comes out mirrored left-right: folded into the horizontal
+ * coefficients' order when there is a horizontal pass, else a mirror of
+ * the rows written.
+ */
+static int resize_window(resizer_t *r, const struct resize_geom *g, const uint8_t *src,
+			 size_t src_stride, uint8_t *dst, size_t dst_stride)
+{
+	bool need_h, need_v;
+	int first, last, rc;
+
+	if (geom_is_crop(g)) {
+		int cx = (int)g->box[0] + g->x_off - g->buf_x0;
+		int cy = (int)g->box[1] + g->y_off - g->buf_y0;
+
+		if (cx < 0 || cy < 0 || cx + g->dst_w > g->buf_w || cy + g->dst_h > g->buf_h)
+			return -ERANGE;
+		copy_rows(src + (size_t)cy * src_stride + (size_t)cx * 3,
+			  src_stride, dst, dst_stride, g->dst_w, g->dst_h);
+		if (g->flip)
+			mirror_rows(dst, dst_stride, g->dst_w, g->dst_h);
+		return 0;
+	}
+	rc = resize_plan(r, g, &need_h, &need_v);
+	if (rc < 0)
+		return rc;
+	if (!(need_h && need_v))
+		return resize_one_pass(r, g, need_h, need_v, src, src_stride, dst,
+				       dst_stride);
+	vert_rows(r, g->dst_h, &first, &last);
+	size_t tmp_stride = (size_t)g->dst_w * 3;
+	rc = scratch_grow((void **)&r->tmp, &r->tmp_cap, tmp_stride * (size_t)(last - first));
+	if (rc < 0)
+		return rc;
+	resize_horizontal(r, &r->horiz, g->buf_w, src, src_stride, first, last - first,
+			  r->tmp, tmp_stride, g->dst_w);
+	return resize_vertical(r, &r->vert, r->tmp, tmp_stride, first, dst, dst_stride,
+			       g->dst_w, g->dst_h);
 }
 
 int resize_rgb(resizer_t *r, enum resize_filter f,
@@ -521,42 +569,37 @@ int resize_rgb(resizer_t *r, enum resize_filter f,
 			     dst, dst_w, dst_h, dst_stride);
 }
 
-int resize_rgb_ex(resizer_t *r, enum resize_filter f, unsigned flags,
-		  const uint8_t *src, int src_w, int src_h, size_t src_stride,
-		  double bx0, double by0, double bx1, double by1,
-		  uint8_t *dst, int dst_w, int dst_h, size_t dst_stride)
+/* The geometry of resize_rgb_ex() from its arguments (strides and
+ * pointers aside); -EINVAL when they are not a valid request. */
+static int geom_ex(enum resize_filter f, unsigned flags, int src_w, int src_h,
+		   double bx0, double by0, double bx1, double by1, int dst_w,
+		   int dst_h, struct resize_geom *g)
 {
-	float box[4];
-
-	if (!r || !src || !dst || (f != RESIZE_BILINEAR && f != RESIZE_BICUBIC) ||
-	    (flags & ~(unsigned)RESIZE_FLIP))
+	if ((f != RESIZE_BILINEAR && f != RESIZE_BICUBIC) || (flags & ~(unsigned)RESIZE_FLIP))
 		return -EINVAL;
 	if (src_w < 1 || src_h < 1 || dst_w < 1 || dst_h < 1 ||
 	    src_w > RESIZE_MAX_DIM || src_h > RESIZE_MAX_DIM ||
 	    dst_w > RESIZE_MAX_DIM || dst_h > RESIZE_MAX_DIM)
 		return -EINVAL;
-	if (src_stride < (size_t)src_w * 3 || dst_stride < (size_t)dst_w * 3)
-		return -EINVAL;
 	/* Written so that NaN fails every test. */
 	if (!(bx0 >= 0 && bx0 < bx1 && bx1 <= src_w && by0 >= 0 && by0 < by1 &&
 	      by1 <= src_h))
 		return -EINVAL;
-	box[0] = (float)bx0;
-	box[1] = (float)by0;
-	box[2] = (float)bx1;
-	box[3] = (float)by1;
-	return resize_window(r, f, flags & RESIZE_FLIP, src, 0, 0, src_w, src_h, src_stride,
-			     src_w, src_h, box, dst_w, dst_h, 0, 0, dst, dst_w, dst_h, dst_stride);
+	*g = (struct resize_geom){
+		.f = f, .flip = flags & RESIZE_FLIP,
+		.buf_w = src_w, .buf_h = src_h, .full_w = src_w, .full_h = src_h,
+		.box = { (float)bx0, (float)by0, (float)bx1, (float)by1 },
+		.out_w = dst_w, .out_h = dst_h, .dst_w = dst_w, .dst_h = dst_h,
+	};
+	return 0;
 }
 
-int resize_rgb_crop(resizer_t *r, enum resize_filter f, const uint8_t *src,
-		    int buf_x0, int buf_y0, int buf_w, int buf_h, size_t src_stride,
-		    int full_w, int full_h, int out_w, int out_h, int x_off, int y_off,
-		    uint8_t *dst, int dst_w, int dst_h, size_t dst_stride)
+/* The same for resize_rgb_crop(). */
+static int geom_crop(enum resize_filter f, int buf_x0, int buf_y0, int buf_w,
+		     int buf_h, int full_w, int full_h, int out_w, int out_h,
+		     int x_off, int y_off, int dst_w, int dst_h, struct resize_geom *g)
 {
-	float box[4] = { 0.0f, 0.0f, (float)full_w, (float)full_h };
-
-	if (!r || !src || !dst || (f != RESIZE_BILINEAR && f != RESIZE_BICUBIC))
+	if (f != RESIZE_BILINEAR && f != RESIZE_BICUBIC)
 		return -EINVAL;
 	if (full_w < 1 || full_h < 1 || full_w > RESIZE_MAX_DIM ||
 	    full_h > RESIZE_MAX_DIM || out_w < 1 || out_h < 1 ||
@@ -567,9 +610,134 @@ int resize_rgb_crop(resizer_t *r, enum resize_filter f, const uint8_t *src,
 	    buf_x0 < 0 || buf_y0 < 0 || buf_x0 + buf_w > full_w ||
 	    buf_y0 + buf_h > full_h)
 		return -EINVAL;
+	*g = (struct resize_geom){
+		.f = f, .buf_x0 = buf_x0, .buf_y0 = buf_y0, .buf_w = buf_w,
+		.buf_h = buf_h, .full_w = full_w, .full_h = full_h,
+		.box = { 0.0f, 0.0f, (float)full_w, (float)full_h },
+		.out_w = out_w, .out_h = out_h, .x_off = x_off, .y_off = y_off,
+		.dst_w = dst_w, .dst_h = dst_h,
+	};
+	return 0;
+}
+
+int resize_rgb_ex(resizer_t *r, enum resize_filter f, unsigned flags,
+		  const uint8_t *src, int src_w, int src_h, size_t src_stride,
+		  double bx0, double by0, double bx1, double by1,
+		  uint8_t *dst, int dst_w, int dst_h, size_t dst_stride)
+{
+	struct resize_geom g;
+
+	if (!r || !src || !dst || geom_ex(f, flags, src_w, src_h, bx0, by0, bx1, by1,
+					 dst_w, dst_h, &g))
+		return -EINVAL;
+	if (src_stride < (size_t)src_w * 3 || dst_stride < (size_t)dst_w * 3)
+		return -EINVAL;
+	return resize_window(r, &g, src, src_stride, dst, dst_stride);
+}
+
+int resize_rgb_crop(resizer_t *r, enum resize_filter f, const uint8_t *src,
+		    int buf_x0, int buf_y0, int buf_w, int buf_h, size_t src_stride,
+		    int full_w, int full_h, int out_w, int out_h, int x_off, int y_off,
+		    uint8_t *dst, int dst_w, int dst_h, size_t dst_stride)
+{
+	struct resize_geom g;
+
+	if (!r || !src || !dst || geom_crop(f, buf_x0, buf_y0, buf_w, buf_h, full_w,
+					   full_h, out_w, out_h, x_off, y_off, dst_w,
+					   dst_h, &g))
+		return -EINVAL;
 	if (src_stride < (size_t)buf_w * 3 || dst_stride < (size_t)dst_w * 3)
 		return -EINVAL;
-	return resize_window(r, f, false, src, buf_x0, buf_y0, buf_w, buf_h, src_stride,
-			     full_w, full_h, box, out_w, out_h, x_off, y_off, dst,
-			     dst_w, dst_h, dst_stride);
+	return resize_window(r, &g, src, src_stride, dst, dst_stride);
+}
+
+/* A streamed resample of g: the coefficients now, the rows as they come.
+ * -EAGAIN where the resample has not both passes (see resize.h). */
+static int stream_begin(resizer_t *r, const struct resize_geom *g)
+{
+	bool need_h, need_v;
+	int rc;
+
+	r->streaming = false;
+	if (geom_is_crop(g))
+		return -EAGAIN;
+	rc = resize_plan(r, g, &need_h, &need_v);
+	if (rc < 0)
+		return rc;
+	if (!(need_h && need_v))
+		return -EAGAIN;
+	vert_rows(r, g->dst_h, &r->s_first, &r->s_last);
+	rc = scratch_grow((void **)&r->tmp, &r->tmp_cap,
+			  (size_t)g->dst_w * 3 * (size_t)(r->s_last - r->s_first));
+	if (rc < 0)
+		return rc;
+	r->sg = *g;
+	r->s_fed = 0;
+	r->s_next = 0;
+	r->streaming = true;
+	return 0;
+}
+
+int resize_stream_begin_ex(resizer_t *r, enum resize_filter f, unsigned flags,
+			   int src_w, int src_h, double bx0, double by0, double bx1,
+			   double by1, int dst_w, int dst_h)
+{
+	struct resize_geom g;
+
+	if (!r)
+		return -EINVAL;
+	r->streaming = false;
+	if (geom_ex(f, flags, src_w, src_h, bx0, by0, bx1, by1, dst_w, dst_h, &g))
+		return -EINVAL;
+	return stream_begin(r, &g);
+}
+
+int resize_stream_begin_crop(resizer_t *r, enum resize_filter f, int buf_x0,
+			     int buf_y0, int buf_w, int buf_h, int full_w, int full_h,
+			     int out_w, int out_h, int x_off, int y_off, int dst_w,
+			     int dst_h)
+{
+	struct resize_geom g;
+
+	if (!r)
+		return -EINVAL;
+	r->streaming = false;
+	if (geom_crop(f, buf_x0, buf_y0, buf_w, buf_h, full_w, full_h, out_w, out_h,
+		      x_off, y_off, dst_w, dst_h, &g))
+		return -EINVAL;
+	return stream_begin(r, &g);
+}
+
+void resize_stream_rows(resizer_t *r, const uint8_t *rows, size_t stride, int row0,
+			int nrows)
+{
+	/* Out of order, overlapping or too narrow: ends the stream, and
+	 * resize_stream_end() fails it. */
+	if (!r->streaming || row0 != r->s_next || nrows < 0 ||
+	    stride < (size_t)r->sg.buf_w * 3) {
+		r->streaming = false;
+		return;
+	}
+	r->s_next = row0 + nrows;
+	/* only the rows the vertical pass reads */
+	int a = row0 > r->s_first ? row0 : r->s_first;
+	int b = row0 + nrows < r->s_last ? row0 + nrows : r->s_last;
+	if (a >= b)
+		return;
+	size_t tmp_stride = (size_t)r->sg.dst_w * 3;
+	resize_horizontal(r, &r->horiz, r->sg.buf_w, rows, stride, a - row0, b - a,
+			  r->tmp + (size_t)(a - r->s_first) * tmp_stride, tmp_stride,
+			  r->sg.dst_w);
+	r->s_fed += b - a;
+}
+
+int resize_stream_end(resizer_t *r, uint8_t *dst, size_t dst_stride)
+{
+	if (!r || !r->streaming)
+		return -EINVAL;
+	r->streaming = false;
+	if (!dst || dst_stride < (size_t)r->sg.dst_w * 3 || r->s_fed != r->s_last - r->s_first)
+		return -EINVAL;
+	return resize_vertical(r, &r->vert, r->tmp, (size_t)r->sg.dst_w * 3, r->s_first,
+			       dst, dst_stride, r->sg.dst_w, r->sg.dst_h);
 }

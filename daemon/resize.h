@@ -67,4 +67,33 @@ int resize_rgb_ex(resizer_t *r, enum resize_filter f, unsigned flags,
 		  double bx0, double by0, double bx1, double by1,
 		  uint8_t *dst, int dst_w, int dst_h, size_t dst_stride);
 
+/*
+ * Streamed resample: resize_rgb_ex() or resize_rgb_crop() fed with the
+ * source rows as they are decoded, so no buffer holds the whole source
+ * (decode.h decoder_read_stream). begin takes the arguments of the
+ * one-call form less the source pointer, stride and destination, and
+ * computes the coefficients; resize_stream_rows() runs the horizontal pass
+ * over rows [row0, row0 + nrows) of the source (row 0 = the buffer's first
+ * row; rows in order, each once, pixel 0 at rows[0]; rows the vertical
+ * pass does not read are skipped) into the resizer's intermediate rows;
+ * resize_stream_end() runs the vertical pass into dst. The bytes are those
+ * of the one-call form (the horizontal pass is per row).
+ * begin returns 0, -EINVAL, -ENOMEM, -ERANGE as the one-call form, or
+ * -EAGAIN where the resample is not both passes (a crop, or only one
+ * pass reads the source directly): call the one-call form then.
+ * resize_stream_rows() cannot fail; rows out of order end the stream and
+ * resize_stream_end() then returns -EINVAL, as it does when rows the
+ * vertical pass reads never came or no stream was begun.
+ */
+int resize_stream_begin_ex(resizer_t *r, enum resize_filter f, unsigned flags,
+			   int src_w, int src_h, double bx0, double by0, double bx1,
+			   double by1, int dst_w, int dst_h);
+int resize_stream_begin_crop(resizer_t *r, enum resize_filter f, int buf_x0,
+			     int buf_y0, int buf_w, int buf_h, int full_w, int full_h,
+			     int out_w, int out_h, int x_off, int y_off, int dst_w,
+			     int dst_h);
+void resize_stream_rows(resizer_t *r, const uint8_t *rows, size_t stride, int row0,
+			int nrows);
+int resize_stream_end(resizer_t *r, uint8_t *dst, size_t dst_stride);
+
 #endif

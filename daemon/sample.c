@@ -144,6 +144,76 @@ static int resample(struct worker_ctx *w, const struct pipeline_cfg *p,
 	return 0;
 }
 
+/* The same resample set up to take its source rows as they are decoded
+ * (resize.h): 0, -EAGAIN when it cannot stream, or -errno. */
+static int resample_begin(struct worker_ctx *w, const struct pipeline_cfg *p,
+			  const struct region *g, int W, int H, int interp, bool flip)
+{
+	const int out = (int)p->size;
+	const int rw = g->rx1 - g->rx0, rh = g->ry1 - g->ry0;
+
+	if (p->crop == CROP_CENTER && g->denom == 1) {
+		struct center_geom cg;
+		augment_center_geom(W, H, p->resize, p->size, &cg);
+		return resize_stream_begin_crop(w->rz, (enum resize_filter)interp,
+						g->rx0, g->ry0, rw, rh, W, H, cg.new_w,
+						cg.new_h, cg.left, cg.top, out, out);
+	}
+	return resize_stream_begin_ex(w->rz, (enum resize_filter)interp,
+				      flip ? RESIZE_FLIP : 0, rw, rh, g->sx0 - g->rx0,
+				      g->sy0 - g->ry0, g->sx1 - g->rx0, g->sy1 - g->ry0,
+				      out, out);
+}
+
+/* decode.h's sink: each group of decoded rows into the horizontal pass. */
+static void feed_resizer(void *ctx, const uint8_t *rows, size_t stride, int row0,
+			 int nrows)
+{
+	resize_stream_rows(ctx, rows, stride, row0, nrows);
+}
+
+/*
+ * Decode region g and resample it into the slot. Where the resample has
+ * both passes the decoder hands its rows straight to the horizontal pass
+ * (no buffer of the whole region: it was MBs, now 16 rows); otherwise
+ * (a crop, one pass) the region is decoded whole as before. The bytes are
+ * the same either way. 0, or -errno with w->why set.
+ */
+static int decode_resample(struct worker_ctx *w, const struct pipeline_cfg *p,
+			   const struct region *g, int W, int H, int interp,
+			   bool flip, uint8_t *slot)
+{
+	const int out = (int)p->size;
+	struct decoded d;
+	int rc;
+
+	rc = resample_begin(w, p, g, W, H, interp, flip);
+	if (rc == 0) {
+		rc = decoder_read_stream(w->dec, g->denom, g->rx0, g->ry0, g->rx1,
+					 g->ry1, feed_resizer, w->rz);
+		if (rc) {
+			snprintf(w->why, sizeof(w->why), "%s", decoder_error(w->dec));
+			return rc;
+		}
+		rc = resize_stream_end(w->rz, slot, (size_t)out * 3);
+		if (rc == 0 && flip && p->crop == CROP_CENTER && g->denom == 1)
+			augment_flip(slot, out, out, (size_t)out * 3);
+		if (rc)
+			snprintf(w->why, sizeof(w->why), "resize failed: %s", strerror(-rc));
+		return rc;
+	}
+	if (rc != -EAGAIN) {
+		snprintf(w->why, sizeof(w->why), "resize failed: %s", strerror(-rc));
+		return rc;
+	}
+	rc = decoder_read(w->dec, g->denom, g->rx0, g->ry0, g->rx1, g->ry1, &d);
+	if (rc) {
+		snprintf(w->why, sizeof(w->why), "%s", decoder_error(w->dec));
+		return rc;
+	}
+	return resample(w, p, &d, g, W, H, interp, flip, slot);
+}
+
 /*
  * Read, decode and resample dataset file `source` into `slot`, choosing the
  * crop from `r`. Returns 0, or -errno with w->why set.
@@ -158,7 +228,6 @@ static int load_sample(struct worker_ctx *w, batch_t *b, uint32_t source,
 	const uint8_t *data;
 	struct crop_box box;
 	struct region g;
-	struct decoded d;
 	size_t len;
 	int W, H, rc;
 
@@ -180,12 +249,7 @@ static int load_sample(struct worker_ctx *w, batch_t *b, uint32_t source,
 	rc = plan_region(w, p, &box, m->resize_interp, &g);
 	if (rc)
 		return rc;
-	rc = decoder_read(w->dec, g.denom, g.rx0, g.ry0, g.rx1, g.ry1, &d);
-	if (rc) {
-		snprintf(w->why, sizeof(w->why), "%s", decoder_error(w->dec));
-		return rc;
-	}
-	return resample(w, p, &d, &g, W, H, m->resize_interp, m->flip, slot);
+	return decode_resample(w, p, &g, W, H, m->resize_interp, m->flip, slot);
 }
 
 /*

@@ -22,7 +22,10 @@
  * off), then the daemon's decoder_read (jpeg_crop_scanline +
  * jpeg_skip_scanlines, stopping after the last row of the crop). With
  * --resize it also resamples the region to SIZExSIZE with the daemon's
- * resize_rgb (bilinear; --bicubic), so floor + resize can be told apart.
+ * resize_rgb (bilinear; --bicubic), so floor + resize can be told apart;
+ * as the daemon does, the decoder hands its rows to the resizer's
+ * horizontal pass 16 at a time (decoder_read_stream), --no-stream decodes
+ * the whole region into a buffer first (the daemon before issue 13).
  * --crops center: the val pipeline's box (Resize(256) + CenterCrop(224)
  * with the daemon's filter margin).
  *
@@ -67,7 +70,7 @@
 
 enum crops { CROPS_FULL = 0, CROPS_TRAIN, CROPS_CENTER };
 static enum crops crops_mode;
-static bool do_resize, dct_scale = true;
+static bool do_resize, dct_scale = true, stream = true;
 static enum resize_filter filter = RESIZE_BILINEAR;
 static int out_size = 224;
 static uint64_t crop_seed = 0x5eed;
@@ -197,6 +200,49 @@ static int decode_one(struct thread *t, const struct file *f)
 	return 0;
 }
 
+static void feed(void *ctx, const uint8_t *rows, size_t stride, int row0, int n)
+{
+	resize_stream_rows(ctx, rows, stride, row0, n);
+}
+
+/* --resize as the daemon's sample.c does it: the decoder's rows straight
+ * into the horizontal pass. 0, -1 with t->why, or -EAGAIN where the
+ * resample does not stream (a crop or one pass: region_one's path). */
+static int region_stream(struct thread *t, int W, int H, int denom, double sx0,
+			 double sy0, double sx1, double sy1, int rx0, int ry0,
+			 int rx1, int ry1)
+{
+	int rc;
+
+	if (crops_mode == CROPS_CENTER && denom == 1) {
+		struct center_geom g;
+
+		augment_center_geom(W, H, 256, (unsigned)out_size, &g);
+		rc = resize_stream_begin_crop(t->rz, filter, rx0, ry0, rx1 - rx0, ry1 - ry0,
+					      W, H, g.new_w, g.new_h, g.left, g.top,
+					      out_size, out_size);
+	} else {
+		rc = resize_stream_begin_ex(t->rz, filter, 0, rx1 - rx0, ry1 - ry0,
+					    sx0 - rx0, sy0 - ry0, sx1 - rx0, sy1 - ry0,
+					    out_size, out_size);
+	}
+	if (rc == -EAGAIN)
+		return rc;
+	if (rc == 0 && decoder_read_stream(t->dec, denom, rx0, ry0, rx1, ry1, feed, t->rz)) {
+		snprintf(t->why, sizeof(t->why), "%s", decoder_error(t->dec));
+		return -1;
+	}
+	if (rc == 0)
+		rc = resize_stream_end(t->rz, t->out, (size_t)out_size * 3);
+	if (rc) {
+		snprintf(t->why, sizeof(t->why), "resize failed: %s", strerror(-rc));
+		return -1;
+	}
+	t->pixels += (uint64_t)(rx1 - rx0) * (uint64_t)(ry1 - ry0);
+	t->checksum += t->out[(size_t)out_size * out_size * 3 / 2];
+	return 0;
+}
+
 /*
  * Item `item` of file f in --crops mode: batch.c's load_sample without the
  * file read (the file is in memory) and without the per-sample metadata.
@@ -239,6 +285,11 @@ static int region_one(struct thread *t, const struct file *f, uint64_t item)
 	int ry0 = (int)fmax(floor(sy0 - margin), 0);
 	int rx1 = (int)fmin(ceil(sx1 + margin), sw);
 	int ry1 = (int)fmin(ceil(sy1 + margin), sh);
+	if (do_resize && stream) {
+		rc = region_stream(t, W, H, denom, sx0, sy0, sx1, sy1, rx0, ry0, rx1, ry1);
+		if (rc != -EAGAIN)
+			return rc;
+	}
 	rc = decoder_read(t->dec, denom, rx0, ry0, rx1, ry1, &d);
 	if (rc)
 		goto fail;
@@ -429,6 +480,7 @@ static void usage(FILE *out)
 	      "      --resize       with --crops: also resample each region to SIZE^2\n"
 	      "      --size N       output side for --crops/--resize (default 224)\n"
 	      "      --bicubic      with --resize: bicubic instead of bilinear\n"
+	      "      --no-stream    with --resize: decode the whole region, then resize\n"
 	      "      --no-dct-scale with --crops: never decode at 1/2, 1/4, 1/8\n"
 	      "      --seed N       key of the crop generator (default 24301)\n"
 	      "      --json         one JSON object on stdout instead of text\n",
@@ -558,6 +610,8 @@ int main(int argc, char **argv)
 			i++;
 		} else if (!strcmp(a, "--resize")) {
 			do_resize = true;
+		} else if (!strcmp(a, "--no-stream")) {
+			stream = false;
 		} else if (!strcmp(a, "--bicubic")) {
 			filter = RESIZE_BICUBIC;
 		} else if (!strcmp(a, "--no-dct-scale")) {
