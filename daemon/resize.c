@@ -35,6 +35,11 @@
  * exact, so they are not used.
  * The SIMD passes live in resize_simd.c; this file has the coefficients,
  * the portable loops and the dispatch (resize_internal.h between them).
+ * Streaming (resize_stream_*): the coefficients first, then the source
+ * rows as the decoder makes them (16 at a time, decode.c), each group run
+ * through the horizontal pass into its rows of tmp, then the vertical
+ * pass; the same calls on the same rows as resize_window(), so the same
+ * bytes, without a buffer holding the whole decoded region.
  *
  * Speed (docs/PERFORMANCE.md "Resize and page faults"): train crops of the
  * ImageNet sample, 224x224 bilinear, 2.39 M instructions per image with
