@@ -12,6 +12,9 @@
  *   decoder_read()        decodes rows [y0,y1) x cols [x0,x1) of the scaled
  *                         image into an RGB buffer owned by the decoder and
  *                         stops early: rows below y1 are never entropy-decoded.
+ *   decoder_read_stream() the same rows handed to a callback 16 at a time
+ *                         as they are decoded (the daemon's path: straight
+ *                         into the resizer, resize.h), no region buffer.
  *
  * Grayscale and CMYK/YCCK come out as RGB (Adobe inverted CMYK handled).
  * Errors are returned as negative errno values with a message from
