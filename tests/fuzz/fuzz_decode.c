@@ -12,11 +12,13 @@
  *            bit 3  raw region: coordinates may lie outside the image
  *                   (argument checks of decoder_read);
  *            bit 4  tiny pixel limit (4096) instead of 4,000,000;
- *            bit 5  decode twice: a second decoder_open + decoder_read of
- *                   the same bytes must give the same result and pixels
- *                   (with FUZZ_DECODE_DIFF=1 on a brand-new decoder, so
- *                   state the reused one carries over from earlier
- *                   inputs shows up);
+ *            bit 5  decode twice: a second decoder_open, this time with
+ *                   decoder_read_stream (the daemon's path), of the same
+ *                   bytes must give the same result and pixels, its row
+ *                   groups in order and within the region (with
+ *                   FUZZ_DECODE_DIFF=1 on a brand-new decoder, so state
+ *                   the reused one carries over from earlier inputs
+ *                   shows up);
  *            bit 6  through a file, as the daemon does: the JPEG is
  *                   written to /dev/shm/fuzz_decode.PID.jpg and loaded with
  *                   decode_read_file() into the decoder's reusable input
@@ -217,44 +219,71 @@ static int do_open(const uint8_t *jpg, size_t len,
 	return do_open_on(dec, jpg, len, lim, w, h);
 }
 
+/* What decoder_read_stream() hands over, gathered into one region. */
+struct gather {
+	uint8_t *buf;
+	int width, height, next_row;
+};
+
+static void gather_rows(void *ctx, const uint8_t *rows, size_t stride,
+			int row0, int nrows)
+{
+	struct gather *g = ctx;
+	size_t row = (size_t)g->width * 3;
+
+	/* Groups come in order, 1-16 rows, inside the region. */
+	CHECK(row0 == g->next_row && nrows >= 1 && nrows <= 16);
+	CHECK(row0 + nrows <= g->height && stride >= row);
+	for (int y = 0; y < nrows; y++)
+		memcpy(g->buf + (size_t)(row0 + y) * row, rows + (size_t)y * stride,
+		       row);
+	g->next_row = row0 + nrows;
+}
+
 /*
- * Decode the same bytes and region again and compare with the first
- * decode (rc1, and its pixels when rc1 == 0). In diff mode on a brand-new
- * decoder: a decoder reused across files must not carry anything from
- * one image to the next (tables, state), or a file's pixels, or whether
- * it decodes at all, would depend on what that worker decoded before.
+ * Decode the same bytes and region again, streamed as the daemon does,
+ * and compare with the first decode (rc1, and its pixels when rc1 == 0):
+ * the two read paths must agree. In diff mode on a brand-new decoder: a
+ * decoder reused across files must not carry anything from one image to
+ * the next (tables, state), or a file's pixels, or whether it decodes at
+ * all, would depend on what that worker decoded before.
  */
 static void decode_again(const uint8_t *jpg, size_t len,
 			 const struct decode_limits *lim, int denom, int x0,
 			 int y0, int x1, int y1, int rc1, const uint8_t *region)
 {
 	decoder_t *d = diff_mode ? decoder_new() : dec;
-	struct decoded out;
+	struct gather g = { NULL, x1 - x0, y1 - y0, 0 };
+	size_t bytes = (size_t)g.width * (size_t)g.height * 3;
 	int rc, w, h;
 
 	CHECK(d != NULL);
+	CHECK((g.buf = malloc(bytes)) != NULL);
 	rc = do_open_on(d, jpg, len, lim, &w, &h);
 	if (rc == 0)
-		rc = decoder_read(d, denom, x0, y0, x1, y1, &out);
+		rc = decoder_read_stream(d, denom, x0, y0, x1, y1, gather_rows, &g);
 	if (rc != rc1) {
-		fprintf(stderr, "fuzz_decode: decoded again on a %s decoder: "
+		fprintf(stderr, "fuzz_decode: streamed again on a %s decoder: "
 			"rc %d (%s), first decode on the reused decoder: rc %d "
 			"(%s)\n", d == dec ? "reused" : "fresh", rc,
 			decoder_error(d), rc1, rc1 ? decoder_error(dec) : "");
 		abort();
 	}
 	if (rc == 0) {
-		for (int y = 0; y < out.height; y++) {
-			if (memcmp(out.rgb + (size_t)y * out.stride,
-				   region + (size_t)y * (size_t)out.width * 3,
-				   (size_t)out.width * 3)) {
-				fprintf(stderr, "fuzz_decode: decoded again on a "
+		CHECK(g.next_row == g.height);
+		for (int y = 0; y < g.height; y++) {
+			size_t row = (size_t)g.width * 3;
+
+			if (memcmp(g.buf + (size_t)y * row, region + (size_t)y * row,
+				   row)) {
+				fprintf(stderr, "fuzz_decode: streamed again on a "
 					"%s decoder: row %d differs\n",
 					d == dec ? "reused" : "fresh", y0 + y);
 				abort();
 			}
 		}
 	}
+	free(g.buf);
 	if (d != dec)
 		decoder_destroy(&d);
 }
