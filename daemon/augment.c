@@ -390,51 +390,118 @@ static size_t mix_bytes(const struct mix_item *it, int W, int H)
 size_t augment_mix_scratch_bytes(const struct mix_item *items, uint32_t B,
 				 int W, int H)
 {
-	size_t n = 0;
+	size_t most = 0;
 
-	for (uint32_t i = 0; i < B; i++)
-		n += mix_bytes(&items[i], W, H);
-	return n;
+	for (uint32_t i = 0; i < B; i++) {
+		size_t n = mix_bytes(&items[i], W, H);
+		if (n > most)
+			most = n;
+	}
+	return most ? most + B : 0; /* the region, then B flags */
 }
 
+/* Sample i's mix with partner pixels `src` (a whole image; `packed`: only
+ * its box, row after row, as saved by save_partner). */
+static void mix_one(uint8_t *own, const uint8_t *src, bool packed,
+		    const struct mix_item *it, int W, int H)
+{
+	size_t row = (size_t)W * 3, img = row * (size_t)H;
+
+	if (it->op == WIRE_OP_MIXUP) {
+		augment_mixup_pixels(own, own, src, img, (float)it->lam);
+	} else if (it->op == WIRE_OP_CUTMIX) {
+		size_t off = (size_t)it->box[0] * 3;
+		size_t len = (size_t)(it->box[2] - it->box[0]) * 3;
+		for (int y = it->box[1]; y < it->box[3]; y++) {
+			const uint8_t *from = packed ? src : src + (size_t)y * row + off;
+			memmove(own + (size_t)y * row + off, from, len);
+			if (packed)
+				src += len;
+		}
+	}
+}
+
+/* Copy what sample `it` needs of `src` (its box, packed, or the image). */
+static void save_partner(uint8_t *to, const uint8_t *src,
+			 const struct mix_item *it, int W, int H)
+{
+	size_t row = (size_t)W * 3;
+
+	if (it->op == WIRE_OP_MIXUP) {
+		memcpy(to, src, row * (size_t)H);
+		return;
+	}
+	size_t off = (size_t)it->box[0] * 3;
+	size_t len = (size_t)(it->box[2] - it->box[0]) * 3;
+	for (int y = it->box[1]; y < it->box[3]; y++, to += len)
+		memcpy(to, src + (size_t)y * row + off, len);
+}
+
+static bool mixes(const struct mix_item *it)
+{
+	return it->partner >= 0 &&
+	       (it->op == WIRE_OP_MIXUP || it->op == WIRE_OP_CUTMIX);
+}
+
+/* Mix along i -> partner -> ... while the next one is unmixed; `last`
+ * (or B: none) takes its partner from `saved`. */
+static void mix_walk(uint8_t *images, uint8_t *done, uint32_t i, uint32_t last,
+		     const uint8_t *saved, int W, int H,
+		     const struct mix_item *items)
+{
+	size_t img = (size_t)W * 3 * (size_t)H;
+
+	for (;;) {
+		const struct mix_item *it = &items[i];
+		done[i] = 1;
+		if (!mixes(it))
+			return;
+		uint32_t j = (uint32_t)it->partner;
+		mix_one(images + (size_t)i * img,
+			i == last ? saved : images + (size_t)j * img,
+			i == last, it, W, H);
+		if (i == last || done[j] == 1)
+			return;
+		i = j;
+	}
+}
+
+/*
+ * Sample i becomes mix(i, partner(i)) of the pixels from before the call.
+ * The partners are one-to-one (a permutation, or pairs), so the samples
+ * form chains and cycles: a chain is mixed from its head on (each
+ * partner is still unmixed when read); a cycle the same way, from any
+ * start, after saving the region its last sample needs of the start.
+ * Scratch: one image at most (was every partner region of the batch:
+ * up to a whole batch, 18 MiB per worker, for MixUp).
+ */
 void augment_apply_mix(uint8_t *images, uint32_t B, int W, int H,
 		       const struct mix_item *items, uint8_t *scratch)
 {
-	size_t row = (size_t)W * 3, img = row * (size_t)H;
-	uint8_t *at = scratch;
+	size_t img = (size_t)W * 3 * (size_t)H, most = 0;
 
-	/* Phase 1: copy what each mixed sample needs from its partner, packed
-	 * one after the other, while every image is still unmixed. */
 	for (uint32_t i = 0; i < B; i++) {
-		const struct mix_item *it = &items[i];
-		const uint8_t *src = images + (size_t)it->partner * img;
-
-		if (it->op == WIRE_OP_MIXUP) {
-			memcpy(at, src, img);
-		} else if (it->op == WIRE_OP_CUTMIX) {
-			size_t off = (size_t)it->box[0] * 3;
-			size_t len = (size_t)(it->box[2] - it->box[0]) * 3;
-			for (int y = it->box[1]; y < it->box[3]; y++, at += len)
-				memcpy(at, src + (size_t)y * row + off, len);
-			continue;
-		}
-		at += mix_bytes(it, W, H);
+		size_t n = mix_bytes(&items[i], W, H);
+		if (n > most)
+			most = n;
 	}
-	/* Phase 2: write them, walking the packed copies in the same order. */
-	at = scratch;
-	for (uint32_t i = 0; i < B; i++) {
-		const struct mix_item *it = &items[i];
-		uint8_t *own = images + (size_t)i * img;
+	uint8_t *saved = scratch, *done = scratch + most;
 
-		if (it->op == WIRE_OP_MIXUP) {
-			augment_mixup_pixels(own, own, at, img, (float)it->lam);
-			at += img;
-		} else if (it->op == WIRE_OP_CUTMIX) {
-			size_t off = (size_t)it->box[0] * 3;
-			size_t len = (size_t)(it->box[2] - it->box[0]) * 3;
-			for (int y = it->box[1]; y < it->box[3]; y++, at += len)
-				memcpy(own + (size_t)y * row + off, at, len);
-		}
+	memset(done, 0, B);
+	for (uint32_t i = 0; i < B; i++)
+		if (mixes(&items[i]))
+			done[items[i].partner] = 2; /* somebody's partner */
+	for (uint32_t i = 0; i < B; i++)
+		if (done[i] == 0)
+			mix_walk(images, done, i, B, NULL, W, H, items);
+	for (uint32_t s = 0; s < B; s++) {
+		if (done[s] == 1)
+			continue;
+		uint32_t last = s; /* in a cycle: find who takes from s */
+		while ((uint32_t)items[last].partner != s)
+			last = (uint32_t)items[last].partner;
+		save_partner(saved, images + (size_t)s * img, &items[last], W, H);
+		mix_walk(images, done, s, last, saved, W, H, items);
 	}
 }
 

@@ -101,15 +101,17 @@ void augment_mix_plan(const struct pipeline_cfg *p, uint64_t key,
 double augment_cutmix_box(rng_t *r, const struct pipeline_cfg *p,
 			  double lam_raw, int W, int H, int32_t box[4]);
 
-/* Scratch bytes augment_apply_mix needs for this plan: the CutMix boxes
- * and the MixUp images, packed (at most B*H*W*3). */
+/* Scratch bytes augment_apply_mix needs for this plan: B flags and the
+ * largest partner region (a CutMix box or a MixUp image); 0 = no mixing. */
 size_t augment_mix_scratch_bytes(const struct mix_item *items, uint32_t B,
 				 int W, int H);
 
 /*
  * Apply the plan to B packed RGB images (H*W*3 bytes each). Every read of
- * a partner sees its pixels from before this call: the partner regions are
- * first copied into `scratch` (augment_mix_scratch_bytes()), then written.
+ * a partner sees its pixels from before this call (the partners must be
+ * one-to-one, as augment_mix_plan makes them): the samples are mixed
+ * along their partner chains, with one region saved per cycle in
+ * `scratch` (augment_mix_scratch_bytes()).
  */
 void augment_apply_mix(uint8_t *images, uint32_t B, int W, int H,
 		       const struct mix_item *items, uint8_t *scratch);

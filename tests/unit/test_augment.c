@@ -499,6 +499,75 @@ static void test_apply_mix_no_aliasing(void **state)
 	assert_int_equal(images[IMG], 25);     /* 100*.25 + 0*.75 */
 }
 
+/* The old two-phase mix (every partner region copied first, then
+ * written): the reference augment_apply_mix must equal byte for byte. */
+static void ref_apply_mix(uint8_t *images, uint32_t B, int W, int H,
+			  const struct mix_item *items, uint8_t *copy)
+{
+	size_t row = (size_t)W * 3, img = row * (size_t)H;
+
+	memcpy(copy, images, B * img);
+	for (uint32_t i = 0; i < B; i++) {
+		const struct mix_item *it = &items[i];
+		uint8_t *own = images + (size_t)i * img;
+		const uint8_t *src = copy + (size_t)it->partner * img;
+
+		if (it->partner < 0)
+			continue;
+		if (it->op == WIRE_OP_MIXUP)
+			augment_mixup_pixels(own, own, src, img, (float)it->lam);
+		else if (it->op == WIRE_OP_CUTMIX)
+			for (int y = it->box[1]; y < it->box[3]; y++)
+				memcpy(own + y * row + it->box[0] * 3, src + y * row + it->box[0] * 3,
+				       (size_t)(it->box[2] - it->box[0]) * 3);
+	}
+}
+
+/* Random one-to-one partner maps (cycles of every length incl. a sample
+ * its own partner, chains ending in an unmixed sample, unmixed samples),
+ * random boxes and lambdas: the chain-and-cycle mix gives the reference's
+ * bytes within the scratch size it asks for. */
+static void test_apply_mix_matches_two_phase(void **state)
+{
+	enum { W = 7, H = 5, IMG = W * H * 3, B = 12 };
+	uint8_t a[B * IMG], b[B * IMG], copy[B * IMG];
+	struct mix_item it[B];
+	uint32_t perm[B];
+	rng_t r;
+	(void)state;
+
+	rng_init(&r, 99, 0, 0, 0, RNG_SAMPLE, 0);
+	for (int round = 0; round < 300; round++) {
+		for (uint32_t i = 0; i < B; i++)
+			perm[i] = i;
+		rng_shuffle_u32(&r, perm, B);
+		for (uint32_t i = 0; i < B; i++) {
+			uint32_t u = rng_u32(&r);
+			int x0 = (int)(u % W), y0 = (int)((u >> 8) % H);
+			memset(&it[i], 0, sizeof(it[i]));
+			it[i].partner = (u >> 16) % 5 == 0 ? -1 : (int32_t)perm[i];
+			it[i].op = it[i].partner < 0 ? WIRE_OP_NONE :
+				   (u >> 20) % 2 ? WIRE_OP_MIXUP : WIRE_OP_CUTMIX;
+			it[i].lam = (double)((u >> 24) % 101) / 100.0;
+			it[i].box[0] = x0;
+			it[i].box[1] = y0;
+			it[i].box[2] = x0 + (int)((u >> 4) % (W - x0 + 1));
+			it[i].box[3] = y0 + (int)((u >> 12) % (H - y0 + 1));
+		}
+		for (size_t k = 0; k < sizeof(a); k++)
+			a[k] = b[k] = (uint8_t)rng_u32(&r);
+		size_t need = augment_mix_scratch_bytes(it, B, W, H);
+		uint8_t *scratch = malloc(need ? need : 1);
+		assert_non_null(scratch);
+		assert_true(need <= IMG + B);
+		if (need)
+			augment_apply_mix(a, B, W, H, it, scratch);
+		free(scratch);
+		ref_apply_mix(b, B, W, H, it, copy);
+		assert_memory_equal(a, b, sizeof(a));
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -519,6 +588,7 @@ int main(void)
 		cmocka_unit_test(test_plan_pair_and_elem),
 		cmocka_unit_test(test_plan_switch_prob_off_epoch),
 		cmocka_unit_test(test_apply_mix_no_aliasing),
+		cmocka_unit_test(test_apply_mix_matches_two_phase),
 	};
 	return cmocka_run_group_tests_name("augment", tests, NULL, NULL);
 }
