@@ -343,6 +343,53 @@ void augment_mix_plan(const struct pipeline_cfg *p, uint64_t key,
 	}
 }
 
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+
+/* The MixUp loop on AVX2, 16 bytes per step: the same IEEE operations as
+ * the scalar loop, in the same order (two products, their sum, the 2^23
+ * rounding, the clamp; no FMA), so the bytes do not depend on the CPU.
+ * Returns how many bytes it did (a multiple of 16). */
+__attribute__((target("avx2")))
+static size_t mixup_avx2(uint8_t *dst, const uint8_t *a, const uint8_t *b,
+			 size_t n, float lam)
+{
+	const __m256 la = _mm256_set1_ps(lam), lb = _mm256_set1_ps(1.0f - lam);
+	const __m256 magic = _mm256_set1_ps(0x1p23f), zero = _mm256_setzero_ps();
+	const __m256 top = _mm256_set1_ps(255.0f);
+	size_t k = 0;
+
+	for (; k + 16 <= n; k += 16) {
+		__m128i va = _mm_loadu_si128((const __m128i *)(a + k));
+		__m128i vb = _mm_loadu_si128((const __m128i *)(b + k));
+		__m256i out[2];
+		for (int h = 0; h < 2; h++) {
+			__m128i sa = h ? _mm_srli_si128(va, 8) : va;
+			__m128i sb = h ? _mm_srli_si128(vb, 8) : vb;
+			__m256 fa = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sa));
+			__m256 fb = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sb));
+			__m256 v = _mm256_add_ps(_mm256_mul_ps(fa, la), _mm256_mul_ps(fb, lb));
+			v = _mm256_sub_ps(_mm256_add_ps(v, magic), magic);
+			v = _mm256_min_ps(_mm256_max_ps(v, zero), top);
+			out[h] = _mm256_cvttps_epi32(v);
+		}
+		/* 2 x 8 int32 in 0..255 -> 16 bytes in order */
+		__m256i w = _mm256_packus_epi32(out[0], out[1]);   /* lanes: 0-3,8-11 | 4-7,12-15 */
+		w = _mm256_permute4x64_epi64(w, 0xd8);             /* 0-3,4-7 | 8-11,12-15 */
+		__m128i bytes = _mm_packus_epi16(_mm256_castsi256_si128(w),
+						 _mm256_extracti128_si256(w, 1));
+		_mm_storeu_si128((__m128i *)(dst + k), bytes);
+	}
+	return k;
+}
+
+/* libgcc's CPU model, read-only after its constructor: no race. */
+static bool have_avx2(void)
+{
+	return __builtin_cpu_supports("avx2");
+}
+#endif
+
 void augment_mixup_pixels(uint8_t *dst, const uint8_t *a, const uint8_t *b,
 			  size_t n, float lam)
 {
@@ -354,6 +401,10 @@ void augment_mixup_pixels(uint8_t *dst, const uint8_t *a, const uint8_t *b,
 	 * mode; no -ffast-math here), and the loop vectorises with SSE2. */
 	size_t k = 0;
 
+#if defined(__GNUC__) && defined(__x86_64__)
+	if (have_avx2())
+		k = mixup_avx2(dst, a, b, n, lam);
+#endif
 	/* fixed-length blocks through local copies (dst may alias a): GCC
 	 * vectorises them at -O2 */
 	for (; k + 16 <= n; k += 16) {

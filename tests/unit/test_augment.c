@@ -300,6 +300,34 @@ static void test_mixup_rounding(void **state)
 	}
 }
 
+/* The vector path (16 bytes a step, AVX2 where the CPU has it) and the
+ * scalar tail give the float32 formula's bytes, in place too (dst == a),
+ * for every byte pair at .5-making and arbitrary lambdas. */
+static void test_mixup_vector_path(void **state)
+{
+	enum { N = 65536 + 13 };
+	static uint8_t a[N], b[N], out[N];
+	const float lams[] = { 0.5f, 0.25f, 0.0f, 1.0f, 0.3719f, 0.999f };
+	(void)state;
+
+	for (size_t k = 0; k < N; k++) {
+		a[k] = (uint8_t)k; /* every (a, b) pair */
+		b[k] = (uint8_t)(k >> 8);
+	}
+	for (size_t l = 0; l < sizeof(lams) / sizeof(lams[0]); l++) {
+		float lam = lams[l];
+		augment_mixup_pixels(out, a, b, N, lam);
+		for (size_t k = 0; k < N; k++)
+			assert_int_equal(out[k], (uint8_t)rintf((float)a[k] * lam +
+								(float)b[k] * (1.0f - lam)));
+		memcpy(out, a, N);
+		augment_mixup_pixels(out, out, b, N, lam);
+		for (size_t k = 0; k < N; k++)
+			assert_int_equal(out[k], (uint8_t)rintf((float)a[k] * lam +
+								(float)b[k] * (1.0f - lam)));
+	}
+}
+
 static void test_labels_smoothing(void **state)
 {
 	const uint32_t K = 10;
@@ -583,6 +611,7 @@ int main(void)
 		cmocka_unit_test(test_cutmix_empty_box_keeps_lambda_one),
 		cmocka_unit_test(test_cutmix_minmax),
 		cmocka_unit_test(test_mixup_rounding),
+		cmocka_unit_test(test_mixup_vector_path),
 		cmocka_unit_test(test_labels_smoothing),
 		cmocka_unit_test(test_plan_partner_rules),
 		cmocka_unit_test(test_plan_pair_and_elem),
