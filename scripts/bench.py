@@ -706,6 +706,7 @@ def measure_cutmixd(daemon, pipeline, epochs, rows, is_eval, quiet):
         "seconds": wall, "workers": daemon.workers,
         "daemon_cpu_percent": 100.0 * dcpu / wall,
         "client_cpu_percent": 100.0 * res["client_cpu_s"] / wall,
+        "client_cpu_percent_per_kimg_s": 1e5 * res["client_cpu_s"] / max(res["images"], 1),
         "total_cpu_percent": 100.0 * ours / wall,
         "other_load_percent": other_load(s0, s1, ours),
         "daemon_peak_rss_kib": daemon.peak_rss_kib(), "resent": res.get("resent", 0),
@@ -883,6 +884,12 @@ def floor_report(res):
     return lines
 
 
+def client_pct_per_kimg(r):
+    """Client CPU % of one core per 1000 img/s received (from the two
+    figures every cutmixd result has, so older results.json work too)."""
+    return r["client_cpu_percent"] / (r["img_per_s"] / 1000.0)
+
+
 def evaluate_targets(R):
     res = R["results"]
     T = []
@@ -942,10 +949,15 @@ def evaluate_targets(R):
     add("daemon peak RSS <= 64 MiB + %d in flight x %.1f MiB = %.1f MiB"
         % (inflight, b / MIB, budget / MIB), rss / MIB,
         "%.1f MiB" % (rss / MIB), rss <= budget, goal_mib=budget / MIB)
-    worst = max(tr["client_cpu_percent"], va["client_cpu_percent"])
-    add("client < 10% of one core", worst, "%.1f%% (train %.1f%%, val %.1f%%)"
-        % (worst, tr["client_cpu_percent"], va["client_cpu_percent"]), worst < 10.0,
-        ("cutmixd_train", "cutmixd_val"), goal=10.0)
+    # The issue's client target scales with the rate: the consuming Python
+    # process may use 5% of one core per 1000 img/s it receives (= 0.05 ms
+    # of client CPU per image); the worse of train and val decides.
+    per_k = {k: client_pct_per_kimg(res[k]) for k in ("cutmixd_train", "cutmixd_val")}
+    worst = max(per_k.values())
+    add("client <= 5% of one core per 1000 img/s received", worst,
+        "%.2f%% per 1000 img/s (train %.2f%% at %.0f img/s, val %.2f%% at %.0f img/s)"
+        % (worst, per_k["cutmixd_train"], tr["img_per_s"], per_k["cutmixd_val"],
+           va["img_per_s"]), worst <= 5.0, ("cutmixd_train", "cutmixd_val"), goal=5.0)
     return T
 
 

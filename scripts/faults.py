@@ -4,7 +4,7 @@
     /usr/bin/python3 scripts/faults.py [--workers N] [--warmup B] [--batches B]
                                        [--pipeline train|val] [--photo]
 
-Starts bin/cutmixd with the bench's train and val pipelines (scripts/bench.py,
+Starts bin/cutmixd with the bench's four pipelines (train, val, train_nodct, deit) (scripts/bench.py,
 the same dataset choice: ../shared/imagenet-sample if present, else generated
 photos), consumes --warmup batches (default 12: the buffer pool and every
 worker's scratch reach their working size), then reads the daemon's minflt
@@ -35,7 +35,8 @@ def main():
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=12)
     ap.add_argument("--batches", type=int, default=24)
-    ap.add_argument("--pipeline", default="train", choices=("train", "val"))
+    ap.add_argument("--pipeline", default="train",
+                    choices=("train", "val", "train_nodct", "deit"))
     ap.add_argument("--photo", action="store_true")
     ap.add_argument("--bin", help="another cutmixd binary (A/B of builds)")
     a = ap.parse_args()
@@ -45,8 +46,12 @@ def main():
     os.makedirs(out_dir, exist_ok=True)
     root, manifest, rows, desc = bench.prepare_dataset(out_dir, a.photo)
     sock_dir = tempfile.mkdtemp(prefix="cutmixd-faults-")
+    # the pipelines of the bench's files daemon (build/bench/cutmixd-w2.ini)
+    pipelines = {"train": bench.TRAIN_KEYS, "val": bench.VAL_KEYS,
+                 "train_nodct": dict(bench.TRAIN_KEYS, dct_scale="false"),
+                 "deit": bench.DEIT_KEYS}
     d = bench.Daemon("cutmixd-faults", a.workers, root, manifest, out_dir, sock_dir,
-                     {"train": bench.TRAIN_KEYS, "val": bench.VAL_KEYS}).start()
+                     pipelines).start()
     try:
         sys.path.insert(0, os.path.join(bench.REPO, "client", "python"))
         import cutmixd
