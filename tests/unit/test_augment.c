@@ -545,9 +545,10 @@ static void ref_apply_mix(uint8_t *images, uint32_t B, int W, int H,
 		if (it->op == WIRE_OP_MIXUP)
 			augment_mixup_pixels(own, own, src, img, (float)it->lam);
 		else if (it->op == WIRE_OP_CUTMIX)
-			for (int y = it->box[1]; y < it->box[3]; y++)
-				memcpy(own + y * row + it->box[0] * 3, src + y * row + it->box[0] * 3,
-				       (size_t)(it->box[2] - it->box[0]) * 3);
+			for (int y = it->box[1]; y < it->box[3]; y++) {
+				size_t at = y * row + it->box[0] * 3;
+				memcpy(own + at, src + at, (size_t)(it->box[2] - it->box[0]) * 3);
+			}
 	}
 }
 
