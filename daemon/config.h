@@ -67,6 +67,9 @@ struct server_cfg {
 	int log_level;            /* enum log_level */
 	char *metrics;            /* HTTP /metrics at HOST:PORT; NULL = off */
 	uint64_t batch_cache_mb;  /* batch cache budget in MiB; 0 = off */
+	bool shm;                 /* shared-memory sessions for local clients */
+	uint64_t shm_max_mb;      /* all sessions together, MiB */
+	uint32_t shm_slots;       /* per session; 0 = max_client_window + 2 */
 };
 
 struct dataset_cfg {

@@ -104,6 +104,10 @@ const struct option config_options[] = {
 	TEXT(SEC_SERVER, "metrics", OT_HOSTPORT, "off", S_(metrics), 0, 0),
 	UINT(SEC_SERVER, "batch_cache_mb", OT_U64, 0, 1ull << 20, "0", NULL,
 	     S_(batch_cache_mb), 0),
+	TEXT(SEC_SERVER, "shm", OT_BOOL, "on", S_(shm), 0, 0),
+	UINT(SEC_SERVER, "shm_max_mb", OT_U64, 1, 1ull << 20, "4096", NULL,
+	     S_(shm_max_mb), 0),
+	UINT(SEC_SERVER, "shm_slots", OT_U32, 0, 64, "0", NULL, S_(shm_slots), 0),
 
 	/* [security]: both or neither (check_all); not F_DIGEST */
 	TEXT(SEC_SECURITY, "curve_secret_key_file", OT_PATH, NULL,

@@ -217,7 +217,8 @@ char *stats_json(const struct stats *st, const struct server_gauges *g,
 		  "\"bad_files\":%llu,\"clients\":%u,\"pending\":%u,\"inflight\":%u,"
 		  "\"unsent\":%u,\"queue_depth\":%u,\"rss_bytes\":%llu,"
 		  "\"cache_hits\":%llu,\"cache_misses\":%llu,\"cache_bytes\":%llu,"
-		  "\"cache_entries\":%llu,",
+		  "\"cache_entries\":%llu,\"shm_batches\":%llu,\"shm_fallbacks\":%llu,"
+		  "\"shm_bad_releases\":%llu,\"shm_sessions\":%llu,\"shm_bytes\":%llu,",
 		  stats_now() - st->started,
 		  (unsigned long long)stats_get(st, requests),
 		  (unsigned long long)stats_get(st, bad_requests),
@@ -233,7 +234,12 @@ char *stats_json(const struct stats *st, const struct server_gauges *g,
 		  (unsigned long long)stats_get(st, cache_hits),
 		  (unsigned long long)stats_get(st, cache_misses),
 		  (unsigned long long)stats_get(st, cache_bytes),
-		  (unsigned long long)stats_get(st, cache_entries));
+		  (unsigned long long)stats_get(st, cache_entries),
+		  (unsigned long long)stats_get(st, shm_batches),
+		  (unsigned long long)stats_get(st, shm_fallbacks),
+		  (unsigned long long)stats_get(st, shm_bad_releases),
+		  (unsigned long long)stats_get(st, shm_sessions),
+		  (unsigned long long)stats_get(st, shm_bytes));
 	/* Per file: which failed, how often, and the first error. */
 	sb_printf(&b, "\"bad_file_list\":[");
 	struct bad_json bj = { &b, e };

@@ -211,6 +211,14 @@ static void render_counters(FILE *f, const struct stats *st)
 		"Batch requests answered from the batch cache.", stats_get(st, cache_hits));
 	counter(f, "cutmixd_cache_misses_total",
 		"Batch requests computed while the batch cache is on.", stats_get(st, cache_misses));
+	counter(f, "cutmixd_shm_batches_total",
+		"Batch replies written into a client's shared memory.", stats_get(st, shm_batches));
+	counter(f, "cutmixd_shm_fallbacks_total",
+		"Batch requests that asked for shared memory and were copied (no free slot, unknown session).",
+		stats_get(st, shm_fallbacks));
+	counter(f, "cutmixd_shm_bad_releases_total",
+		"Shared-memory releases naming no slot the client holds (ignored).",
+		stats_get(st, shm_bad_releases));
 }
 
 static char *render(metrics_t *m, size_t *len)
@@ -258,6 +266,10 @@ static char *render(metrics_t *m, size_t *len)
 	      (double)stats_get(m->st, cache_entries));
 	gauge(f, "cutmixd_cache_limit_bytes", "Budget of the batch cache (0: off).",
 	      (double)g.cache_limit_bytes);
+	gauge(f, "cutmixd_shm_sessions", "Open shared-memory sessions.",
+	      (double)stats_get(m->st, shm_sessions));
+	gauge(f, "cutmixd_shm_bytes", "Bytes of the shared-memory sessions.",
+	      (double)stats_get(m->st, shm_bytes));
 	gauge(f, "process_resident_memory_bytes", "Resident memory size in bytes.",
 	      (double)stats_rss_bytes());
 	gauge(f, "process_start_time_seconds",

@@ -323,6 +323,12 @@ void header_shape(struct wire_reply *h, const struct pipeline_rt *rt,
 void reply_text(server_t *s, struct client *cl, bool delim, bool counts,
 		       struct wire_reply *h, char *text)
 {
+	reply_bytes(s, cl, delim, counts, h, text, text ? strlen(text) : 0);
+}
+
+void reply_bytes(server_t *s, struct client *cl, bool delim, bool counts,
+		 struct wire_reply *h, char *text, size_t len)
+{
 	struct reply *r = calloc(1, sizeof(*r));
 
 	if (!r || !text) {
@@ -337,7 +343,7 @@ void reply_text(server_t *s, struct client *cl, bool delim, bool counts,
 	r->delim = delim;
 	r->counts = counts;
 	r->body[0] = text;
-	r->body_len[0] = strlen(text);
+	r->body_len[0] = len;
 	r->n_body = 1;
 	h->body_bytes[0] = r->body_len[0];
 	wire_encode_reply(h, r->header);
@@ -382,6 +388,56 @@ const char *printable(const char *in, char out[4 * WIRE_PIPELINE_MAX + 1])
 
 /* ---- batch replies and the batch cache ---------------------------------- */
 
+/* A request with WIRE_FLAG_SHM: the three parts copied into a free slot
+ * of its session and a reply whose one body is the slot's descriptor.
+ * False (counted as a fallback): no such session for this peer, no free
+ * slot, no memory; the caller then sends the normal reply. */
+static bool reply_shm(server_t *s, struct pending *pq, struct wire_reply h,
+		      void *const body[3], const size_t len[3])
+{
+	struct wire_shm_desc d = { .session = pq->rq.session };
+	uint64_t total = 0;
+	uint8_t *slot;
+
+	if (!(pq->rq.flags & WIRE_FLAG_SHM))
+		return false;
+	for (int i = 0; i < 3; i++) {
+		d.off[i] = total;
+		d.len[i] = len[i];
+		total += SHM_ALIGN(len[i]);
+	}
+	struct reply *r = s->shm ? calloc(1, sizeof(*r)) : NULL;
+	slot = r ? shm_slot_take(s->shm, d.session, pq->cl->id, pq->cl->id_len, total,
+				 &d.slot, &d.generation, stats_now()) : NULL;
+	if (slot)
+		r->body[0] = malloc(WIRE_SHM_DESC_SIZE);
+	if (!slot || !r->body[0]) {
+		if (slot)
+			shm_slot_undo(s->shm, d.session, d.slot);
+		free(r);
+		stats_add(s->stats, shm_fallbacks, 1);
+		return false;
+	}
+	for (int i = 0; i < 3; i++)
+		if (len[i])
+			memcpy(slot + d.off[i], body[i], len[i]);
+	wire_encode_shm_desc(&d, r->body[0]);
+	r->body_len[0] = WIRE_SHM_DESC_SIZE;
+	r->n_body = 1;
+	h.request_id = pq->rq.request_id;
+	h.flags |= WIRE_RFLAG_SHM;
+	wire_encode_reply(&h, r->header);
+	r->cl = pq->cl;
+	r->delim = pq->delim;
+	r->counts = true;
+	stats_add(s->stats, batches, 1);
+	stats_add(s->stats, shm_batches, 1);
+	stats_add(s->stats, images, h.batch_size);
+	stats_add(s->stats, bytes_sent, len[0] + len[1] + len[2]);
+	reply_queue(s, r);
+	return true;
+}
+
 /* A batch reply for pq with the frames lent by cache entry ce. */
 static void reply_cached(server_t *s, struct pending *pq, cache_entry_t *ce)
 {
@@ -391,6 +447,10 @@ static void reply_cached(server_t *s, struct pending *pq, cache_entry_t *ce)
 
 	if (!r) {
 		reply_error(s, pq->cl, pq->delim, true, &pq->rq, WIRE_E_INTERNAL, "out of memory");
+		return;
+	}
+	if (reply_shm(s, pq, h, f->body, f->len)) {
+		free(r);
 		return;
 	}
 	h.request_id = pq->rq.request_id;
@@ -490,6 +550,10 @@ void batch_reply(server_t *s, batch_t *b)
 		cache_answer(s, rq, b, &h);
 		return;
 	}
+	void *body[3] = { b->images, b->labels, b->meta_wire };
+	size_t len[3] = { b->images_bytes, b->labels_bytes, b->meta_bytes };
+	if (reply_shm(s, rq, h, body, len))
+		return; /* batch_destroy returns the buffers */
 	r = calloc(1, sizeof(*r));
 	if (!r) {
 		reply_error(s, rq->cl, rq->delim, true, &rq->rq, WIRE_E_INTERNAL, "out of memory");

@@ -19,6 +19,7 @@
 #include "metrics.h"
 #include "reload.h"
 #include "server.h"
+#include "shm.h"
 #include "wire.h"
 
 #define CLIENT_BUCKETS 1024
@@ -85,6 +86,7 @@ struct server {
 	struct stats *stats;
 	metrics_t *metrics;   /* NULL: [server] metrics off */
 	cache_t *cache;       /* NULL: batch_cache_mb = 0 */
+	shm_t *shm;           /* NULL: [server] shm = off (or unavailable) */
 	struct server_opts opts;
 	uint32_t max_inflight;
 
@@ -142,6 +144,9 @@ void header_shape(struct wire_reply *h, const struct pipeline_rt *rt,
  * memory). `counts`: the client's outstanding count drops once it is sent. */
 void reply_text(server_t *s, struct client *cl, bool delim, bool counts,
 		struct wire_reply *h, char *text);
+/* The same with a binary body of `len` bytes (malloc'd, taken over). */
+void reply_bytes(server_t *s, struct client *cl, bool delim, bool counts,
+		 struct wire_reply *h, char *body, size_t len);
 void reply_error(server_t *s, struct client *cl, bool delim, bool counts,
 		 const struct wire_request *rq, uint32_t status,
 		 const char *fmt, ...) __attribute__((format(printf, 7, 8)));

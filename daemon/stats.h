@@ -22,6 +22,11 @@ struct stats {
 	atomic_uint_fast64_t cache_misses;  /* ... computed (cache on) */
 	atomic_uint_fast64_t cache_bytes;   /* gauge: bytes held by the cache */
 	atomic_uint_fast64_t cache_entries; /* gauge: batches held by the cache */
+	atomic_uint_fast64_t shm_batches;   /* batch replies through shared memory */
+	atomic_uint_fast64_t shm_fallbacks; /* shm asked, copied (no slot, bad session) */
+	atomic_uint_fast64_t shm_bad_releases; /* SHM_RELEASE naming no held slot */
+	atomic_uint_fast64_t shm_sessions;  /* gauge: open sessions */
+	atomic_uint_fast64_t shm_bytes;     /* gauge: bytes mapped for them */
 	double started;                     /* monotonic seconds at start */
 };
 

@@ -128,7 +128,7 @@ static bool have(size_t len, size_t off, size_t size)
 enum {
 	RQ_MAGIC = 0, RQ_VERSION = 4, RQ_TYPE = 6, RQ_FLAGS = 8,
 	RQ_BATCH = 12, RQ_ID = 16, RQ_EPOCH = 24, RQ_RANK = 28,
-	RQ_WORLD = 32, RQ_RESERVED0 = 36, RQ_PIPELINE = 40, RQ_RESERVED1 = 72,
+	RQ_WORLD = 32, RQ_RESERVED0 = 36, RQ_PIPELINE = 40, RQ_SESSION = 72,
 };
 
 /*
@@ -151,6 +151,7 @@ int wire_encode_request(const struct wire_request *rq, uint8_t out[WIRE_REQUEST_
 	put_u32(out + RQ_EPOCH, rq->epoch);
 	put_u32(out + RQ_RANK, rq->rank);
 	put_u32(out + RQ_WORLD, rq->world);
+	put_u64(out + RQ_SESSION, rq->session);
 	if (!nul)
 		return -EINVAL;
 	memcpy(out + RQ_PIPELINE, rq->pipeline, (size_t)(nul - rq->pipeline));
@@ -193,7 +194,9 @@ int wire_decode_request(const void *buf, size_t len, struct wire_request *rq)
 			name_ok = true;
 		}
 	}
-	/* Reserved bytes (36..39, 72..79) are ignored on receipt. */
+	if (have(len, RQ_SESSION, 8))
+		rq->session = get_u64(p + RQ_SESSION);
+	/* Reserved bytes (36..39) are ignored on receipt. */
 
 	if (len != WIRE_REQUEST_SIZE || !magic_ok)
 		return -WIRE_E_MALFORMED;
@@ -423,6 +426,68 @@ int wire_decode_meta_n(const uint8_t *in, size_t size, struct wire_meta *m)
 	if (size < WIRE_META_SIZE_V2) /* a v1 record: no v2 fields */
 		memset(rec + WIRE_META_SIZE_V1, 0, sizeof(rec) - WIRE_META_SIZE_V1);
 	wire_decode_meta(rec, m);
+	return 0;
+}
+
+/* ---- shared-memory bodies ----------------------------------------------- */
+
+enum {
+	SO_SESSION = 0, SO_SLOTS = 8, SO_SLOT_SIZE = 16, SO_TOKEN = 24, SO_NAME = 64,
+	SD_SESSION = 0, SD_SLOT = 8, SD_GEN = 12, SD_PARTS = 16,
+};
+
+void wire_encode_shm_open(const struct wire_shm_open *o, uint8_t out[WIRE_SHM_OPEN_SIZE])
+{
+	size_t n = strnlen(o->name, WIRE_SHM_NAME_MAX - 1);
+
+	memset(out, 0, WIRE_SHM_OPEN_SIZE);
+	put_u64(out + SO_SESSION, o->session);
+	put_u32(out + SO_SLOTS, o->slots);
+	put_u64(out + SO_SLOT_SIZE, o->slot_size);
+	memcpy(out + SO_TOKEN, o->token, WIRE_SHM_TOKEN_SIZE);
+	memcpy(out + SO_NAME, o->name, n);
+}
+
+int wire_decode_shm_open(const void *buf, size_t len, struct wire_shm_open *o)
+{
+	const uint8_t *p = buf;
+
+	memset(o, 0, sizeof(*o));
+	if (!p || len != WIRE_SHM_OPEN_SIZE || !memchr(p + SO_NAME, 0, WIRE_SHM_NAME_MAX))
+		return -EINVAL;
+	o->session = get_u64(p + SO_SESSION);
+	o->slots = get_u32(p + SO_SLOTS);
+	o->slot_size = get_u64(p + SO_SLOT_SIZE);
+	memcpy(o->token, p + SO_TOKEN, WIRE_SHM_TOKEN_SIZE);
+	memcpy(o->name, p + SO_NAME, WIRE_SHM_NAME_MAX);
+	return 0;
+}
+
+void wire_encode_shm_desc(const struct wire_shm_desc *d, uint8_t out[WIRE_SHM_DESC_SIZE])
+{
+	put_u64(out + SD_SESSION, d->session);
+	put_u32(out + SD_SLOT, d->slot);
+	put_u32(out + SD_GEN, d->generation);
+	for (int i = 0; i < 3; i++) {
+		put_u64(out + SD_PARTS + 16 * i, d->off[i]);
+		put_u64(out + SD_PARTS + 16 * i + 8, d->len[i]);
+	}
+}
+
+int wire_decode_shm_desc(const void *buf, size_t len, struct wire_shm_desc *d)
+{
+	const uint8_t *p = buf;
+
+	memset(d, 0, sizeof(*d));
+	if (!p || len != WIRE_SHM_DESC_SIZE)
+		return -EINVAL;
+	d->session = get_u64(p + SD_SESSION);
+	d->slot = get_u32(p + SD_SLOT);
+	d->generation = get_u32(p + SD_GEN);
+	for (int i = 0; i < 3; i++) {
+		d->off[i] = get_u64(p + SD_PARTS + 16 * i);
+		d->len[i] = get_u64(p + SD_PARTS + 16 * i + 8);
+	}
 	return 0;
 }
 

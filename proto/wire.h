@@ -11,7 +11,8 @@
  *   request (80):  0 magic u32 | 4 version u16 | 6 type u16 | 8 flags u32 |
  *                  12 batch u32 | 16 request_id u64 | 24 epoch u32 |
  *                  28 rank u32 | 32 world u32 | 36 r u32 |
- *                  40 pipeline char[32] | 72 r u8[8]
+ *                  40 pipeline char[32] | 72 session u64
+ *                  (session: shared-memory session id, else 0)
  *   reply (128):   0 magic u32 | 4 version u16 | 6 type u16 | 8 status u32 |
  *                  12 flags u32 | 16 request_id u64 | 24 epoch u32 |
  *                  28 rank u32 | 32 world u32 | 36 batch u32 |
@@ -32,6 +33,14 @@
  *                  232 ops[8] of 16: (0 op u8 | 1 interp u8 | 2 fill u8[3] |
  *                                     5 r u8[3] | 8 magnitude f64) |
  *                  360 erase i32[8][4]
+ *
+ *   shm open body (104):   0 session u64 | 8 slots u32 | 12 r u32 |
+ *                  16 slot_size u64 | 24 token u8[32] | 56 r u8[8] |
+ *                  64 name char[40] (abstract AF_UNIX name, '@' first)
+ *   shm batch descriptor (64): 0 session u64 | 8 slot u32 |
+ *                  12 generation u32 | 16 images off u64, len u64 |
+ *                  32 labels off u64, len u64 | 48 meta off u64, len u64
+ *                  (offsets from the start of the slot)
  *
  * A request is one frame of WIRE_REQUEST_SIZE bytes. A reply is a header
  * frame of WIRE_REPLY_SIZE bytes followed by body frames that depend on
@@ -65,11 +74,14 @@ enum wire_type {
 	WIRE_INFO  = 1, /* JSON description of the daemon / one pipeline */
 	WIRE_BATCH = 2, /* one batch: images, labels, metadata */
 	WIRE_STATS = 3, /* JSON counters */
+	WIRE_SHM_OPEN = 4, /* open a shared-memory session (reply: shm open body) */
+	WIRE_SHM_RELEASE = 5, /* request only, no reply: a slot is free again */
 	WIRE_ERROR = 127, /* reply only: header + UTF-8 message */
 };
 
 /* Request flags. */
 #define WIRE_FLAG_EXPECT_EVAL 0x1u /* refuse unless the pipeline is eval */
+#define WIRE_FLAG_SHM         0x2u /* batch: reply through session `session` */
 
 /* Error codes carried in a WIRE_ERROR reply's `status`. */
 enum wire_status {
@@ -99,6 +111,28 @@ enum wire_erase_mode { WIRE_ERASE_CONST = 0, WIRE_ERASE_RAND = 1, WIRE_ERASE_PIX
 
 /* Reply flags. */
 #define WIRE_RFLAG_LAST 0x1u /* last batch of the epoch for this shard */
+#define WIRE_RFLAG_SHM  0x2u /* the body is one shm batch descriptor */
+
+#define WIRE_SHM_OPEN_SIZE  104
+#define WIRE_SHM_DESC_SIZE  64
+#define WIRE_SHM_TOKEN_SIZE 32
+#define WIRE_SHM_NAME_MAX   40 /* bytes incl. NUL padding */
+
+/* The body of an SHM_OPEN reply. */
+struct wire_shm_open {
+	uint64_t session;
+	uint32_t slots;
+	uint64_t slot_size;
+	uint8_t token[WIRE_SHM_TOKEN_SIZE];
+	char name[WIRE_SHM_NAME_MAX]; /* NUL-terminated */
+};
+
+/* The one body frame of a BATCH reply with WIRE_RFLAG_SHM. */
+struct wire_shm_desc {
+	uint64_t session;
+	uint32_t slot, generation;
+	uint64_t off[3], len[3]; /* images, labels, meta within the slot */
+};
 
 struct wire_request {
 	uint16_t version;
@@ -110,6 +144,7 @@ struct wire_request {
 	uint32_t world;
 	uint32_t batch;
 	char pipeline[WIRE_PIPELINE_MAX]; /* NUL-terminated, NUL-padded */
+	uint64_t session;    /* WIRE_FLAG_SHM, SHM_RELEASE: the session id */
 };
 
 struct wire_reply {
@@ -183,6 +218,12 @@ void wire_decode_meta(const uint8_t in[WIRE_META_SIZE], struct wire_meta *m);
  * fields only when size >= WIRE_META_SIZE_V2, else zero. 0, or -EINVAL
  * when size is too small. */
 int wire_decode_meta_n(const uint8_t *in, size_t size, struct wire_meta *m);
+
+void wire_encode_shm_open(const struct wire_shm_open *o, uint8_t out[WIRE_SHM_OPEN_SIZE]);
+/* 0, or -EINVAL (wrong size, name without NUL). */
+int wire_decode_shm_open(const void *buf, size_t len, struct wire_shm_open *o);
+void wire_encode_shm_desc(const struct wire_shm_desc *d, uint8_t out[WIRE_SHM_DESC_SIZE]);
+int wire_decode_shm_desc(const void *buf, size_t len, struct wire_shm_desc *d);
 
 /* Static English text for a status code ("unknown pipeline", ...). */
 const char *wire_status_name(uint32_t status);
