@@ -237,6 +237,17 @@ static void reply_info(server_t *s, struct client *cl, bool delim,
 			     engine_config(s->eng)->server.max_client_window));
 }
 
+/* The shared-memory gauges of STATS and /metrics. */
+static void shm_publish(server_t *s)
+{
+	struct shm_usage u = { 0, 0 };
+
+	if (s->shm)
+		u = shm_usage(s->shm);
+	atomic_store_explicit(&s->stats->shm_sessions, u.sessions, memory_order_relaxed);
+	atomic_store_explicit(&s->stats->shm_bytes, u.bytes, memory_order_relaxed);
+}
+
 static void reply_stats(server_t *s, struct client *cl, bool delim,
 			const struct wire_request *rq)
 {
@@ -248,6 +259,7 @@ static void reply_stats(server_t *s, struct client *cl, bool delim,
 	};
 
 	g.img_per_s = current_rate(s, stats_now());
+	shm_publish(s);
 	header_init(s, &h, WIRE_STATS, rq);
 	cl->outstanding++;
 	reply_text(s, cl, delim, true, &h, stats_json(s->stats, &g, s->eng));
@@ -640,9 +652,7 @@ static void tick(server_t *s, double now)
 	if (s->shm) {
 		shm_handle(s->shm, now); /* side connections past their deadline */
 		shm_expire(s->shm, now, engine_config(s->eng)->server.idle_timeout_s);
-		struct shm_usage u = shm_usage(s->shm);
-		atomic_store_explicit(&s->stats->shm_sessions, u.sessions, memory_order_relaxed);
-		atomic_store_explicit(&s->stats->shm_bytes, u.bytes, memory_order_relaxed);
+		shm_publish(s);
 	}
 
 	metrics_publish(s);

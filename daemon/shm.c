@@ -403,11 +403,25 @@ void shm_slot_undo(shm_t *sh, uint64_t session, uint32_t slot)
 			se->held[slot] = false;
 }
 
+/* The session's end, asked for by its client (slot SHM_SLOT_CLOSE). */
+static int session_close(shm_t *sh, struct session *target)
+{
+	for (struct session **pp = &sh->sessions; *pp; pp = &(*pp)->next)
+		if (*pp == target) {
+			*pp = target->next;
+			session_free(sh, target);
+			return 0;
+		}
+	return -EINVAL;
+}
+
 int shm_release(shm_t *sh, uint64_t session, const uint8_t *id, size_t idlen,
 		uint32_t slot, uint32_t gen, double now)
 {
 	struct session *se = session_of(sh, session, id, idlen);
 
+	if (se && slot == SHM_SLOT_CLOSE)
+		return session_close(sh, se);
 	if (!se || slot >= se->slots || !se->held[slot] || se->gen[slot] != gen)
 		return -EINVAL;
 	se->held[slot] = false;

@@ -62,7 +62,9 @@ uint8_t *shm_slot_take(shm_t *sh, uint64_t session, const uint8_t *id, size_t id
 /* Give back a slot taken by shm_slot_take (a reply that could not be
  * built or sent). */
 void shm_slot_undo(shm_t *sh, uint64_t session, uint32_t slot);
-/* A client's SHM_RELEASE. 0, or -EINVAL when it names no slot this peer
+#define SHM_SLOT_CLOSE UINT32_MAX /* release of this slot: end the session */
+
+/* A client's SHM_RELEASE (slot SHM_SLOT_CLOSE: the whole session). 0, or -EINVAL when it names no slot this peer
  * holds at that generation (ignored; the caller counts it). */
 int shm_release(shm_t *sh, uint64_t session, const uint8_t *id, size_t idlen,
 		uint32_t slot, uint32_t gen, double now);

@@ -18,14 +18,17 @@ class Batch:
     labels      numpy view float32 [B, K] (soft labels)
     meta        numpy structured array (META_DTYPE), one record per sample
     raw_frames  the frames exactly as received: header, images, labels, meta
-                (the header's request_id, bytes 16..23, differs between runs)
+                (the header's request_id, bytes 16..23, differs between runs);
+                through shared memory, the header and the three parts
+    shm         True when the arrays are read-only views on a shared-memory
+                slot (released to the daemon once no view is left)
     digest      config digest (hex) of the daemon that made it
     endpoint    the daemon that served it
     """
 
     __slots__ = ("epoch", "index", "rank", "world", "images", "labels", "meta",
                  "raw_frames", "digest", "header", "flags", "request_id",
-                 "batches_per_epoch", "layout", "endpoint", "_frames")
+                 "batches_per_epoch", "layout", "endpoint", "_frames", "shm")
 
     epoch: int
     index: int
@@ -62,13 +65,18 @@ class Batch:
 
 
 def make_batch(hdr: _wire.Reply, frames: List[Any], ep: str, epoch: int, index: int,
-               rank: int, world: int) -> Batch:
-    """A Batch from a BATCH reply (header and its 4 frames) served by
-    endpoint ``ep``, checked against what was asked for; ProtocolError
+               rank: int, world: int, shm: Any = None) -> Batch:
+    """A Batch from a BATCH reply (header and its 4 frames, or with
+    RFLAG_SHM its descriptor frame and ``shm``, the peer's session) served
+    by endpoint ``ep``, checked against what was asked for; ProtocolError
     otherwise."""
     if hdr.type != _wire.BATCH:
         raise ProtocolError("cutmixd %s: expected a batch reply, got type %d" % (ep, hdr.type))
-    if len(frames) != 4:
+    via_shm = bool(hdr.flags & _wire.RFLAG_SHM)
+    if via_shm and (shm is None or len(frames) != 2):
+        raise ProtocolError("cutmixd %s: shared-memory batch reply without a session "
+                            "(or with %d frames)" % (ep, len(frames)))
+    if not via_shm and len(frames) != 4:
         raise ProtocolError("cutmixd %s: batch reply has %d frames, expected 4"
                             % (ep, len(frames)))
     if (hdr.epoch, hdr.batch, hdr.rank, hdr.world) != (epoch, index, rank, world):
@@ -83,7 +91,15 @@ def make_batch(hdr: _wire.Reply, frames: List[Any], ep: str, epoch: int, index: 
     dt = _wire.DTYPES[hdr.dtype]
     shape = (B, H, W, C) if hdr.layout == _wire.NHWC else (B, C, H, W)
     want = (B * H * W * C * dt.itemsize, B * K * 4, B * hdr.meta_size)
-    got = tuple(len(f) for f in frames[1:])
+    if via_shm:
+        if tuple(hdr.body_bytes) != want:
+            raise ProtocolError("cutmixd %s: batch sizes %s, expected %s"
+                                % (ep, tuple(hdr.body_bytes), want))
+        parts = shm.views(frames[1].buffer, want)
+        got = want
+    else:
+        parts = [np.frombuffer(f.buffer, dtype=np.uint8) for f in frames[1:]]
+        got = tuple(len(f) for f in frames[1:])
     if got != want or tuple(hdr.body_bytes) != want:
         raise ProtocolError(
             "cutmixd %s: batch frame sizes %s (header says %s), expected %s for "
@@ -99,8 +115,9 @@ def make_batch(hdr: _wire.Reply, frames: List[Any], ep: str, epoch: int, index: 
     b.digest = bytes(hdr.digest).hex()
     b.endpoint = ep
     b._frames = frames
-    b.raw_frames = [f.buffer for f in frames]
-    b.images = np.frombuffer(frames[1].buffer, dtype=dt).reshape(shape)
-    b.labels = np.frombuffer(frames[2].buffer, dtype="<f4").reshape(B, K)
-    b.meta = np.frombuffer(frames[3].buffer, dtype=meta_dtype(hdr.meta_size), count=B)
+    b.shm = via_shm
+    b.raw_frames = [frames[0].buffer] + list(parts) if via_shm else [f.buffer for f in frames]
+    b.images = parts[0].view(dt).reshape(shape)
+    b.labels = parts[1].view("<f4").reshape(B, K)
+    b.meta = parts[2].view(meta_dtype(hdr.meta_size))[:B]
     return b

@@ -10,6 +10,7 @@ import zmq
 
 from . import _wire
 from . import _discovery
+from . import _shm
 from ._batch import make_batch
 from ._dispatch import (_CONNECT_TIMEOUT_MS, _HEARTBEAT_IVL_MS, _RECONNECT_IVL_MS, _Dispatcher,
                         _Job, _Peer, _now)
@@ -53,6 +54,11 @@ class Client(_Dispatcher):
                     endpoints (every A/AAAA record of NAME is a daemon; see
                     cutmixd._discovery); ``resolver(name, port) -> [address]``
                     replaces getaddrinfo (tests, service registries)
+    shm             shared memory with local daemons: "auto" (default) for
+                    ipc:// and tcp:// to a loopback address, True for any
+                    endpoint (one on another host falls back to copies),
+                    False never. Batches that come through it have
+                    read-only arrays (Batch.shm); see docs/PYTHON.md
     server_key      the daemons' CURVE public key (Z85): enables CURVE
     public_key, secret_key  this client's CURVE keypair (Z85); default: a
                     new one (fine when the daemons do not check client keys)
@@ -68,7 +74,8 @@ class Client(_Dispatcher):
                  public_key: Optional[str] = None, secret_key: Optional[str] = None,
                  on_reload: str = "error",
                  discovery_interval: float = _discovery.DEFAULT_INTERVAL,
-                 resolver: Optional[_discovery.Resolver] = None) -> None:
+                 resolver: Optional[_discovery.Resolver] = None,
+                 shm: Union[str, bool] = "auto") -> None:
         self.endpoints = self._parse_endpoints(endpoint)
         self.endpoint = ", ".join(self.endpoints)
         static = self._init_discovery(discovery_interval, resolver)
@@ -81,6 +88,8 @@ class Client(_Dispatcher):
         self.on_reload = self._check_on_reload(on_reload)
         self.epoch_restarts = 0
         self._flags = _wire.FLAG_EXPECT_EVAL if self.eval else 0
+        self.shm = _shm.check_mode(shm)
+        self.shm_error = None    # why the last session could not be opened
         self._ids = itertools.count(1)
         self._reqs = {}          # request_id -> _Req, every request not answered or forgotten
         self._jobs = []          # jobs not done, in the order they should be served
@@ -347,7 +356,12 @@ class Client(_Dispatcher):
         if not self._closed:
             self._closed = True
             for p in self._peers:
-                p.sock.close(0)
+                linger = 0
+                if p.shm is not None:
+                    p.shm.close(p.sock)  # the daemon frees its side at once
+                    p.shm = None  # the mapping lives on in the views still held
+                    linger = 200  # ms: let that release leave
+                p.sock.close(linger)
             self._reqs.clear()
             self._jobs.clear()
 
@@ -382,7 +396,7 @@ class Client(_Dispatcher):
         return None
 
     def _make_batch(self, hdr, frames, p, epoch, index):
-        b = make_batch(hdr, frames, p.endpoint, epoch, index, self.rank, self.world)
+        b = make_batch(hdr, frames, p.endpoint, epoch, index, self.rank, self.world, p.shm)
         p.batches += 1
         return b
 

@@ -10,6 +10,7 @@ import time
 
 import zmq
 
+from . import _shm
 from . import _wire
 from ._errors import DaemonError, DigestMismatch, Error, ProtocolError, TimeoutError, \
     VersionError
@@ -57,6 +58,9 @@ class _Peer:
         self.disconnects = 0
         self.source = None      # the dns+tcp:// endpoint that named it, if any
         self.gone = False       # its address vanished from DNS: no new requests
+        self.shm = None         # _shm.Session once open
+        self.shm_state = 0      # 0 not asked, 1 SHM_OPEN sent, 2 open, -1 not offered
+        self.shm_rid = None     # request id of the SHM_OPEN in flight
 
     def writable(self):
         """True when the socket has a live connection (ZMQ_IMMEDIATE: a
@@ -68,10 +72,12 @@ class _Peer:
 
 
 class _Req:
-    __slots__ = ("rid", "job", "peer", "sent", "live")
+    __slots__ = ("rid", "job", "peer", "sent", "live", "shm", "shm_free")
 
     def __init__(self, rid, job, peer, sent):
         self.rid, self.job, self.peer, self.sent, self.live = rid, job, peer, sent, True
+        self.shm = None  # the session a batch request asked to use
+        self.shm_free = False  # ... when it surely had a free slot then
 
 
 class _Job:
@@ -263,18 +269,67 @@ class _Dispatcher:
 
     # -- internals: sending -------------------------------------------------------
 
+    def _shm_prepare(self, p, now):
+        """Before a batch request on p: send queued releases, ask for a
+        session once (SHM_OPEN, answered in _on_reply). The session to use
+        for this request, or None."""
+        if p.shm is not None:
+            p.shm.flush(p.sock, 0)
+        if p.shm_state == 0 and _shm.eligible(p.endpoint, self.shm):
+            rid = next(self._ids)
+            frame = _wire.encode_request(_wire.SHM_OPEN, rid, self._pipeline_raw,
+                                         batch=min(64, self.window + 2), rank=self.rank,
+                                         world=self.world)
+            try:
+                p.sock.send(frame, zmq.NOBLOCK)
+            except zmq.Again:
+                return None
+            req = _Req(rid, None, p, now)
+            req.live = False
+            self._reqs[rid] = req
+            p.shm_state, p.shm_rid = 1, rid
+        return p.shm if p.shm_state == 2 else None
+
+    def _shm_opened(self, p, hdr, frames):
+        """The reply to p's SHM_OPEN: the session, or copies from now on."""
+        p.shm_rid = None
+        if hdr.type != _wire.SHM_OPEN or len(frames) != 2:
+            p.shm_state = -1  # off, cap reached, or an older daemon
+            return
+        try:
+            p.shm = _shm.Session(frames[1].bytes, p.endpoint)
+            p.shm_state = 2
+        except (OSError, Error) as exc:
+            p.shm, p.shm_state = None, -1
+            self.shm_error = "%s: %s" % (p.endpoint, exc)
+
+    def _shm_flush_all(self):
+        for p in self._peers:
+            if p.shm is not None:
+                p.shm.flush(p.sock, 0)
+
     def _send_on(self, p, job, type, epoch=0, batch=0, pipeline=None, now=None):
         """Send one request on p; the request id, or None if p cannot take it."""
+        now = _now() if now is None else now
+        # The session is asked for with the first INFO or BATCH, so that an
+        # epoch's first batches (sent after its INFO) already use it.
+        sess = self._shm_prepare(p, now) if type in (_wire.BATCH, _wire.INFO) else None
+        if type != _wire.BATCH:
+            sess = None
         rid = next(self._ids)
         pl = self._pipeline_raw if pipeline is None else pipeline
+        flags = self._flags | (_wire.FLAG_SHM if sess is not None else 0)
         frame = _wire.encode_request(type, rid, pl, epoch=epoch, batch=batch,
-                                     rank=self.rank, world=self.world, flags=self._flags)
+                                     rank=self.rank, world=self.world, flags=flags,
+                                     session=sess.id if sess is not None else 0)
         try:
             p.sock.send(frame, zmq.NOBLOCK)
         except zmq.Again:
             return None
-        now = _now() if now is None else now
         req = _Req(rid, job, p, now)
+        req.shm = sess
+        if sess is not None:
+            req.shm_free = sess.live == 0 and not sess.releases and len(p.live) < sess.slots
         self._reqs[rid] = req
         p.requests += 1
         if job is not None:
@@ -372,6 +427,15 @@ class _Dispatcher:
                 req.job.rids.discard(rid)
         if hdr.type != _wire.ERROR and p.refused is None:
             self._check_digest(p, hdr, now)
+        if req is not None and req.job is None and rid == p.shm_rid:
+            self._shm_opened(p, hdr, frames)
+            return
+        if req is not None and req.shm is not None and req.shm is p.shm \
+                and hdr.type == _wire.BATCH and not hdr.flags & _wire.RFLAG_SHM \
+                and req.shm_free:
+            # Copied although a slot was surely free: the daemon no
+            # longer knows the session (expired idle, restarted): ask again.
+            p.shm, p.shm_state = None, 0
         stopping = hdr.type == _wire.ERROR and hdr.status == Status.SHUTTING_DOWN
         if p.down and not stopping:
             # Any other reply, a probe's or a late one: it is back. (The
@@ -501,6 +565,7 @@ class _Dispatcher:
         if self._sources:
             self._discover(now)
         seen = self._replies
+        self._shm_flush_all()
         self._drain_all()
         self._maintain(now)
         self._dispatch_pending(now)

@@ -7,7 +7,7 @@ change there shows up as a size mismatch here.
     request (80):  0 magic u32 | 4 version u16 | 6 type u16 | 8 flags u32 |
                    12 batch u32 | 16 request_id u64 | 24 epoch u32 |
                    28 rank u32 | 32 world u32 | 36 r u32 |
-                   40 pipeline char[32] | 72 r u8[8]
+                   40 pipeline char[32] | 72 session u64
     reply (128):   0 magic u32 | 4 version u16 | 6 type u16 | 8 status u32 |
                    12 flags u32 | 16 request_id u64 | 24 epoch u32 |
                    28 rank u32 | 32 world u32 | 36 batch u32 |
@@ -17,6 +17,12 @@ change there shows up as a size mismatch here.
                    64 batches_per_epoch u32 | 68 r u32 | 72 digest u8[32] |
                    104 body_bytes u64[3]
     meta (224 in version 1, 488 in version 2): see META_FIELDS_V1/V2
+    shm open body (104): 0 session u64 | 8 slots u32 | 12 r u32 |
+                   16 slot_size u64 | 24 token u8[32] | 56 r u8[8] |
+                   64 name char[40]
+    shm batch descriptor (64): 0 session u64 | 8 slot u32 |
+                   12 generation u32 | 16 (off u64, len u64) x 3
+                   (images, labels, meta; offsets within the slot)
 """
 
 import enum
@@ -45,12 +51,16 @@ MAX_ERASE = 8  # RandomErasing boxes recorded (version 2)
 INFO = 1
 BATCH = 2
 STATS = 3
+SHM_OPEN = 4
+SHM_RELEASE = 5
 ERROR = 127
 
 # Request flags.
 FLAG_EXPECT_EVAL = 0x1
+FLAG_SHM = 0x2  # batch: reply through the shared-memory session `session`
 # Reply flags.
 RFLAG_LAST = 0x1
+RFLAG_SHM = 0x2  # the body is one shm batch descriptor
 
 # Layouts, dtypes, ops, sample status.
 NHWC, NCHW = 0, 1
@@ -100,14 +110,17 @@ def status_name(code):
         return "E%d" % code
 
 
-_REQUEST = struct.Struct("<IHHIIQIIII32s8x")
+_REQUEST = struct.Struct("<IHHIIQIIII32sQ")
+SHM_OPEN_BODY = struct.Struct("<QI4xQ32s8x40s")
+SHM_DESC = struct.Struct("<QII6Q")
+assert SHM_OPEN_BODY.size == 104 and SHM_DESC.size == 64
 _REPLY = struct.Struct("<IHHIIQIIIIIIIIBBHIII32s3Q")
 assert _REQUEST.size == REQUEST_SIZE
 assert _REPLY.size == REPLY_SIZE
 
 Request = namedtuple(
     "Request",
-    "magic version type flags batch request_id epoch rank world reserved pipeline",
+    "magic version type flags batch request_id epoch rank world reserved pipeline session",
 )
 
 Reply = namedtuple(
@@ -128,18 +141,19 @@ def encode_pipeline(name):
 
 
 def encode_request(type, request_id, pipeline="", epoch=0, batch=0, rank=0, world=1,
-                   flags=0, version=VERSION, magic=REQUEST_MAGIC):
+                   flags=0, version=VERSION, magic=REQUEST_MAGIC, session=0):
     """Bytes of one request frame. Extra keywords let tests forge bad ones."""
     pl = pipeline if isinstance(pipeline, (bytes, bytearray)) else encode_pipeline(pipeline)
     return _REQUEST.pack(magic, version, type, flags, batch, request_id, epoch,
-                         rank, world, 0, bytes(pl).ljust(PIPELINE_MAX, b"\0")[:PIPELINE_MAX])
+                         rank, world, 0, bytes(pl).ljust(PIPELINE_MAX, b"\0")[:PIPELINE_MAX],
+                         session)
 
 
 def decode_request(buf):
     if len(buf) != REQUEST_SIZE:
         raise ValueError("request: %d bytes, expected %d" % (len(buf), REQUEST_SIZE))
     f = list(_REQUEST.unpack(bytes(buf)))
-    f[-1] = f[-1].split(b"\0", 1)[0].decode("utf-8", "replace")
+    f[-2] = f[-2].split(b"\0", 1)[0].decode("utf-8", "replace")
     return Request(*f)
 
 
