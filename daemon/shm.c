@@ -7,7 +7,9 @@
  * - Serving thread only. Side connections are non-blocking and live in a
  *   fixed table (SHM_MAX_CONNS) with a deadline; one that sends nothing,
  *   too little or a wrong token is closed, never waited for. When the
- *   table is full, new connections are accepted and closed at once.
+ *   table is full, the oldest connection is closed to make room: a flood
+ *   of silent connections delays a real client's handshake, it cannot
+ *   block it for long (the client falls back to copies if it fails).
  * - A slot is written only while it is free: shm_slot_take marks it held
  *   and bumps its generation; only a matching SHM_RELEASE (same peer,
  *   session, slot, generation) frees it. A session that expires is
@@ -97,7 +99,7 @@ static int listen_abstract(shm_t *sh, char *err, size_t errlen)
 	sh->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (sh->lfd < 0 ||
 	    bind(sh->lfd, (struct sockaddr *)&a, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n)) ||
-	    listen(sh->lfd, SHM_MAX_CONNS)) {
+	    listen(sh->lfd, 128)) {
 		snprintf(err, errlen, "shm: side socket '%s': %s", sh->name, strerror(errno));
 		return -1;
 	}
@@ -330,14 +332,17 @@ static void conns_accept(shm_t *sh, double now)
 		int fd = accept4(sh->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0)
 			return;
-		struct conn *c = NULL;
-		for (int i = 0; i < SHM_MAX_CONNS && !c; i++)
+		struct conn *c = NULL, *oldest = &sh->conns[0];
+		for (int i = 0; i < SHM_MAX_CONNS && !c; i++) {
 			if (sh->conns[i].fd < 0)
 				c = &sh->conns[i];
+			else if (sh->conns[i].deadline < oldest->deadline)
+				oldest = &sh->conns[i];
+		}
 		struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP };
-		if (!c) { /* table full: this one is not served */
-			close(fd);
-			continue;
+		if (!c) { /* table full: the oldest makes room (silent ones age out first) */
+			conn_close(sh, oldest);
+			c = oldest;
 		}
 		ev.data.u32 = (uint32_t)(c - sh->conns) + 1;
 		if (epoll_ctl(sh->efd, EPOLL_CTL_ADD, fd, &ev)) {

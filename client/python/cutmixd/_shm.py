@@ -16,6 +16,7 @@ import mmap
 import os
 import socket
 import threading
+import time
 import weakref
 from urllib.parse import urlsplit
 
@@ -57,6 +58,18 @@ def check_mode(mode):
     return mode
 
 
+def connect(s, addr, deadline):
+    """connect() to an abstract socket whose backlog may be full for a
+    moment (AF_UNIX then fails with EAGAIN instead of waiting)."""
+    while True:
+        try:
+            return s.connect(addr)
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
+
+
 class Session:
     """One session: the read-only mapping and the releases to send."""
 
@@ -88,7 +101,7 @@ class Session:
         """Connect to the daemon's side socket, prove the token; the memfd."""
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(HANDSHAKE_TIMEOUT)
-            s.connect(addr)
+            connect(s, addr, time.monotonic() + HANDSHAKE_TIMEOUT)
             s.sendall(token)
             msg, anc, _, _ = s.recvmsg(8, socket.CMSG_SPACE(4))
             fds = []
