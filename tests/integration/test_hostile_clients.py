@@ -31,7 +31,7 @@ PIPELINES = {
 }
 SERVER = {"max_client_window": WINDOW, "workers": 2}
 U32 = 2**32 - 1
-KNOWN_TYPES = {_wire.INFO, _wire.BATCH, _wire.STATS, _wire.ERROR}
+KNOWN_TYPES = {_wire.INFO, _wire.BATCH, _wire.STATS, _wire.SHM_OPEN, _wire.ERROR}
 
 
 # Time to drain a flood of 20000 requests: TSan makes the daemon ~10x slower.
@@ -112,6 +112,8 @@ def check_reply(frames, sent=None, utf8_problems=None):
         assert len(frames) == 4
         assert tuple(len(f) for f in frames[1:]) == tuple(hdr.body_bytes)
         assert hdr.batch_size >= 1
+    elif hdr.type == _wire.SHM_OPEN:  # a session (tests/integration/test_shm.py)
+        assert len(frames) == 2 and len(frames[1]) == _wire.SHM_OPEN_BODY.size
     else:
         assert len(frames) == 2
         json.loads(frames[1])

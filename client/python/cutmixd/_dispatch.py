@@ -279,7 +279,7 @@ class _Dispatcher:
             rid = next(self._ids)
             frame = _wire.encode_request(_wire.SHM_OPEN, rid, self._pipeline_raw,
                                          batch=min(64, self.window + 2), rank=self.rank,
-                                         world=self.world)
+                                         world=self.world, flags=self._flags)
             try:
                 p.sock.send(frame, zmq.NOBLOCK)
             except zmq.Again:
