@@ -49,10 +49,11 @@ def start_daemon(root, tmp, a):
     ep = "ipc://%s/measure.sock" % tmp
     cfg = os.path.join(tmp, "measure.ini")
     with open(cfg, "w") as f:
-        f.write("[server]\nendpoint = %s\nworkers = 0\nseed = 1\n\n[dataset]\nroot = %s\n\n"
+        f.write("[server]\nendpoint = %s\nworkers = 0\nseed = 1\nbatch_cache_mb = %d\n\n"
+                "[dataset]\nroot = %s\n\n"
                 "[pipeline.train]\nbatch_size = %d\nsize = %d\ncrop = random_resized\n"
                 "flip = 0.5\ncutmix_alpha = 1.0\nmixup_alpha = 0.2\n"
-                % (ep, root, a.batch_size, a.size))
+                % (ep, a.cache_mb, root, a.batch_size, a.size))
     log = open(os.path.join(tmp, "measure.log"), "wb")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     p = subprocess.Popen([os.path.join(REPO, "bin", "cutmixd"), "-c", cfg], stdout=log,
@@ -70,15 +71,25 @@ def start_daemon(root, tmp, a):
     raise SystemExit("measure: cutmixd not ready within 60 s")
 
 
-def receive(ep, a):
-    c = cutmixd.Client(ep, window=a.window, timeout=120, resend_timeout=30)
+def daemon_cpu_s(pid):
+    """utime + stime of a process (fields 14 and 15 of /proc/PID/stat)."""
+    if pid is None:
+        return 0.0
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def receive(ep, a, pid=None):
+    c = cutmixd.Client(ep, window=a.window, timeout=120, resend_timeout=30,
+                       shm={"auto": "auto", "off": False}[a.shm])
     n = c.batches_per_epoch()
-    for b in c.epoch(0, stop=min(n, c.effective_window())):  # warm-up
+    for b in c.epoch(0, stop=n if a.cache_mb else min(n, c.effective_window())):  # warm-up
         pass
     images = batches = 0
     check = 0
-    t0, c0, f0 = time.monotonic(), cpu_s(), faults()
-    epoch = 1
+    t0, c0, f0, d0 = time.monotonic(), cpu_s(), faults(), daemon_cpu_s(pid)
+    epoch = 0 if a.cache_mb else 1
     while time.monotonic() - t0 < a.seconds:
         for b in c.epoch(epoch):
             if a.touch:
@@ -88,8 +99,9 @@ def receive(ep, a):
             batches += 1
             if time.monotonic() - t0 >= a.seconds:
                 break
-        epoch += 1
-    t1, c1, f1 = time.monotonic(), cpu_s(), faults()
+        if not a.cache_mb:
+            epoch += 1
+    t1, c1, f1, d1 = time.monotonic(), cpu_s(), faults(), daemon_cpu_s(pid)
     c.close()
     wall, cpu = t1 - t0, c1 - c0
     rate = images / wall
@@ -97,6 +109,8 @@ def receive(ep, a):
             "img_per_s": round(rate, 1), "client_cpu_percent": round(100 * cpu / wall, 2),
             "percent_of_core_per_1000_img_s": round(100 * cpu / wall / (rate / 1000), 2),
             "minor_faults_per_batch": round((f1 - f0) / max(batches, 1)),
+            "daemon_cpu_ms_per_image": round(1000 * (d1 - d0) / max(images, 1), 4),
+            "shm": a.shm, "cache_mb": a.cache_mb,
             "touch": a.touch, "reuse": a.reuse, "batch_size": a.batch_size, "size": a.size}
 
 
@@ -118,6 +132,10 @@ def main(argv=None):
     ap.add_argument("--reuse", action="store_true",
                     help="cutmixd.reuse_receive_buffers() first (malloc keeps batch memory)")
     ap.add_argument("--profile", action="store_true", help="cProfile the receive loop")
+    ap.add_argument("--shm", choices=("auto", "off"), default="auto",
+                    help="shared memory with a local daemon (Client(shm=...)), or copies")
+    ap.add_argument("--cache-mb", type=int, default=0,
+                    help="daemon batch cache; the loop then repeats epoch 0 (cache hits)")
     a = ap.parse_args(argv)
     codes = {"M_TRIM_THRESHOLD": -1, "M_MMAP_THRESHOLD": -3, "M_ARENA_MAX": -8}
     if a.mallopt:
@@ -145,10 +163,10 @@ def main(argv=None):
                 import cProfile
                 import pstats
                 prof = cProfile.Profile()
-                res = prof.runcall(receive, ep, a)
+                res = prof.runcall(receive, ep, a, proc and proc.pid)
                 pstats.Stats(prof, stream=sys.stderr).sort_stats("cumulative").print_stats(25)
             else:
-                res = receive(ep, a)
+                res = receive(ep, a, proc and proc.pid)
         finally:
             if proc is not None:
                 proc.terminate()
