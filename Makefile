@@ -125,6 +125,7 @@ TEST_DEPS_test_beneath := daemon/beneath
 TEST_DEPS_test_imgops  := daemon/imgops daemon/imgops_geom daemon/imgops_avx2
 TEST_DEPS_test_pool    := daemon/pool daemon/log
 TEST_DEPS_test_bufpool := daemon/bufpool
+TEST_DEPS_test_shm     := daemon/shm daemon/log proto/wire
 TEST_DEPS_test_engine  := daemon/engine daemon/budget daemon/config daemon/config_options daemon/config_values daemon/config_check daemon/dataset daemon/dataset_scan daemon/dataset_manifest daemon/beneath daemon/shards daemon/tarindex daemon/pack daemon/source daemon/decode daemon/decode_io daemon/imgfmt daemon/splice daemon/digest daemon/sampler daemon/rng daemon/log daemon/policy daemon/info daemon/stats proto/wire
 # batch and server run the whole pipeline: every daemon module but main.
 TEST_DEPS_test_batch   := $(patsubst %.c,%,$(DAEMON_SRC) $(PROTO_SRC))
