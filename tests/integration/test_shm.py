@@ -45,7 +45,10 @@ def d(tmp_path_factory, ds_mixed):
 
 
 def content(b):
-    return b.images.tobytes(), b.labels.tobytes(), b.meta.tobytes()
+    """The batch's bytes, raw_frames included (the header without request_id)."""
+    head = bytes(b.raw_frames[0])
+    return (b.images.tobytes(), b.labels.tobytes(), b.meta.tobytes(), head[:16] + head[24:],
+            b"".join(bytes(f) for f in b.raw_frames[1:]))
 
 
 def epoch_of(d, pipeline, epoch, **kw):

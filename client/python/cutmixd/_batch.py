@@ -19,7 +19,8 @@ class Batch:
     meta        numpy structured array (META_DTYPE), one record per sample
     raw_frames  the frames exactly as received: header, images, labels, meta
                 (the header's request_id, bytes 16..23, differs between runs);
-                through shared memory, the header and the three parts
+                through shared memory, the header without its SHM flag (so
+                it equals a copied reply's) and the three parts
     shm         True when the arrays are read-only views on a shared-memory
                 slot (released to the daemon once no view is left)
     digest      config digest (hex) of the daemon that made it
@@ -116,7 +117,12 @@ def make_batch(hdr: _wire.Reply, frames: List[Any], ep: str, epoch: int, index: 
     b.endpoint = ep
     b._frames = frames
     b.shm = via_shm
-    b.raw_frames = [frames[0].buffer] + list(parts) if via_shm else [f.buffer for f in frames]
+    if via_shm:  # the header as a copied reply has it: raw_frames compare equal
+        head = bytearray(frames[0].bytes)
+        head[12:16] = (hdr.flags & ~_wire.RFLAG_SHM).to_bytes(4, "little")
+        b.raw_frames = [memoryview(bytes(head))] + list(parts)
+    else:
+        b.raw_frames = [f.buffer for f in frames]
     b.images = parts[0].view(dt).reshape(shape)
     b.labels = parts[1].view("<f4").reshape(B, K)
     b.meta = parts[2].view(meta_dtype(hdr.meta_size))[:B]
