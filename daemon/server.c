@@ -328,8 +328,12 @@ static void handle_request(server_t *s, struct client *cl, bool delim,
 	struct wire_request rq;
 	int pi = -1, rc;
 
-	stats_add(s->stats, requests, 1);
 	rc = wire_decode_request(buf, len, &rq);
+	if (rc == 0 && rq.type == WIRE_SHM_RELEASE) { /* no reply, not a request */
+		handle_release(s, cl, &rq);
+		return;
+	}
+	stats_add(s->stats, requests, 1);
 	if (rc == -WIRE_E_VERSION) {
 		reply_error(s, cl, delim, false, &rq, WIRE_E_VERSION,
 			    "this daemon speaks protocol versions %d..%d, got %u",
@@ -347,10 +351,6 @@ static void handle_request(server_t *s, struct client *cl, bool delim,
 		return;
 	}
 
-	if (rq.type == WIRE_SHM_RELEASE) { /* no reply, not counted */
-		handle_release(s, cl, &rq);
-		return;
-	}
 	if (rq.type != WIRE_INFO && rq.type != WIRE_STATS && rq.type != WIRE_BATCH &&
 	    rq.type != WIRE_SHM_OPEN) {
 		reply_error(s, cl, delim, false, &rq, WIRE_E_UNKNOWN_TYPE,
