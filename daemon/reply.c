@@ -13,6 +13,10 @@
  *   reference, every counted reply in ZeroMQ holds one, so a callback that
  *   runs after its client was forgotten, or after server_destroy, still
  *   finds it.
+ * - Shared memory (shm.h): SHM_OPEN replies and releases are handled at
+ *   the end of this file; a BATCH with WIRE_FLAG_SHM is copied into a
+ *   free slot of its session at reply time (reply_shm), else sent as
+ *   usual. The serving thread owns the sessions like everything else.
  * - Order per client: a client's replies leave in the order they were
  *   made; one whose reply waits makes its later ones wait too (`unsent`),
  *   the other clients never wait.
@@ -26,6 +30,7 @@
 #include <string.h>
 #include <zmq.h>
 
+#include "budget.h"
 #include "bufpool.h"
 #include "log.h"
 
@@ -600,4 +605,107 @@ void reply_untracked_busy(server_t *s, zmq_msg_t *id, zmq_msg_t *body, bool deli
 		zmq_send(s->router, "", 0, more);
 	zmq_send(s->router, hdr, sizeof(hdr), more);
 	zmq_send(s->router, text, sizeof(text) - 1, ZMQ_DONTWAIT);
+}
+
+/* ---- shared-memory sessions (shm.h) ------------------------------------ */
+
+/* The bytes of one slot: the largest batch of the pipeline, each part
+ * 64-byte aligned (reply.c lays them out the same way). */
+static uint64_t shm_slot_bytes(server_t *s, int pi, unsigned version)
+{
+	const struct pipeline_rt *rt = engine_pipeline(s->eng, pi);
+	const struct pipeline_cfg *p = rt->cfg;
+	uint64_t n = p->batch_size, px = (uint64_t)p->size * p->size * 3;
+	uint64_t img = n * px * (p->dtype == DTYPE_FLOAT32 ? sizeof(float) : 1);
+	uint64_t lab = n * dataset_num_classes(rt->ds) * sizeof(float);
+	uint64_t meta = n * wire_meta_size(version);
+	uint64_t page = 4096;
+
+	return ((SHM_ALIGN(img) + SHM_ALIGN(lab) + SHM_ALIGN(meta)) + page - 1) / page * page;
+}
+
+/* SHM_OPEN: a session for this peer (slots asked for in `batch`, 0 =
+ * the daemon's default), or an error: the client stays on copies. */
+void reply_shm_open(server_t *s, struct client *cl, bool delim,
+			   const struct wire_request *rq, int pi)
+{
+	struct wire_shm_open o;
+	struct wire_reply h;
+	int rc;
+
+	if (!s->shm) {
+		reply_error(s, cl, delim, false, rq, WIRE_E_BUSY,
+			    "shared memory is off in this daemon ([server] shm)");
+		return;
+	}
+	rc = shm_session_open(s->shm, cl->id, cl->id_len, rq->batch,
+			      shm_slot_bytes(s, pi, rq->version), stats_now(), &o);
+	if (rc) {
+		reply_error(s, cl, delim, false, rq, WIRE_E_BUSY,
+			    "no shared-memory session: %s",
+			    rc == -ENOSPC ? "[server] shm_max_mb reached" : strerror(-rc));
+		return;
+	}
+	char *body = malloc(WIRE_SHM_OPEN_SIZE + 1);
+	if (body) {
+		wire_encode_shm_open(&o, (uint8_t *)body);
+		body[WIRE_SHM_OPEN_SIZE] = '\0';
+	}
+	header_init(s, &h, WIRE_SHM_OPEN, rq);
+	cl->outstanding++;
+	reply_bytes(s, cl, delim, true, &h, body, WIRE_SHM_OPEN_SIZE);
+}
+
+void shm_handle_release(server_t *s, struct client *cl, const struct wire_request *rq)
+{
+	if (!s->shm || shm_release(s->shm, rq->session, cl->id, cl->id_len, rq->batch,
+				   rq->epoch, stats_now()))
+		stats_add(s->stats, shm_bad_releases, 1);
+}
+
+/* The shared-memory gauges of STATS and /metrics. */
+void shm_publish(server_t *s)
+{
+	struct shm_usage u = { 0, 0 };
+
+	if (s->shm)
+		u = shm_usage(s->shm);
+	atomic_store_explicit(&s->stats->shm_sessions, u.sessions, memory_order_relaxed);
+	atomic_store_explicit(&s->stats->shm_bytes, u.bytes, memory_order_relaxed);
+}
+
+/* [server] shm: the side socket. A failure (no abstract sockets here)
+ * only costs the shared-memory path: clients get copies. */
+/* Once a second: side connections past their deadline, idle sessions. */
+void shm_tick(server_t *s, double now)
+{
+	if (!s->shm)
+		return;
+	shm_handle(s->shm, now);
+	shm_expire(s->shm, now, engine_config(s->eng)->server.idle_timeout_s);
+	shm_publish(s);
+}
+
+void shm_start(server_t *s)
+{
+	const struct server_cfg *sv = &engine_config(s->eng)->server;
+	uint64_t cap = sv->shm_max_mb << 20;
+	uint32_t slots = sv->shm_slots ? sv->shm_slots : sv->max_client_window + 2;
+	char err[256];
+
+	if (!sv->shm)
+		return;
+	if (sv->max_batch_bytes) { /* the budget covers batches and sessions */
+		uint64_t inflight = s->max_inflight, most = 0;
+		for (int i = 0; i < engine_config(s->eng)->n_pipelines; i++) {
+			uint64_t b = budget_batch_bytes(s->eng, i);
+			most = b > most ? b : most;
+		}
+		uint64_t left = sv->max_batch_bytes > inflight * most ?
+				sv->max_batch_bytes - inflight * most : 0;
+		cap = cap < left ? cap : left;
+	}
+	s->shm = shm_new(cap, slots, err, sizeof(err));
+	if (!s->shm)
+		log_warning("%s: clients get copies", err);
 }

@@ -165,4 +165,17 @@ void cache_fail(server_t *s, struct pending *pq, uint32_t status, const char *ms
  * build of the same batch (true: pq is taken). False: build it. */
 bool cache_serve(server_t *s, struct pending *pq);
 
+/* ---- shared memory (reply.c) ---- */
+/* [server] shm: the side socket (s->shm), or a warning and copies. */
+void shm_start(server_t *s);
+/* Once a second (tick): deadlines, expiry, gauges. */
+void shm_tick(server_t *s, double now);
+/* The shm gauges of STATS and /metrics, now. */
+void shm_publish(server_t *s);
+/* SHM_OPEN: a session for cl, or an error reply (the client copies). */
+void reply_shm_open(server_t *s, struct client *cl, bool delim,
+		    const struct wire_request *rq, int pi);
+/* SHM_RELEASE: no reply; a bad one is counted. */
+void shm_handle_release(server_t *s, struct client *cl, const struct wire_request *rq);
+
 #endif

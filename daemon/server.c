@@ -50,11 +50,8 @@
  *   (tick) and histogram observations; the HTTP thread only reads them.
  * - CURVE ([security]): the ROUTER is a CURVE server, and the same thread
  *   polls the ZAP handler (zap.c) with the rest.
- * - Shared memory ([server] shm, shm.h): SHM_OPEN opens a session bound to
- *   the peer's routing id; its side socket (an epoll fd) is polled here
- *   too. A BATCH with WIRE_FLAG_SHM is copied into a free slot of that
- *   session at reply time (reply.c), or sent the normal way when there is
- *   none; SHM_RELEASE frees a slot and has no reply.
+ * - Shared memory ([server] shm, shm.h): the side socket's epoll fd is
+ *   polled here too; SHM_OPEN, SHM_RELEASE and shm batch replies: reply.c.
  */
 #include "server.h"
 
@@ -73,7 +70,6 @@
 #include <systemd/sd-daemon.h>
 
 #include "batch.h"
-#include "budget.h"
 #include "bufpool.h"
 #include "cache.h"
 #include "info.h"
@@ -237,17 +233,6 @@ static void reply_info(server_t *s, struct client *cl, bool delim,
 			     engine_config(s->eng)->server.max_client_window));
 }
 
-/* The shared-memory gauges of STATS and /metrics. */
-static void shm_publish(server_t *s)
-{
-	struct shm_usage u = { 0, 0 };
-
-	if (s->shm)
-		u = shm_usage(s->shm);
-	atomic_store_explicit(&s->stats->shm_sessions, u.sessions, memory_order_relaxed);
-	atomic_store_explicit(&s->stats->shm_bytes, u.bytes, memory_order_relaxed);
-}
-
 static void reply_stats(server_t *s, struct client *cl, bool delim,
 			const struct wire_request *rq)
 {
@@ -268,60 +253,6 @@ static void reply_stats(server_t *s, struct client *cl, bool delim,
 static void queue_batch(server_t *s, struct client *cl, bool delim,
 			const struct wire_request *rq);
 
-/* The bytes of one slot: the largest batch of the pipeline, each part
- * 64-byte aligned (reply.c lays them out the same way). */
-static uint64_t shm_slot_bytes(server_t *s, int pi, unsigned version)
-{
-	const struct pipeline_rt *rt = engine_pipeline(s->eng, pi);
-	const struct pipeline_cfg *p = rt->cfg;
-	uint64_t n = p->batch_size, px = (uint64_t)p->size * p->size * 3;
-	uint64_t img = n * px * (p->dtype == DTYPE_FLOAT32 ? sizeof(float) : 1);
-	uint64_t lab = n * dataset_num_classes(rt->ds) * sizeof(float);
-	uint64_t meta = n * wire_meta_size(version);
-	uint64_t page = 4096;
-
-	return ((SHM_ALIGN(img) + SHM_ALIGN(lab) + SHM_ALIGN(meta)) + page - 1) / page * page;
-}
-
-/* SHM_OPEN: a session for this peer (slots asked for in `batch`, 0 =
- * the daemon's default), or an error: the client stays on copies. */
-static void reply_shm_open(server_t *s, struct client *cl, bool delim,
-			   const struct wire_request *rq, int pi)
-{
-	struct wire_shm_open o;
-	struct wire_reply h;
-	int rc;
-
-	if (!s->shm) {
-		reply_error(s, cl, delim, false, rq, WIRE_E_BUSY,
-			    "shared memory is off in this daemon ([server] shm)");
-		return;
-	}
-	rc = shm_session_open(s->shm, cl->id, cl->id_len, rq->batch,
-			      shm_slot_bytes(s, pi, rq->version), stats_now(), &o);
-	if (rc) {
-		reply_error(s, cl, delim, false, rq, WIRE_E_BUSY,
-			    "no shared-memory session: %s",
-			    rc == -ENOSPC ? "[server] shm_max_mb reached" : strerror(-rc));
-		return;
-	}
-	char *body = malloc(WIRE_SHM_OPEN_SIZE + 1);
-	if (body) {
-		wire_encode_shm_open(&o, (uint8_t *)body);
-		body[WIRE_SHM_OPEN_SIZE] = '\0';
-	}
-	header_init(s, &h, WIRE_SHM_OPEN, rq);
-	cl->outstanding++;
-	reply_bytes(s, cl, delim, true, &h, body, WIRE_SHM_OPEN_SIZE);
-}
-
-static void handle_release(server_t *s, struct client *cl, const struct wire_request *rq)
-{
-	if (!s->shm || shm_release(s->shm, rq->session, cl->id, cl->id_len, rq->batch,
-				   rq->epoch, stats_now()))
-		stats_add(s->stats, shm_bad_releases, 1);
-}
-
 static void handle_request(server_t *s, struct client *cl, bool delim,
 			   const void *buf, size_t len)
 {
@@ -330,7 +261,7 @@ static void handle_request(server_t *s, struct client *cl, bool delim,
 
 	rc = wire_decode_request(buf, len, &rq);
 	if (rc == 0 && rq.type == WIRE_SHM_RELEASE) { /* no reply, not a request */
-		handle_release(s, cl, &rq);
+		shm_handle_release(s, cl, &rq);
 		return;
 	}
 	stats_add(s->stats, requests, 1);
@@ -351,8 +282,7 @@ static void handle_request(server_t *s, struct client *cl, bool delim,
 		return;
 	}
 
-	if (rq.type != WIRE_INFO && rq.type != WIRE_STATS && rq.type != WIRE_BATCH &&
-	    rq.type != WIRE_SHM_OPEN) {
+	if (rq.type < WIRE_INFO || rq.type > WIRE_SHM_OPEN) { /* INFO STATS BATCH SHM_OPEN */
 		reply_error(s, cl, delim, false, &rq, WIRE_E_UNKNOWN_TYPE,
 			    "unknown request type %u", rq.type);
 		return;
@@ -649,11 +579,7 @@ static void tick(server_t *s, double now)
 	s->rate_t[s->rate_i] = now;
 	s->rate_n[s->rate_i] = stats_get(s->stats, images);
 	clients_expire(s, now, false);
-	if (s->shm) {
-		shm_handle(s->shm, now); /* side connections past their deadline */
-		shm_expire(s->shm, now, engine_config(s->eng)->server.idle_timeout_s);
-		shm_publish(s);
-	}
+	shm_tick(s, now);
 
 	metrics_publish(s);
 	double rate = current_rate(s, now);
@@ -686,32 +612,6 @@ static int router_open(server_t *s, char *err, size_t errlen)
 	zmq_setsockopt(s->router, ZMQ_LINGER, &v, sizeof(v));
 
 	return 0;
-}
-
-/* [server] shm: the side socket. A failure (no abstract sockets here)
- * only costs the shared-memory path: clients get copies. */
-static void shm_start(server_t *s)
-{
-	const struct server_cfg *sv = &engine_config(s->eng)->server;
-	uint64_t cap = sv->shm_max_mb << 20;
-	uint32_t slots = sv->shm_slots ? sv->shm_slots : sv->max_client_window + 2;
-	char err[256];
-
-	if (!sv->shm)
-		return;
-	if (sv->max_batch_bytes) { /* the budget covers batches and sessions */
-		uint64_t inflight = s->max_inflight, most = 0;
-		for (int i = 0; i < engine_config(s->eng)->n_pipelines; i++) {
-			uint64_t b = budget_batch_bytes(s->eng, i);
-			most = b > most ? b : most;
-		}
-		uint64_t left = sv->max_batch_bytes > inflight * most ?
-				sv->max_batch_bytes - inflight * most : 0;
-		cap = cap < left ? cap : left;
-	}
-	s->shm = shm_new(cap, slots, err, sizeof(err));
-	if (!s->shm)
-		log_warning("%s: clients get copies", err);
 }
 
 server_t *server_new(engine_t *eng, pool_t *pool, struct stats *stats,
