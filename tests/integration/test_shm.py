@@ -25,7 +25,7 @@ import zmq
 import cutmixd
 from cutmixd import _shm, _wire
 from cutmixd._errors import ProtocolError
-from helpers import Daemon, dealer, raw_request
+from helpers import Daemon, dealer, free_port, raw_request
 
 PIPELINES = {
     "train": dict(batch_size=4, size=32, crop="random_resized", flip=0.5, cutmix_alpha=1.0),
@@ -37,8 +37,10 @@ SERVER = {"shm_slots": 4}  # window 2 below: 2 in flight + 2 held by the loop
 
 @pytest.fixture(scope="module")
 def d(tmp_path_factory, ds_mixed):
+    port = free_port()
     dm = Daemon(tmp_path_factory.mktemp("shm"), ds_mixed.config(), PIPELINES,
-                server=SERVER, name="shm")
+                server=dict(SERVER, metrics="127.0.0.1:%d" % port), name="shm")
+    dm.metrics_url = "http://127.0.0.1:%d/metrics" % port
     dm.start()
     yield dm
     dm.stop()
@@ -86,6 +88,22 @@ def test_shm_arrays_are_read_only_views(d):
         assert b.shm and not b.images.flags.writeable and not b.images.flags.owndata
         with pytest.raises(ValueError):
             b.images[0, 0, 0, 0] = 1
+
+
+def test_metrics_show_shm(d):
+    import urllib.request
+    with d.client("train", window=2) as c:
+        assert all([b.shm for b in c.epoch(4)])
+        with urllib.request.urlopen(d.metrics_url, timeout=10) as r:
+            text = r.read().decode()
+    values = {}
+    for line in text.splitlines():
+        if line.startswith("cutmixd_shm_"):
+            name, v = line.split()
+            values[name] = float(v)
+    assert values["cutmixd_shm_batches_total"] > 0
+    assert set(values) >= {"cutmixd_shm_fallbacks_total", "cutmixd_shm_bad_releases_total",
+                           "cutmixd_shm_sessions", "cutmixd_shm_bytes"}
 
 
 def test_slots_are_reused_when_batches_are_dropped(d):

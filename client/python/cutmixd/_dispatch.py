@@ -162,7 +162,10 @@ class _Dispatcher:
     def _remove_peer(self, p):
         self._poller.unregister(p.sock)
         del self._by_sock[p.sock]
-        p.sock.close(0)
+        if p.shm is not None:
+            p.shm.close(p.sock)  # its daemon frees the session now
+            p.shm = None
+        p.sock.close(200 if p.shm_state == 2 else 0)
         self._peers.remove(p)
         for rid, req in list(self._reqs.items()):
             if req.peer is p:

@@ -93,7 +93,9 @@ class Session:
         finally:
             os.close(fd)
         self.releases = collections.deque()  # (slot, generation), any thread appends
-        self._lock = threading.Lock()
+        # re-entrant: a finalizer may run in a garbage collection that
+        # starts while this thread holds it
+        self._lock = threading.RLock()
         self.live = 0       # slots with views alive
         self.batches = 0    # batches received through this session
 
