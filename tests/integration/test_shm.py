@@ -246,6 +246,8 @@ def test_side_socket_refuses_bad_tokens_and_memfd_is_sealed(d):
 
 
 def test_client_checks_descriptors(d):
+    """A lying daemon's descriptor is refused, never read out of bounds
+    (generation 999: the releases these make are stale, so ignored)."""
     with d.client("train") as c:
         c.info()
         b = c.batch(0, 0)
@@ -253,13 +255,29 @@ def test_client_checks_descriptors(d):
         assert b.shm
         want = b.header.body_bytes
         n = sess.slot_size
-        for desc in ((sess.id + 1, 0, 1, 0, want[0], 0, want[1], 0, want[2]),
-                     (sess.id, sess.slots, 1, 0, want[0], 0, want[1], 0, want[2]),
-                     (sess.id, 0, 1, n - 8, want[0], 0, want[1], 0, want[2]),
-                     (sess.id, 0, 1, 0, want[0], (1 << 64) - 1, want[1], 0, want[2]),
-                     (sess.id, 0, 1, 0, want[0] - 1, 0, want[1], 0, want[2])):
+        for desc in ((sess.id + 1, 0, 999, 0, want[0], 0, want[1], 0, want[2]),
+                     (sess.id, sess.slots, 999, 0, want[0], 0, want[1], 0, want[2])):
             with pytest.raises(ProtocolError):
-                sess.views(_wire.SHM_DESC.pack(*desc), want)
+                sess.take(_wire.SHM_DESC.pack(*desc))
+        with pytest.raises(ProtocolError):
+            sess.take(b"short")
+        for desc in ((sess.id, 0, 999, n - 8, want[0], 0, want[1], 0, want[2]),
+                     (sess.id, 0, 999, 0, want[0], (1 << 64) - 1, want[1], 0, want[2]),
+                     (sess.id, 0, 999, 0, want[0] - 1, 0, want[1], 0, want[2])):
+            with pytest.raises(ProtocolError):
+                sess.take(_wire.SHM_DESC.pack(*desc)).views(want)
+
+
+def test_dropped_replies_release_their_slots(d):
+    """Replies nobody takes any more (an abandoned epoch, late duplicates)
+    still give their slots back: afterwards every batch is shm again."""
+    with d.client("train", window=2) as c:
+        for e in range(6):
+            it = c.epoch(e)
+            next(it)  # two more in flight, then abandoned
+            it.close()
+        got = [b.shm for b in c.epoch(7)]
+    assert all(got), got
 
 
 CHILD = r"""

@@ -66,15 +66,15 @@ class Batch:
 
 
 def make_batch(hdr: _wire.Reply, frames: List[Any], ep: str, epoch: int, index: int,
-               rank: int, world: int, shm: Any = None) -> Batch:
+               rank: int, world: int) -> Batch:
     """A Batch from a BATCH reply (header and its 4 frames, or with
-    RFLAG_SHM its descriptor frame and ``shm``, the peer's session) served
-    by endpoint ``ep``, checked against what was asked for; ProtocolError
-    otherwise."""
+    RFLAG_SHM the header and the _shm.SlotRef taken for its descriptor)
+    served by endpoint ``ep``, checked against what was asked for;
+    ProtocolError otherwise."""
     if hdr.type != _wire.BATCH:
         raise ProtocolError("cutmixd %s: expected a batch reply, got type %d" % (ep, hdr.type))
     via_shm = bool(hdr.flags & _wire.RFLAG_SHM)
-    if via_shm and (shm is None or len(frames) != 2):
+    if via_shm and (len(frames) != 2 or not hasattr(frames[1], "views")):
         raise ProtocolError("cutmixd %s: shared-memory batch reply without a session "
                             "(or with %d frames)" % (ep, len(frames)))
     if not via_shm and len(frames) != 4:
@@ -96,7 +96,7 @@ def make_batch(hdr: _wire.Reply, frames: List[Any], ep: str, epoch: int, index: 
         if tuple(hdr.body_bytes) != want:
             raise ProtocolError("cutmixd %s: batch sizes %s, expected %s"
                                 % (ep, tuple(hdr.body_bytes), want))
-        parts = shm.views(frames[1].buffer, want)
+        parts = frames[1].views(want)
         got = want
     else:
         parts = [np.frombuffer(f.buffer, dtype=np.uint8) for f in frames[1:]]

@@ -360,6 +360,7 @@ class Client(_Dispatcher):
                 if p.shm is not None:
                     p.shm.close(p.sock)  # the daemon frees its side at once
                     p.shm = None  # the mapping lives on in the views still held
+                    p.shm_sessions.clear()
                     linger = 200  # ms: let that release leave
                 p.sock.close(linger)
             self._reqs.clear()
@@ -396,7 +397,7 @@ class Client(_Dispatcher):
         return None
 
     def _make_batch(self, hdr, frames, p, epoch, index):
-        b = make_batch(hdr, frames, p.endpoint, epoch, index, self.rank, self.world, p.shm)
+        b = make_batch(hdr, frames, p.endpoint, epoch, index, self.rank, self.world)
         p.batches += 1
         return b
 

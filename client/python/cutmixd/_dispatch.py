@@ -59,6 +59,7 @@ class _Peer:
         self.source = None      # the dns+tcp:// endpoint that named it, if any
         self.gone = False       # its address vanished from DNS: no new requests
         self.shm = None         # _shm.Session once open
+        self.shm_sessions = {}  # id -> Session: the current one and earlier ones
         self.shm_state = 0      # 0 not asked, 1 SHM_OPEN sent, 2 open, -1 not offered
         self.shm_rid = None     # request id of the SHM_OPEN in flight
 
@@ -165,6 +166,7 @@ class _Dispatcher:
         if p.shm is not None:
             p.shm.close(p.sock)  # its daemon frees the session now
             p.shm = None
+            p.shm_sessions.clear()
         p.sock.close(200 if p.shm_state == 2 else 0)
         self._peers.remove(p)
         for rid, req in list(self._reqs.items()):
@@ -276,8 +278,8 @@ class _Dispatcher:
         """Before a batch request on p: send queued releases, ask for a
         session once (SHM_OPEN, answered in _on_reply). The session to use
         for this request, or None."""
-        if p.shm is not None:
-            p.shm.flush(p.sock, 0)
+        for sess in p.shm_sessions.values():
+            sess.flush(p.sock, 0)
         if p.shm_state == 0 and _shm.eligible(p.endpoint, self.shm):
             rid = next(self._ids)
             frame = _wire.encode_request(_wire.SHM_OPEN, rid, self._pipeline_raw,
@@ -302,14 +304,28 @@ class _Dispatcher:
         try:
             p.shm = _shm.Session(frames[1].bytes, p.endpoint)
             p.shm_state = 2
+            p.shm_sessions = {k: v for k, v in p.shm_sessions.items() if v.live}
+            p.shm_sessions[p.shm.id] = p.shm
         except (OSError, Error) as exc:
             p.shm, p.shm_state = None, -1
             self.shm_error = "%s: %s" % (p.endpoint, exc)
 
+    def _shm_take(self, p, frames):
+        """[header, SlotRef] of a shared-memory BATCH reply from p."""
+        if len(frames) != 2 or len(frames[1]) < 8:
+            raise ProtocolError("cutmixd %s: shared-memory batch reply with %d frames"
+                                % (p.endpoint, len(frames)))
+        sid = int.from_bytes(frames[1].bytes[:8], "little")
+        sess = p.shm_sessions.get(sid)
+        if sess is None:
+            raise ProtocolError("cutmixd %s: batch in shared-memory session %x, not one of "
+                                "this client's" % (p.endpoint, sid))
+        return [frames[0], sess.take(frames[1].bytes)]
+
     def _shm_flush_all(self):
         for p in self._peers:
-            if p.shm is not None:
-                p.shm.flush(p.sock, 0)
+            for sess in p.shm_sessions.values():
+                sess.flush(p.sock, 0)
 
     def _send_on(self, p, job, type, epoch=0, batch=0, pipeline=None, now=None):
         """Send one request on p; the request id, or None if p cannot take it."""
@@ -433,6 +449,8 @@ class _Dispatcher:
         if req is not None and req.job is None and rid == p.shm_rid:
             self._shm_opened(p, hdr, frames)
             return
+        if hdr.type == _wire.BATCH and hdr.flags & _wire.RFLAG_SHM:
+            frames = self._shm_take(p, frames)  # released when dropped, too
         if req is not None and req.shm is not None and req.shm is p.shm \
                 and hdr.type == _wire.BATCH and not hdr.flags & _wire.RFLAG_SHM \
                 and req.shm_free:

@@ -70,6 +70,27 @@ def connect(s, addr, deadline):
             time.sleep(0.005)
 
 
+class SlotRef:
+    """One received slot: its base array (whose finalizer releases it) and
+    the descriptor's parts."""
+
+    __slots__ = ("session", "base", "offs", "lens")
+
+    def __init__(self, session, base, offs, lens):
+        self.session, self.base, self.offs, self.lens = session, base, offs, lens
+
+    def views(self, want):
+        """(images, labels, meta) uint8 arrays, checked against the slot and
+        the sizes `want`; each keeps the base array alive."""
+        size = self.session.slot_size
+        for off, n, w in zip(self.offs, self.lens, want):
+            if n != w or off > size or n > size - off:
+                raise ProtocolError("cutmixd %s: shm descriptor part %d+%d outside the slot "
+                                    "of %d bytes (or not the %d expected)"
+                                    % (self.session.endpoint, off, n, size, w))
+        return [self.base[off:off + n] for off, n in zip(self.offs, self.lens)]
+
+
 class Session:
     """One session: the read-only mapping and the releases to send."""
 
@@ -117,27 +138,25 @@ class Session:
                 raise ProtocolError("cutmixd %s: shm handshake refused" % self.endpoint)
             return fds[0]
 
-    def views(self, desc, want):
-        """(images, labels, meta) uint8 arrays in the slot a descriptor
-        names, checked against the mapping and the sizes `want`; each
-        keeps the slot's base array alive."""
-        sid, slot, gen, *parts = _wire.SHM_DESC.unpack(bytes(desc))
+    def take(self, desc):
+        """The slot a BATCH reply's descriptor names, as a SlotRef, taken
+        when the reply arrives: whatever becomes of the reply (a Batch, or
+        dropped as late or duplicate), the slot is released once the last
+        reference to its memory is gone."""
+        d = bytes(desc)
+        if len(d) != _wire.SHM_DESC.size:
+            raise ProtocolError("cutmixd %s: shm descriptor of %d bytes" % (self.endpoint, len(d)))
+        sid, slot, gen, *parts = _wire.SHM_DESC.unpack(d)
         if sid != self.id or slot >= self.slots:
             raise ProtocolError("cutmixd %s: shm descriptor names session %x slot %d"
                                 % (self.endpoint, sid, slot))
-        offs, lens = parts[0::2], parts[1::2]
-        for off, n, w in zip(offs, lens, want):
-            if n != w or off > self.slot_size or n > self.slot_size - off:
-                raise ProtocolError("cutmixd %s: shm descriptor part %d+%d outside the slot "
-                                    "of %d bytes (or not the %d expected)"
-                                    % (self.endpoint, off, n, self.slot_size, w))
         base = np.frombuffer(self._map, dtype=np.uint8, count=self.slot_size,
                              offset=slot * self.slot_size)
         with self._lock:
             self.live += 1
             self.batches += 1
         weakref.finalize(base, self._release, slot, gen)
-        return [base[off:off + n] for off, n in zip(offs, lens)]
+        return SlotRef(self, base, parts[0::2], parts[1::2])
 
     def _release(self, slot, gen):
         with self._lock:
