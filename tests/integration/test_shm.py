@@ -326,6 +326,19 @@ def test_close_ends_the_session_at_once(d):
     assert b.images.sum() >= 0  # the views stay readable after close
 
 
+def test_cache_hits_through_shm(tmp_path, ds_mixed):
+    """Batches answered from the batch cache are copied into the slot too."""
+    with Daemon(tmp_path / "cache", ds_mixed.config(), PIPELINES,
+                server=dict(SERVER, batch_cache_mb=64), name="cache") as dm:
+        first = epoch_of(dm, "train", 1, window=2)
+        again = epoch_of(dm, "train", 1, window=2)
+        copied = epoch_of(dm, "train", 1, shm=False)
+        st = stats(dm)
+    assert all(s for _, s in first + again)
+    assert [c for c, _ in again] == [c for c, _ in first] == [c for c, _ in copied]
+    assert st["cache_hits"] >= 2 * len(first) and st["shm_batches"] == 2 * len(first)
+
+
 def test_shm_off_copies(tmp_path, ds_mixed):
     with Daemon(tmp_path / "off", ds_mixed.config(), PIPELINES,
                 server={"shm": "off"}, name="off") as dm:
