@@ -610,7 +610,7 @@ void reply_untracked_busy(server_t *s, zmq_msg_t *id, zmq_msg_t *body, bool deli
 /* ---- shared-memory sessions (shm.h) ------------------------------------ */
 
 /* The bytes of one slot: the largest batch of the pipeline, each part
- * 64-byte aligned (reply.c lays them out the same way). */
+ * 64-byte aligned (reply_shm lays them out the same way). */
 static uint64_t shm_slot_bytes(server_t *s, int pi, unsigned version)
 {
 	const struct pipeline_rt *rt = engine_pipeline(s->eng, pi);
