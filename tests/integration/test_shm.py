@@ -29,8 +29,9 @@ from helpers import Daemon, dealer, free_port, raw_request
 
 PIPELINES = {
     "train": dict(batch_size=4, size=32, crop="random_resized", flip=0.5, cutmix_alpha=1.0),
-    "f32": dict(batch_size=4, size=24, crop="center", resize=28, shuffle=False, flip=0.0,
-                layout="nchw", dtype="float32", mean=(0.5, 0.4, 0.3), std=(0.25, 0.2, 0.3)),
+    "f32": dict(eval=True, batch_size=4, size=24, crop="center", resize=28, shuffle=False,
+                flip=0.0, layout="nchw", dtype="float32", mean=(0.5, 0.4, 0.3),
+                std=(0.25, 0.2, 0.3)),
 }
 SERVER = {"shm_slots": 4}  # window 2 below: 2 in flight + 2 held by the loop
 
@@ -73,8 +74,9 @@ def wait_for(pred, what, timeout=15.0):
 @pytest.mark.parametrize("pipeline", ["train", "f32"])
 def test_shm_batches_equal_copied_ones(d, pipeline):
     before = stats(d)["shm_batches"]
-    copied = epoch_of(d, pipeline, 3, shm=False)
-    shared = epoch_of(d, pipeline, 3, window=2)
+    ev = pipeline == "f32"  # the eval pipeline, asked for as eval data
+    copied = epoch_of(d, pipeline, 3, shm=False, eval=ev)
+    shared = epoch_of(d, pipeline, 3, window=2, eval=ev)
     assert not any(s for _, s in copied)
     assert all(s for _, s in shared), "every batch of the epoch should come through shm"
     assert [c for c, _ in shared] == [c for c, _ in copied]
@@ -337,6 +339,17 @@ def test_cache_hits_through_shm(tmp_path, ds_mixed):
     assert all(s for _, s in first + again)
     assert [c for c, _ in again] == [c for c, _ in first] == [c for c, _ in copied]
     assert st["cache_hits"] >= 2 * len(first) and st["shm_batches"] == 2 * len(first)
+
+
+def test_tcp_to_loopback_uses_shm(tmp_path, ds_mixed):
+    port = free_port()
+    dm = Daemon(tmp_path / "tcp", ds_mixed.config(), PIPELINES, server=SERVER, name="tcp")
+    dm.server["endpoint"] = "tcp://127.0.0.1:%d" % port
+    dm.endpoint = dm.server["endpoint"]
+    with dm:
+        got = epoch_of(dm, "train", 0, window=2)
+        ref = epoch_of(dm, "train", 0, shm=False)
+    assert all(s for _, s in got) and [g for g, _ in got] == [r for r, _ in ref]
 
 
 def test_shm_off_copies(tmp_path, ds_mixed):
