@@ -29,8 +29,8 @@ from helpers import Daemon, dealer, free_port, raw_request
 
 PIPELINES = {
     "train": dict(batch_size=4, size=32, crop="random_resized", flip=0.5, cutmix_alpha=1.0),
-    "f32": dict(eval=True, batch_size=4, size=24, crop="center", resize=28, shuffle=False,
-                flip=0.0, layout="nchw", dtype="float32", mean=(0.5, 0.4, 0.3),
+    "f32": dict(eval=True, batch_size=4, size=24, crop="center", resize=28,
+                layout="nchw", dtype="float32", mean=(0.5, 0.4, 0.3),
                 std=(0.25, 0.2, 0.3)),
 }
 SERVER = {"shm_slots": 4}  # window 2 below: 2 in flight + 2 held by the loop
