@@ -258,12 +258,67 @@ static void test_request_reserved_ignored(void **state)
 
 	memcpy(buf, sample_request_bytes, sizeof(buf));
 	memset(buf + 36, 0xff, 4);
-	memset(buf + 72, 0xff, 8);
 	/* Bytes after the name's NUL are padding, ignored as well. */
 	memset(buf + 46, 'z', 72 - 46);
 	assert_int_equal(wire_decode_request(buf, sizeof(buf), &rq), 0);
 	assert_string_equal(rq.pipeline, "train");
 	assert_int_equal(rq.world, 256);
+}
+
+/* Bytes 72..79: the shared-memory session id, little-endian. */
+static void test_request_session(void **state)
+{
+	uint8_t buf[WIRE_REQUEST_SIZE];
+	struct wire_request rq = { .type = WIRE_SHM_RELEASE, .request_id = 1, .world = 1,
+				   .batch = 3, .epoch = 9, .session = 0x8877665544332211ull };
+	struct wire_request back;
+	(void)state;
+
+	assert_int_equal(wire_encode_request(&rq, buf), 0);
+	for (int i = 0; i < 8; i++)
+		assert_int_equal(buf[72 + i], 0x11 * (i + 1));
+	assert_int_equal(wire_decode_request(buf, sizeof(buf), &back), 0);
+	assert_true(back.session == rq.session);
+	assert_int_equal(back.type, WIRE_SHM_RELEASE);
+}
+
+/* The SHM_OPEN body and the batch descriptor: byte offsets, round trip,
+ * and sizes or names that are refused. */
+static void test_shm_bodies(void **state)
+{
+	struct wire_shm_open o = { .session = 0x0102030405060708ull, .slots = 6,
+				   .slot_size = 0x1000, .name = "@cutmixd-shm-1-ab" }, o2;
+	struct wire_shm_desc d = { .session = 7, .slot = 2, .generation = 5,
+				   .off = { 0, 64, 128 }, .len = { 60, 8, 488 } }, d2;
+	uint8_t ob[WIRE_SHM_OPEN_SIZE], db[WIRE_SHM_DESC_SIZE];
+	(void)state;
+
+	memset(o.token, 0xaa, sizeof(o.token));
+	wire_encode_shm_open(&o, ob);
+	assert_int_equal(ob[0], 0x08);
+	assert_int_equal(ob[8], 6);
+	assert_int_equal(ob[17], 0x10);
+	assert_int_equal(ob[24], 0xaa);
+	assert_int_equal(ob[55], 0xaa);
+	assert_int_equal(ob[56], 0);
+	assert_memory_equal(ob + 64, "@cutmixd-shm-1-ab", 17);
+	assert_int_equal(wire_decode_shm_open(ob, sizeof(ob), &o2), 0);
+	assert_true(o2.session == o.session && o2.slots == 6 && o2.slot_size == 0x1000);
+	assert_string_equal(o2.name, o.name);
+	assert_int_equal(wire_decode_shm_open(ob, sizeof(ob) - 1, &o2), -EINVAL);
+	memset(ob + 64, 'x', WIRE_SHM_NAME_MAX); /* no NUL in the name */
+	assert_int_equal(wire_decode_shm_open(ob, sizeof(ob), &o2), -EINVAL);
+
+	wire_encode_shm_desc(&d, db);
+	assert_int_equal(db[8], 2);
+	assert_int_equal(db[12], 5);
+	assert_int_equal(db[32], 64);  /* labels offset */
+	assert_int_equal(db[56], 488 & 0xff); /* meta length */
+	assert_int_equal(db[57], 488 >> 8);
+	assert_int_equal(wire_decode_shm_desc(db, sizeof(db), &d2), 0);
+	assert_memory_equal(&d2, &d, sizeof(d));
+	assert_int_equal(wire_decode_shm_desc(db, sizeof(db) + 1, &d2), -EINVAL);
+	assert_int_equal(wire_decode_shm_desc(NULL, sizeof(db), &d2), -EINVAL);
 }
 
 static void test_request_rejects_length(void **state)
@@ -673,6 +728,8 @@ int main(void)
 		cmocka_unit_test(test_request_extremes),
 		cmocka_unit_test(test_request_encode_unterminated_name),
 		cmocka_unit_test(test_request_reserved_ignored),
+		cmocka_unit_test(test_request_session),
+		cmocka_unit_test(test_shm_bodies),
 		cmocka_unit_test(test_request_rejects_length),
 		cmocka_unit_test(test_request_rejects_magic),
 		cmocka_unit_test(test_request_rejects_version),
