@@ -13,6 +13,8 @@
  *   - the pipeline name is always NUL-terminated, never longer than 31;
  *   - round trip: encode(decode(x)) == x except for the reserved bytes
  *     (sent as zero) and the name's padding after its first NUL;
+ *   - the shm open body and descriptor decoders accept exactly their
+ *     sizes (and a NUL-terminated name) and round-trip;
  *   - wire_decode_meta on any 224 bytes, then encode, gives the same
  *     bytes except reserved 89..95 (float/double bit patterns, NaN
  *     payloads included, survive);
@@ -80,6 +82,7 @@ static void fuzz_request(const uint8_t *data, size_t size)
 	CHECK(rq.epoch == PART(epoch, 24, 4));
 	CHECK(rq.rank == PART(rank, 28, 4));
 	CHECK(rq.world == PART(world, 32, 4));
+	CHECK(rq.session == PART(session, 72, 8));
 	if (size >= 72)
 		CHECK(!strcmp(rq.pipeline, full.pipeline));
 	else
@@ -103,7 +106,7 @@ static void fuzz_request(const uint8_t *data, size_t size)
 		/* Round trip. */
 		CHECK(wire_encode_request(&rq, enc) == 0);
 		CHECK(!memcmp(enc, data, 36));
-		CHECK(le32(enc + 36) == 0 && !memcmp(enc + 72, "\0\0\0\0\0\0\0\0", 8));
+		CHECK(le32(enc + 36) == 0 && !memcmp(enc + 72, data + 72, 8)); /* session */
 		{
 			size_t len = strlen(rq.pipeline);
 
@@ -233,8 +236,31 @@ static void fuzz_meta(const uint8_t *data, size_t size)
 	free(in);
 }
 
+static void fuzz_shm(const uint8_t *data, size_t size)
+{
+	struct wire_shm_open o;
+	struct wire_shm_desc d;
+	uint8_t ob[WIRE_SHM_OPEN_SIZE], db[WIRE_SHM_DESC_SIZE];
+	int rc = wire_decode_shm_open(data, size, &o);
+
+	CHECK(rc == 0 || rc == -EINVAL);
+	CHECK((rc == 0) == (size == WIRE_SHM_OPEN_SIZE &&
+			    memchr(data + 64, 0, WIRE_SHM_NAME_MAX) != NULL));
+	if (rc == 0) {
+		wire_encode_shm_open(&o, ob);
+		CHECK(!memcmp(ob, data, 12) && !memcmp(ob + 16, data + 16, 40));
+	}
+	rc = wire_decode_shm_desc(data, size, &d);
+	CHECK((rc == 0) == (size == WIRE_SHM_DESC_SIZE));
+	if (rc == 0) {
+		wire_encode_shm_desc(&d, db);
+		CHECK(!memcmp(db, data, WIRE_SHM_DESC_SIZE));
+	}
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+	fuzz_shm(data, size);
 	fuzz_request(data, size);
 	fuzz_reply(data, size);
 	fuzz_meta(data, size);
