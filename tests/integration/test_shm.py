@@ -59,6 +59,21 @@ def epoch_of(d, pipeline, epoch, **kw):
         return [(content(b), b.shm) for b in c.epoch(epoch)]
 
 
+def open_session(c):
+    """epoch() asks for the session before its INFO; a lone batch() asks
+    with its request, so that first batch is a copy."""
+    c.epoch(0).close()
+    assert c._peers[0].shm is not None, c.shm_error
+
+
+def test_info_alone_opens_no_session(d):
+    before = stats(d)["shm_sessions"]
+    with d.client("train") as c:
+        c.info()
+        assert c._peers[0].shm_state == 0
+    assert stats(d)["shm_sessions"] == before
+
+
 def stats(d):
     with d.client("train", shm=False) as c:
         return c.stats()
@@ -85,7 +100,7 @@ def test_shm_batches_equal_copied_ones(d, pipeline):
 
 def test_shm_arrays_are_read_only_views(d):
     with d.client("train", window=2) as c:
-        c.info()  # opens the session: a batch asked before its answer is copied
+        open_session(c)
         b = c.batch(0, 1)
         assert b.shm and not b.images.flags.writeable and not b.images.flags.owndata
         with pytest.raises(ValueError):
@@ -148,7 +163,7 @@ def test_bad_releases_are_counted_and_ignored(d):
         for k, kw in enumerate(bad):
             s.send(raw_request(_wire.SHM_RELEASE, 100 + k, "", **kw))
         with d.client("train") as c:  # a session of its own, then forged releases
-            c.info()
+            open_session(c)
             b = c.batch(0, 0)
             sess = c._peers[0].shm
             assert b.shm and sess is not None
@@ -251,7 +266,7 @@ def test_client_checks_descriptors(d):
     """A lying daemon's descriptor is refused, never read out of bounds
     (generation 999: the releases these make are stale, so ignored)."""
     with d.client("train") as c:
-        c.info()
+        open_session(c)
         b = c.batch(0, 0)
         sess = c._peers[0].shm
         assert b.shm
@@ -287,7 +302,7 @@ import sys, time
 sys.path[:0] = %r
 import cutmixd
 c = cutmixd.Client(%r, pipeline="train", window=2, timeout=30)
-c.info()
+c.epoch(0).close()  # asks for the session (and INFO) without a batch
 held = [c.batch(0, i) for i in range(3)]
 assert all(b.shm for b in held), [b.shm for b in held]
 print("holding", flush=True)
@@ -318,7 +333,7 @@ def test_killed_client_session_expires(tmp_path, ds_mixed):
 
 def test_close_ends_the_session_at_once(d):
     c = d.client("train", window=2)
-    c.info()
+    open_session(c)
     b = c.batch(0, 0)
     open_now = stats(d)["shm_sessions"]
     assert b.shm and open_now >= 1

@@ -90,6 +90,7 @@ class Client(_Dispatcher):
         self._flags = _wire.FLAG_EXPECT_EVAL if self.eval else 0
         self.shm = _shm.check_mode(shm)
         self.shm_error = None    # why the last session could not be opened
+        self._shm_with_info = False  # set by epoch(): INFO requests ask for sessions too
         self._ids = itertools.count(1)
         self._reqs = {}          # request_id -> _Req, every request not answered or forgotten
         self._jobs = []          # jobs not done, in the order they should be served
@@ -284,6 +285,10 @@ class Client(_Dispatcher):
         if int(start) < 0:
             raise ValueError("cutmixd.Client.epoch: start must be >= 0")
         mode = self.on_reload if on_reload is None else self._check_on_reload(on_reload)
+        now = _now()
+        self._shm_with_info = True  # an INFO sent from now on asks first
+        for p in self._peers:  # sessions first: answered before the INFO below
+            self._shm_ask(p, now)
         self.batches_per_epoch()
         window = self.effective_window()
         return self._epoch(int(epoch), (int(start), stop, int(step)), window, mode)

@@ -276,24 +276,37 @@ class _Dispatcher:
 
     def _shm_prepare(self, p, now):
         """Before a batch request on p: send queued releases, ask for a
-        session once (SHM_OPEN, answered in _on_reply). The session to use
-        for this request, or None."""
+        session once. The session to use for this request, or None."""
         for sess in p.shm_sessions.values():
             sess.flush(p.sock, 0)
-        if p.shm_state == 0 and _shm.eligible(p.endpoint, self.shm):
-            rid = next(self._ids)
-            frame = _wire.encode_request(_wire.SHM_OPEN, rid, self._pipeline_raw,
-                                         batch=min(64, self.window + 2), rank=self.rank,
-                                         world=self.world, flags=self._flags)
-            try:
-                p.sock.send(frame, zmq.NOBLOCK)
-            except zmq.Again:
-                return None
-            req = _Req(rid, None, p, now)
-            req.live = False
-            self._reqs[rid] = req
-            p.shm_state, p.shm_rid = 1, rid
+        self._shm_ask(p, now, 1)
         return p.shm if p.shm_state == 2 else None
+
+    def _shm_ask(self, p, now, also=0):
+        """Send p an SHM_OPEN (answered in _on_reply) unless it was asked
+        already or is not eligible (Client(shm=...)). It counts in p's
+        window like any request the daemon answers, so it is sent only
+        with room for it and `also` more requests."""
+        if p.shm_state == 1:
+            req = self._reqs.get(p.shm_rid)
+            if req is None or not req.live:
+                p.shm_state, p.shm_rid = 0, None  # expired unanswered: ask again
+        if p.shm_state != 0 or not _shm.eligible(p.endpoint, self.shm):
+            return
+        if len(p.live) + 1 + also > self._cap():
+            return  # asked with a later request
+        rid = next(self._ids)
+        frame = _wire.encode_request(_wire.SHM_OPEN, rid, self._pipeline_raw,
+                                     batch=min(64, self.window + 2), rank=self.rank,
+                                     world=self.world, flags=self._flags)
+        try:
+            p.sock.send(frame, zmq.NOBLOCK)
+        except zmq.Again:
+            return  # not connected yet: asked again with its first batch
+        req = _Req(rid, None, p, now)
+        self._reqs[rid] = req
+        p.live[rid] = req  # in the window until answered
+        p.shm_state, p.shm_rid = 1, rid
 
     def _shm_opened(self, p, hdr, frames):
         """The reply to p's SHM_OPEN: the session, or copies from now on."""
@@ -330,11 +343,9 @@ class _Dispatcher:
     def _send_on(self, p, job, type, epoch=0, batch=0, pipeline=None, now=None):
         """Send one request on p; the request id, or None if p cannot take it."""
         now = _now() if now is None else now
-        # The session is asked for with the first INFO or BATCH, so that an
-        # epoch's first batches (sent after its INFO) already use it.
-        sess = self._shm_prepare(p, now) if type in (_wire.BATCH, _wire.INFO) else None
-        if type != _wire.BATCH:
-            sess = None
+        sess = self._shm_prepare(p, now) if type == _wire.BATCH else None
+        if type == _wire.INFO and self._shm_with_info:
+            self._shm_ask(p, now)  # epoch(): the session before its batches
         rid = next(self._ids)
         pl = self._pipeline_raw if pipeline is None else pipeline
         flags = self._flags | (_wire.FLAG_SHM if sess is not None else 0)
