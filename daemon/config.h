@@ -70,6 +70,8 @@ struct server_cfg {
 	bool shm;                 /* shared-memory sessions for local clients */
 	uint64_t shm_max_mb;      /* all sessions together, MiB */
 	uint32_t shm_slots;       /* per session; 0 = max_client_window + 2 */
+	uint32_t tcp_sndbuf_kb;   /* SO_SNDBUF of tcp connections, KiB; 0 = OS
+				   * default (kernel autotuning) */
 };
 
 struct dataset_cfg {

@@ -108,6 +108,8 @@ const struct option config_options[] = {
 	UINT(SEC_SERVER, "shm_max_mb", OT_U64, 1, 1ull << 20, "4096", NULL,
 	     S_(shm_max_mb), 0),
 	UINT(SEC_SERVER, "shm_slots", OT_U32, 0, 64, "0", NULL, S_(shm_slots), 0),
+	UINT(SEC_SERVER, "tcp_sndbuf_kb", OT_U32, 0, 1u << 20, "0", NULL,
+	     S_(tcp_sndbuf_kb), 0),
 
 	/* [security]: both or neither (check_all); not F_DIGEST */
 	TEXT(SEC_SECURITY, "curve_secret_key_file", OT_PATH, NULL,

@@ -133,3 +133,31 @@ int preflight_bind(void *router, const char *ep, bool authenticated, int *lock_f
 			    ep);
 	return 0;
 }
+
+/* An explicit size turns autotuning off for the socket, and the kernel
+ * silently caps it at net.core.wmem_max (then doubles it): a size above
+ * the cap is not what the operator asked for, so say so. */
+int preflight_sndbuf(void *router, unsigned kb, char *err, size_t errlen)
+{
+	int v = (int)kb * 1024;
+	long max = -1;
+	FILE *f;
+
+	if (!kb)
+		return 0;
+	if (zmq_setsockopt(router, ZMQ_SNDBUF, &v, sizeof(v))) {
+		snprintf(err, errlen, "zmq ZMQ_SNDBUF %d: %s", v, zmq_strerror(errno));
+		return -1;
+	}
+	f = fopen("/proc/sys/net/core/wmem_max", "r");
+	if (f && fscanf(f, "%ld", &max) != 1)
+		max = -1;
+	if (f)
+		fclose(f);
+	if (max >= 0 && v > max)
+		log_warning("server: tcp_sndbuf_kb %u is above net.core.wmem_max (%ld bytes): "
+			    "the kernel caps each connection's send buffer at that", kb, max);
+	else
+		log_info("server: tcp send buffer %d bytes per connection", v);
+	return 0;
+}

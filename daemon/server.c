@@ -610,6 +610,9 @@ static int router_open(server_t *s, char *err, size_t errlen)
 	zmq_setsockopt(s->router, ZMQ_SNDHWM, &v, sizeof(v));
 	v = 500; /* at exit, half a second to deliver what is queued */
 	zmq_setsockopt(s->router, ZMQ_LINGER, &v, sizeof(v));
+	if (preflight_sndbuf(s->router, engine_config(s->eng)->server.tcp_sndbuf_kb,
+			     err, errlen))
+		return -1;
 
 	return 0;
 }
