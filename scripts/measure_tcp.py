@@ -17,8 +17,9 @@ How:
   each batch once (warm-up), then answers from memory, so what is measured
   is the transport (ZeroMQ + TCP + client), not JPEG decoding.
 - Per setting a fresh client process (cutmixd.Client; the RCVBUF is set as a
-  default socket option of the zmq.Context handed to it) streams epoch 0
-  for --seconds after one warm-up epoch; its own CPU time and the daemon's
+  default socket option of the zmq.Context handed to it) fetches the last
+  2 x window batches of epoch 0 (warm-up, nothing left in flight), then
+  streams whole epochs for --seconds; its own CPU time and the daemon's
   (utime+stime of /proc/PID/stat, all threads) over that interval give ms
   per image; `ss -tmi` at the end gives the kernel's real buffer sizes
   (skmem rb of the client's socket, tb of the daemon's).
@@ -26,16 +27,19 @@ How:
   window 4, the largest batch), in --rounds interleaved rounds (each round
   runs every setting once, in a shuffled order); the table shows img/s
   median and best, CPU ms/img minimum and median.
-- Paths: `lo` (127.0.0.1), or `veth-DELAY-RATE` (e.g. veth-10ms-1gbit): two
-  new namespaces joined by a veth pair, the daemon in one, the client in
-  the other, netem delay DELAY and rate RATE on the daemon's side (the data
-  direction; the round trip is DELAY plus microseconds). The namespaces
+- Paths: `lo` (127.0.0.1); `wire-DELAY-RATE` (e.g. wire-10ms-1gbit): two
+  new namespaces, the daemon in one, the client in the other, joined by a
+  userspace delay line (two TUN devices, MTU 65000; each direction a FIFO
+  at RATE with DELAY/2 of flight, so the round trip is DELAY; --queue-ms of
+  backlog before a drop), for kernels without sch_netem; `veth-DELAY-RATE`:
+  the same over a veth pair with netem delay DELAY and rate RATE on the
+  daemon's side (the data direction). The namespaces
   are removed at the end, also on error or Ctrl-C. net.core.rmem_max /
   wmem_max and net.ipv4.tcp_rmem / tcp_wmem are read on the host and in
   the namespaces (they cap SO_RCVBUF / SO_SNDBUF) and printed; --ns-sysctl
   sets values only inside the namespaces this script creates.
 
-Needs root for the veth paths (`ip netns add`); `lo` needs nothing.
+Needs root for the wire and veth paths (`ip netns add`); `lo` needs nothing.
 Internal mode: --client-worker JSON.
 """
 
@@ -137,10 +141,13 @@ def client_worker(spec):
         if spec["warm"] == "epoch":
             for _ in c.epoch(0):
                 pass
-        else:  # a few batches: the connection's congestion window and buffers grow
-            for k, _ in enumerate(c.epoch(0)):
-                if k >= 2 * spec["window"]:
-                    break
+        else:
+            # the last 2 x window batches of the epoch: the connection's window
+            # and buffers grow, and no request is left in flight (an abandoned
+            # epoch's replies would still cross the link while measuring)
+            n = c.batches_per_epoch()
+            for _ in c.epoch(0, start=max(0, n - 2 * spec["window"])):
+                pass
         print("start", flush=True)
         me = os.getpid()
         cpu0, t0 = cpu_seconds(me), time.monotonic()
@@ -367,8 +374,17 @@ def make_path(name, uid, ns_sysctl, queue_ms):
 # -- daemons -----------------------------------------------------------------------------
 
 def make_dataset(work, a):
-    if a.root:
-        return Path(a.root).resolve()
+    if a.root:  # the batch caches are sized by --images: the folder's JPEG count
+        root = Path(a.root).resolve()
+        jpegs = [p for p in root.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg")]
+        a.images = len(jpegs)
+        if any(p.parent == root for p in jpegs):
+            # a flat folder (the ImageNet sample: WNID_name.JPEG): a manifest, class = WNID
+            a.manifest = Path(work) / "root.tsv"
+            a.manifest.write_text("".join("%s\t%s\n" % (p.relative_to(root),
+                                                         p.name.split("_", 1)[0])
+                                          for p in sorted(jpegs)))
+        return root
     import gen_dataset
     data = Path(work) / "data"
     src = Path(work) / "src"
@@ -388,7 +404,10 @@ def write_config(path, data, addr, port, sndbuf, batches, a):
             "log_level = notice"]
     if sndbuf >= 0:
         text.append("tcp_sndbuf_kb = %d" % max(1, sndbuf // 1024))
-    text += ["", "[dataset]", "root = %s" % data, ""]
+    text += ["", "[dataset]", "root = %s" % data]
+    if getattr(a, "manifest", None):
+        text.append("manifest = %s" % a.manifest)
+    text.append("")
     for b in batches:
         text += ["[pipeline.b%d]" % b, "batch_size = %d" % b, "size = %d" % a.size,
                  "crop = random_resized", "flip = 0.5", ""]
@@ -581,7 +600,7 @@ def main(argv=None):
     ap.add_argument("--images", type=int, default=1024,
                     help="images per epoch of the generated dataset")
     ap.add_argument("--root", help="a folder of class folders of JPEGs instead of generated "
-                    "data (the first --images are not selected: the whole folder is an epoch)")
+                    "data (the whole folder is an epoch; --images is then its JPEG count)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
     ap.add_argument("--seconds", type=float, default=2.0, help="measured seconds per setting")
     ap.add_argument("--timeout", type=float, default=120.0, help="limit of each wait (s)")
