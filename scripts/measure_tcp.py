@@ -136,7 +136,7 @@ def client_worker(spec):
     if spec["rcvbuf"] >= 0:
         ctx.setsockopt(zmq.RCVBUF, spec["rcvbuf"])  # default for the client's DEALER
     c = cutmixd.Client(spec["endpoint"], pipeline=spec["pipeline"], window=spec["window"],
-                       timeout=spec["timeout"], context=ctx)
+                       timeout=spec["timeout"], context=ctx, shm=False)  # TCP, not shm
     try:
         if spec["warm"] == "epoch":
             for _ in c.epoch(0):
@@ -402,6 +402,7 @@ def write_config(path, data, addr, port, sndbuf, batches, a):
     text = ["[server]", "endpoint = tcp://%s:%d" % (addr, port), "workers = 2",
             "batch_cache_mb = %d" % int(epoch_mb * 1.5 + 64), "max_client_window = 16",
             "log_level = notice"]
+    text.append("shm = off")  # TCP is measured: no shared memory with a local client
     if sndbuf >= 0:
         text.append("tcp_sndbuf_kb = %d" % max(1, sndbuf // 1024))
     text += ["", "[dataset]", "root = %s" % data]
