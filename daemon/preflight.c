@@ -146,8 +146,10 @@ int preflight_sndbuf(void *router, unsigned kb, char *err, size_t errlen)
 	if (!kb)
 		return 0;
 	if (zmq_setsockopt(router, ZMQ_SNDBUF, &v, sizeof(v))) {
-		snprintf(err, errlen, "zmq ZMQ_SNDBUF %d: %s", v, zmq_strerror(errno));
-		return -1;
+		int e = errno;
+
+		snprintf(err, errlen, "zmq ZMQ_SNDBUF %d: %s", v, zmq_strerror(e));
+		return -e;
 	}
 	f = fopen("/proc/sys/net/core/wmem_max", "r");
 	if (f && fscanf(f, "%ld", &max) != 1)

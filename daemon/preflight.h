@@ -33,8 +33,8 @@ int preflight_bind(void *router, const char *ep, bool authenticated, int *lock_f
 /*
  * [server] tcp_sndbuf_kb: ZMQ_SNDBUF of the (not yet bound) ROUTER, which
  * libzmq applies to every accepted connection; 0 leaves the kernel's
- * autotuning. Warns when net.core.wmem_max will cap it. 0, or -1 with a
- * message.
+ * autotuning. Warns when net.core.wmem_max will cap it. 0, or -errno
+ * with a message.
  */
 int preflight_sndbuf(void *router, unsigned kb, char *err, size_t errlen);
 
