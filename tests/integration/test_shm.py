@@ -1,9 +1,12 @@
 """Shared-memory transport (issue 13): batches written into a sealed memfd
-that the local client maps read-only (proto/PROTOCOL.md, "Shared memory").
+that the local client maps copy-on-write (proto/PROTOCOL.md, "Shared
+memory").
 
 Against the real daemon: shm batches equal copied ones byte for byte,
 slots are reused once released and a client holding every batch falls
-back to copies; hostile releases and side-socket connections are refused
+back to copies; the arrays are writable (numpy, torch in place), the
+writes stay private and never show in a later batch of the slot (exact
+pagemap path and whole-slot fallback); hostile releases and side-socket connections are refused
 while the daemon keeps serving; the memfd cannot be shrunk or mapped
 writable; a killed client's session expires; CURVE and shm = off."""
 
@@ -98,15 +101,105 @@ def test_shm_batches_equal_copied_ones(d, pipeline):
     assert stats(d)["shm_batches"] - before == len(shared)
 
 
-def test_shm_arrays_are_read_only_views(d):
+def test_shm_arrays_are_writable_and_private(d):
+    """In-place writes work as on the copy path, and the daemon never sees
+    them: the same batch asked again (a copy) is the original."""
+    ref = epoch_of(d, "train", 1, shm=False)[0][0]
     with d.client("train", window=2) as c:
         open_session(c)
-        b = c.batch(0, 1)
-        assert b.shm and not b.images.flags.writeable and not b.images.flags.owndata
-        with pytest.raises(ValueError):
-            b.images[0, 0, 0, 0] = 1
+        b = c.batch(1, 0)
+        assert b.shm and b.images.flags.writeable and not b.images.flags.owndata
+        assert content(b) == ref
+        b.images[...] = 255 - b.images
+        b.labels *= 2
+        b.meta["index"] = 7
+        assert int(b.images[0, 0, 0, 0]) == 255 - ref[0][0]
+        assert (b.meta["index"] == 7).all()
+        again = c.batch(1, 0)
+        assert again.shm and content(again) == ref
+    assert epoch_of(d, "train", 1, shm=False)[0][0] == ref
 
 
+def test_torch_in_place_on_shm_tensors(d):
+    torch = pytest.importorskip("torch")
+    from cutmixd.torch import to_torch
+    with d.client("f32", shm=False, eval=True) as c:
+        want = c.batch(2, 0).images.copy()
+    mean = torch.tensor([0.1, 0.2, 0.3]).view(1, 3, 1, 1)
+    std = torch.tensor([2.0, 4.0, 8.0]).view(1, 3, 1, 1)
+    with d.client("f32", window=2, eval=True) as c:
+        open_session(c)
+        b = c.batch(2, 0)
+        assert b.shm
+        x, y, _ = to_torch(b)
+        assert x.data_ptr() == b.images.ctypes.data  # still zero-copy
+        x.sub_(mean).div_(std)
+        y.mul_(0.5)
+        expect = (torch.from_numpy(want) - mean) / std
+        assert torch.allclose(x, expect) and torch.allclose(torch.from_numpy(b.images), expect)
+    with d.client("train", window=2) as c:
+        open_session(c)
+        x, _, _ = to_torch(c.batch(2, 0))
+        x.add_(1)  # uint8, wraps
+        x.clamp_(max=200)
+        assert int(x.max()) <= 200
+
+
+def scribble(b, how):
+    """Write into a batch's arrays: every byte, or a few bytes of images
+    and labels (a few pages). The page numbers (from the slot's start)
+    written to."""
+    base = b._frames[1].base.ctypes.data
+    spans = []  # (first byte, last byte) written, as addresses
+    if how == "all":
+        for part in (b.images, b.labels, b.meta):
+            part.view(np.uint8).reshape(-1)[...] = 0xA5
+            spans.append((part.ctypes.data, part.ctypes.data + part.nbytes - 1))
+    else:
+        for part in (b.images, b.labels):
+            flat = part.view(np.uint8).reshape(-1)
+            for i in sorted({0, len(flat) // 2 + 1, len(flat) - 1}):
+                flat[i] ^= 0xFF
+                spans.append((flat.ctypes.data + i, flat.ctypes.data + i))
+    return sorted({p for lo, hi in spans
+                   for p in range((lo - base) // _shm.PAGE, (hi - base) // _shm.PAGE + 1)})
+
+
+def pagemap_readable():
+    try:
+        _shm.private_runs(np.zeros(1).ctypes.data, 1)
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("path", ["exact", "whole_slot"])
+@pytest.mark.parametrize("how", ["all", "few"])
+@pytest.mark.parametrize("pipeline", ["train", "f32"])
+def test_written_slots_serve_later_batches_intact(d, monkeypatch, pipeline, how, path):
+    """Batches written into and released: the later batches the daemon puts
+    in those slots read exactly as copies do (no private page left over)."""
+    if path == "whole_slot":
+        monkeypatch.setattr(_shm, "FORCE_WHOLE_SLOT", True)
+    ev = pipeline == "f32"
+    copied = [c for e in (4, 5) for c, _ in epoch_of(d, pipeline, e, shm=False, eval=ev)]
+    got, slots = [], []
+    with d.client(pipeline, window=2, eval=ev) as c:
+        for e in (4, 5):
+            for b in c.epoch(e):
+                assert b.shm, "epoch %d batch %d was copied" % (e, b.index)
+                got.append(content(b))
+                ref = b._frames[1]
+                sess = ref.session
+                slots.append((ref.base.ctypes.data - sess._addr) // sess.slot_size)
+                pages = scribble(b, how)
+                if path == "exact" and pagemap_readable():
+                    assert sess.exact
+                    runs = _shm.private_runs(ref.base.ctypes.data, sess.slot_size // _shm.PAGE)
+                    assert [p for a, n in runs for p in range(a, a + n)] == pages
+                del b, ref
+    assert len(slots) > 2 * SERVER["shm_slots"] and len(set(slots)) > 1, slots
+    assert got == copied
 def test_metrics_show_shm(d):
     import urllib.request
     with d.client("train", window=2) as c:
@@ -248,6 +341,12 @@ def test_side_socket_refuses_bad_tokens_and_memfd_is_sealed(d):
             with pytest.raises(PermissionError):
                 fcntl.fcntl(fd, F_ADD_SEALS, 0x8)
             mmap.mmap(fd, slot_size, mmap.MAP_SHARED, mmap.PROT_READ).close()
+            # a private writable map is allowed (the client's): copy on write
+            m = mmap.mmap(fd, slot_size, mmap.MAP_PRIVATE, mmap.PROT_READ | mmap.PROT_WRITE)
+            was = os.pread(fd, 1, 0)
+            m[0] = was[0] ^ 0xFF
+            assert m[0] != was[0] and os.pread(fd, 1, 0) == was
+            m.close()
         finally:
             os.close(fd)
         c = side(name)  # a token is good once

@@ -21,8 +21,10 @@ class Batch:
                 (the header's request_id, bytes 16..23, differs between runs);
                 through shared memory, the header without its SHM flag (so
                 it equals a copied reply's) and the three parts
-    shm         True when the arrays are read-only views on a shared-memory
-                slot (released to the daemon once no view is left)
+    shm         True when the arrays are views on a shared-memory slot
+                (released to the daemon once no view is left); writable as
+                on the copy path, the writes stay in this process and are
+                discarded with the batch
     digest      config digest (hex) of the daemon that made it
     endpoint    the daemon that served it
     """

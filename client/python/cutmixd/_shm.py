@@ -1,6 +1,6 @@
 """Shared-memory sessions with a local daemon (proto/PROTOCOL.md, "Shared
 memory"): the daemon writes a batch into a slot of a memfd this process
-maps read-only, and the reply carries only where it is.
+maps, and the reply carries only where it is.
 
 A Batch's arrays are numpy views on one slot. The slot goes back to the
 daemon (SHM_RELEASE) once nothing references that memory any more: a
@@ -8,7 +8,18 @@ daemon (SHM_RELEASE) once nothing references that memory any more: a
 ``torch.from_numpy`` tensor of a view, keeps alive) queues the release on a
 thread-safe deque, and the client sends what is queued at its next request,
 poll or close. So a batch kept by user code is never overwritten: the
-daemon only writes released slots and copies when none is free."""
+daemon only writes released slots and copies when none is free.
+
+The arrays are writable, as on the copy path (torch.from_numpy tensors get
+modified in place by trainers). The memfd is sealed against shared writable
+maps (F_SEAL_FUTURE_WRITE), so it is mapped MAP_PRIVATE read-write: a page
+nobody wrote maps the daemon's page (its next batch in that slot shows
+through), a page the user writes becomes a private copy, which would hide
+the daemon's next batch in that slot. So when a slot is released, its
+private copies are dropped first (MADV_DONTNEED): the pages
+/proc/self/pagemap shows as anonymous, or the whole slot where pagemap
+cannot be trusted. The user's writes stay in this process and go when the
+batch does; the daemon never sees them."""
 
 import collections
 import ipaddress
@@ -28,6 +39,38 @@ from ._errors import ProtocolError
 
 HANDSHAKE_TIMEOUT = 2.0  # seconds for the side-socket exchange
 SLOT_CLOSE = 0xFFFFFFFF  # SHM_RELEASE of this slot ends the session
+PAGE = mmap.PAGESIZE
+# /proc/PID/pagemap entry bits (Documentation/admin-guide/mm/pagemap.rst);
+# the flags are readable unprivileged (only the PFNs read as 0)
+PM_PRESENT, PM_SWAPPED, PM_FILE = (np.uint64(1 << b) for b in (63, 62, 61))
+MAX_RUNS = 64  # more private runs than this: one madvise over their span
+# Test hook: True makes every release drop the whole slot, as where
+# /proc/self/pagemap cannot be read (tests/integration/test_shm.py).
+FORCE_WHOLE_SLOT = False
+
+
+def private_runs(addr, npages):
+    """[(first page, count)] of the pages at addr holding private copies
+    (copied on write, present or swapped out: anonymous, not the file's
+    page cache page), from /proc/self/pagemap (opened per call: after a
+    fork, "self" is the child). OSError where it cannot be read."""
+    if FORCE_WHOLE_SLOT:
+        raise OSError("cutmixd._shm.FORCE_WHOLE_SLOT is set")
+    fd = os.open("/proc/self/pagemap", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        raw = os.pread(fd, 8 * npages, addr // PAGE * 8)
+    finally:
+        os.close(fd)
+    if len(raw) != 8 * npages:
+        raise OSError("short read of /proc/self/pagemap")
+    e = np.frombuffer(raw, dtype="<u8")
+    idx = np.flatnonzero(((e & (PM_PRESENT | PM_SWAPPED)) != 0) & ((e & PM_FILE) == 0))
+    if not len(idx):
+        return []
+    cut = np.flatnonzero(np.diff(idx) != 1)
+    starts = idx[np.concatenate(([0], cut + 1))]
+    ends = idx[np.concatenate((cut, [len(idx) - 1]))] + 1
+    return [(int(a), int(b - a)) for a, b in zip(starts, ends)]
 
 
 def eligible(endpoint, mode):
@@ -92,7 +135,7 @@ class SlotRef:
 
 
 class Session:
-    """One session: the read-only mapping and the releases to send."""
+    """One session: the private mapping and the releases to send."""
 
     def __init__(self, body, endpoint):
         if len(body) != _wire.SHM_OPEN_BODY.size:
@@ -102,6 +145,9 @@ class Session:
         if not name.startswith(b"@") or len(name) < 2 or not 1 <= slots <= 64 \
                 or not 0 < slot_size < 1 << 40:
             raise ProtocolError("cutmixd %s: bad shm open reply" % endpoint)
+        if slot_size % PAGE:  # a page shared by two slots could not be dropped
+            raise ProtocolError("cutmixd %s: shm slots of %d bytes are not whole %d-byte "
+                                "pages here" % (endpoint, slot_size, PAGE))
         self.id, self.slots, self.slot_size = sid, slots, slot_size
         self.endpoint = endpoint
         fd = self._handshake(b"\0" + name[1:], token)
@@ -110,15 +156,38 @@ class Session:
             if size != slots * slot_size:
                 raise ProtocolError("cutmixd %s: shm file of %d bytes, expected %d"
                                     % (endpoint, size, slots * slot_size))
-            self._map = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
+            self._map = mmap.mmap(fd, size, mmap.MAP_PRIVATE,
+                                  mmap.PROT_READ | mmap.PROT_WRITE)
         finally:
             os.close(fd)
+        probe = np.frombuffer(self._map, dtype=np.uint8, count=1)
+        self._addr = probe.ctypes.data
+        del probe
+        self.exact = self._pagemap_works()
         self.releases = collections.deque()  # (slot, generation), any thread appends
         # re-entrant: a finalizer may run in a garbage collection that
         # starts while this thread holds it
         self._lock = threading.RLock()
         self.live = 0       # slots with views alive
         self.batches = 0    # batches received through this session
+
+    def _pagemap_works(self):
+        """Whether pagemap tells this mapping's private copies apart here
+        (a kernel or sandbox could answer zeros): page 0 read, then
+        written, must read back as the file's page, then as a private
+        one. No view exists yet; the copy is dropped again."""
+        a = np.frombuffer(self._map, dtype=np.uint8, count=1)
+        try:
+            v = int(a[0])
+            seen = private_runs(self._addr, 1)
+            a[0] = v
+            seen = (seen, private_runs(self._addr, 1))
+            self._map.madvise(mmap.MADV_DONTNEED, 0, PAGE)
+            return seen == ([], [(0, 1)]) and private_runs(self._addr, 1) == []
+        except OSError:
+            return False
+        finally:
+            del a
 
     def _handshake(self, addr, token):
         """Connect to the daemon's side socket, prove the token; the memfd."""
@@ -159,9 +228,37 @@ class Session:
         return SlotRef(self, base, parts[0::2], parts[1::2])
 
     def _release(self, slot, gen):
+        """The finalizer of a slot's base array: no view of it is left.
+        Its private copies are dropped BEFORE the release is queued (so
+        before the daemon can hear of it and write its next batch there):
+        the next batch's views then read the daemon's pages, and no
+        stale private page can hide them, whichever thread takes it."""
+        dropped = self._drop_private(slot)
         with self._lock:
             self.live -= 1
-        self.releases.append((slot, gen))
+        if dropped:
+            self.releases.append((slot, gen))
+
+    def _drop_private(self, slot):
+        """MADV_DONTNEED the slot's pages the user wrote (the whole slot
+        where pagemap cannot tell). False when madvise fails (e.g. mlocked
+        pages): the slot is then never released, and the daemon copies
+        rather than write a batch this process could not see."""
+        start, n = slot * self.slot_size, self.slot_size // PAGE
+        try:
+            runs = private_runs(self._addr + start, n) if self.exact else None
+        except OSError:
+            runs = None
+        if runs is None:
+            runs = [(0, n)]
+        elif len(runs) > MAX_RUNS:
+            runs = [(runs[0][0], runs[-1][0] + runs[-1][1] - runs[0][0])]
+        try:
+            for first, count in runs:
+                self._map.madvise(mmap.MADV_DONTNEED, start + first * PAGE, count * PAGE)
+        except (OSError, ValueError):
+            return False
+        return True
 
     def close(self, sock):
         """Tell the daemon the session is over (slot 0xffffffff): it unmaps
