@@ -4,6 +4,7 @@ client receive cost).
 
     scripts/measure_client_cpu.py [--endpoint E | --root DIR] [--seconds 20]
                                   [--batch-size 128] [--size 224] [--touch]
+                                  [--write]
 
 Starts bin/cutmixd on DIR (default: a generated photo-like dataset under a
 temp folder; or streams from an already running --endpoint), receives
@@ -14,7 +15,10 @@ the received rate in thousands of images per second: "% of one core per
 the labels (what scripts/bench.py's client does), so the figure includes
 a minimal trainer's reading of the data; without it the figure is the
 receive path alone (the frames are never copied: images, labels and meta
-are numpy views on the ZeroMQ frames). --profile prints the top functions
+are numpy views on the ZeroMQ frames). --write also adds 1 in place to that
+same 1/16 sample (a trainer normalising in place; through shared memory
+those pages are copied on write and dropped again when the batch is
+released). --profile prints the top functions
 of the receive loop (cProfile).
 """
 
@@ -95,6 +99,8 @@ def receive(ep, a, pid=None):
             if a.touch:
                 check += int(b.images[:, ::4, ::4, :].sum(dtype=np.uint64))
                 check += int(b.labels.sum(dtype=np.float64))
+            if a.write:
+                b.images[:, ::4, ::4, :] += 1
             images += len(b)
             batches += 1
             if time.monotonic() - t0 >= a.seconds:
@@ -111,7 +117,7 @@ def receive(ep, a, pid=None):
             "minor_faults_per_batch": round((f1 - f0) / max(batches, 1)),
             "daemon_cpu_ms_per_image": round(1000 * (d1 - d0) / max(images, 1), 4),
             "shm": a.shm, "cache_mb": a.cache_mb,
-            "touch": a.touch, "reuse": a.reuse, "batch_size": a.batch_size, "size": a.size}
+            "touch": a.touch, "write": a.write, "reuse": a.reuse, "batch_size": a.batch_size, "size": a.size}
 
 
 def main(argv=None):
@@ -126,6 +132,8 @@ def main(argv=None):
     ap.add_argument("--size", type=int, default=224, help="output image size")
     ap.add_argument("--window", type=int, default=8, help="client window")
     ap.add_argument("--touch", action="store_true", help="read 1/16 of every image too")
+    ap.add_argument("--write", action="store_true",
+                    help="add 1 in place to 1/16 of every image too")
     ap.add_argument("--mallopt", default="", help="comma list of M_NAME=value for glibc's "
                     "mallopt() in this process before streaming (M_MMAP_THRESHOLD=-3, "
                     "M_TRIM_THRESHOLD=-1, M_ARENA_MAX=-8)")

@@ -5,9 +5,10 @@ memory").
 Against the real daemon: shm batches equal copied ones byte for byte,
 slots are reused once released and a client holding every batch falls
 back to copies; the arrays are writable (numpy, torch in place), the
-writes stay private and never show in a later batch of the slot (exact
-pagemap path and whole-slot fallback); hostile releases and side-socket connections are refused
-while the daemon keeps serving; the memfd cannot be shrunk or mapped
+writes stay private and never show in a later batch of the slot (pagemap
+through PAGEMAP_SCAN or its entries, and the whole-slot fallback);
+hostile releases and side-socket connections are refused while the
+daemon keeps serving; the memfd cannot be shrunk or mapped shared
 writable; a killed client's session expires; CURVE and shm = off."""
 
 import fcntl
@@ -166,21 +167,27 @@ def scribble(b, how):
 
 
 def pagemap_readable():
+    page = mmap.mmap(-1, _shm.PAGE)  # an aligned address, as slots have
     try:
-        _shm.private_runs(np.zeros(1).ctypes.data, 1)
+        _shm.private_runs(np.frombuffer(page, dtype=np.uint8).ctypes.data, 1)
         return True
     except OSError:
         return False
 
 
-@pytest.mark.parametrize("path", ["exact", "whole_slot"])
+@pytest.mark.parametrize("path", ["scan", "entries", "whole_slot"])
 @pytest.mark.parametrize("how", ["all", "few"])
 @pytest.mark.parametrize("pipeline", ["train", "f32"])
 def test_written_slots_serve_later_batches_intact(d, monkeypatch, pipeline, how, path):
     """Batches written into and released: the later batches the daemon puts
     in those slots read exactly as copies do (no private page left over)."""
+    monkeypatch.setattr(_shm, "USE_SCAN", _shm.USE_SCAN)  # restored after
     if path == "whole_slot":
         monkeypatch.setattr(_shm, "FORCE_WHOLE_SLOT", True)
+    elif path == "entries":  # pagemap's entries read, not PAGEMAP_SCAN
+        monkeypatch.setattr(_shm, "USE_SCAN", False)
+    elif not _shm.USE_SCAN:
+        pytest.skip("no PAGEMAP_SCAN on this kernel (Linux >= 6.7)")
     ev = pipeline == "f32"
     copied = [c for e in (4, 5) for c, _ in epoch_of(d, pipeline, e, shm=False, eval=ev)]
     got, slots = [], []
@@ -193,7 +200,7 @@ def test_written_slots_serve_later_batches_intact(d, monkeypatch, pipeline, how,
                 sess = ref.session
                 slots.append((ref.base.ctypes.data - sess._addr) // sess.slot_size)
                 pages = scribble(b, how)
-                if path == "exact" and pagemap_readable():
+                if path != "whole_slot" and pagemap_readable():
                     assert sess.exact
                     runs = _shm.private_runs(ref.base.ctypes.data, sess.slot_size // _shm.PAGE)
                     assert [p for a, n in runs for p in range(a, a + n)] == pages
