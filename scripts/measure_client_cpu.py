@@ -117,7 +117,8 @@ def receive(ep, a, pid=None):
             "minor_faults_per_batch": round((f1 - f0) / max(batches, 1)),
             "daemon_cpu_ms_per_image": round(1000 * (d1 - d0) / max(images, 1), 4),
             "shm": a.shm, "cache_mb": a.cache_mb,
-            "touch": a.touch, "write": a.write, "reuse": a.reuse, "batch_size": a.batch_size, "size": a.size}
+            "touch": a.touch, "write": a.write, "reuse": a.reuse, "batch_size": a.batch_size,
+            "size": a.size}
 
 
 def main(argv=None):

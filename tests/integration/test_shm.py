@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import zmq
 
 import cutmixd
 from cutmixd import _shm, _wire
