@@ -58,7 +58,8 @@ class Client(_Dispatcher):
                     ipc:// and tcp:// to a loopback address, True for any
                     endpoint (one on another host falls back to copies),
                     False never. Batches that come through it have
-                    read-only arrays (Batch.shm); see docs/PYTHON.md
+                    writable arrays on the slot, copy-on-write
+                    (Batch.shm); see docs/PYTHON.md
     server_key      the daemons' CURVE public key (Z85): enables CURVE
     public_key, secret_key  this client's CURVE keypair (Z85); default: a
                     new one (fine when the daemons do not check client keys)
