@@ -511,3 +511,39 @@ def test_curve_daemon_with_shm(tmp_path, ds_mixed):
         ref = epoch_of(dm, "train", 2, shm=False, **kw)
         got = epoch_of(dm, "train", 2, window=2, **kw)
         assert all(s for _, s in got) and [g for g, _ in got] == [r for r, _ in ref]
+
+
+@pytest.mark.parametrize("scan", [True, False])
+def test_many_scattered_writes_are_all_dropped(monkeypatch, scan):
+    """More private runs than the PAGEMAP_SCAN vector holds or MAX_RUNS
+    allows (every other page written): every one is still dropped. On a
+    memfd of this test's own, mapped as the client maps the daemon's."""
+    monkeypatch.setattr(_shm, "USE_SCAN", scan and _shm.USE_SCAN)
+    n = 4 * _shm.MAX_RUNS
+    fd = os.memfd_create("cutmixd-test", os.MFD_CLOEXEC)
+    try:
+        os.ftruncate(fd, n * _shm.PAGE)
+        daemon = mmap.mmap(fd, n * _shm.PAGE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        mine = mmap.mmap(fd, n * _shm.PAGE, mmap.MAP_PRIVATE, mmap.PROT_READ | mmap.PROT_WRITE)
+    finally:
+        os.close(fd)
+    a = np.frombuffer(mine, dtype=np.uint8)
+    sess = _shm.Session.__new__(_shm.Session)  # the mapping part of a session
+    sess._map, sess.slot_size, sess._addr = mine, n * _shm.PAGE, a.ctypes.data
+    sess.exact = sess._pagemap_works()
+    if pagemap_readable():
+        assert sess.exact
+    daemon[:] = b"\1" * len(daemon)
+    assert int(a.sum()) == len(a)  # every page mapped, the daemon's
+    a[::2 * _shm.PAGE] = 9  # a private copy of every other page
+    if sess.exact:
+        runs = _shm.private_runs(sess._addr, n)
+        assert runs[:_shm.MAX_RUNS] == [(2 * i, 1) for i in range(_shm.MAX_RUNS)]
+        covered = {p for f, c in runs for p in range(f, f + c)}
+        assert covered >= set(range(0, n, 2)), runs[-3:]
+    assert sess._drop_private(0)
+    daemon[:] = b"\2" * len(daemon)  # the daemon's next batch there
+    assert bytes(a) == b"\2" * len(a)
+    assert not sess.exact or _shm.private_runs(sess._addr, n) == []
+    del a
+    daemon.close()
