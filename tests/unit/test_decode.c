@@ -62,20 +62,6 @@ static const struct variant variants[] = {
 #define NVARIANTS (sizeof(variants) / sizeof(variants[0]))
 
 /* splitmix64 */
-static uint64_t rng_next(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9E3779B97F4A7C15ULL);
-
-	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-	z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-	return z ^ (z >> 31);
-}
-
-static int rng_below(uint64_t *s, int n)
-{
-	return (int)(rng_next(s) % (uint64_t)n);
-}
-
 static void make_fixture(const struct jpeg_fixture_spec *s, uint8_t **jpg, size_t *len)
 {
 	int rc = jpeg_fixture_make(s, jpg, len);
@@ -224,9 +210,9 @@ static void test_region_equals_full_decode(void **state)
 
 			/* Random regions, then ones on iMCU and row-group edges. */
 			for (int i = 0; i < 60; i++) {
-				int x0 = rng_below(&seed, w), y0 = rng_below(&seed, h);
-				int x1 = x0 + 1 + rng_below(&seed, w - x0);
-				int y1 = y0 + 1 + rng_below(&seed, h - y0);
+				int x0 = tu_rng_below(&seed, w), y0 = tu_rng_below(&seed, h);
+				int x1 = x0 + 1 + tu_rng_below(&seed, w - x0);
+				int y1 = y0 + 1 + tu_rng_below(&seed, h - y0);
 
 				check_region(d, variants[v].name, jpg, len, full, w, denom,
 					     x0, y0, x1, y1);
@@ -660,22 +646,22 @@ static void test_bit_flips_and_noise(void **state)
 		assert_non_null(bad);
 		for (int iter = 0; iter < 400; iter++) {
 			struct decoded out;
-			int flips = 1 + rng_below(&seed, 4), rc, w, h;
+			int flips = 1 + tu_rng_below(&seed, 4), rc, w, h;
 
 			memcpy(bad, jpg, len);
 			for (int f = 0; f < flips; f++) {
-				size_t pos = (size_t)rng_below(&seed, (int)len);
+				size_t pos = (size_t)tu_rng_below(&seed, (int)len);
 
 				if (iter % 4 == 0)
-					bad[pos] = (uint8_t)rng_next(&seed); /* byte */
+					bad[pos] = (uint8_t)tu_rng_next(&seed); /* byte */
 				else
-					bad[pos] ^= (uint8_t)(1u << rng_below(&seed, 8));
+					bad[pos] ^= (uint8_t)(1u << tu_rng_below(&seed, 8));
 			}
 			rc = decoder_open(d, bad, len, &test_limits, &w, &h);
 			if (rc == 0) {
-				int x0 = rng_below(&seed, w), y0 = rng_below(&seed, h);
+				int x0 = tu_rng_below(&seed, w), y0 = tu_rng_below(&seed, h);
 
-				rc = decoder_read(d, 1 << rng_below(&seed, 4), 0, 0, 1, 1, &out);
+				rc = decoder_read(d, 1 << tu_rng_below(&seed, 4), 0, 0, 1, 1, &out);
 				if (rc == 0 && decoder_open(d, bad, len, &test_limits, &w, &h) == 0)
 					rc = decoder_read(d, 1, x0, y0, w, h, &out);
 			}
@@ -692,10 +678,10 @@ static void test_bit_flips_and_noise(void **state)
 	/* Random bytes, and random bytes behind a valid SOI. */
 	for (int iter = 0; iter < 300; iter++) {
 		uint8_t buf[512];
-		size_t n = 1 + (size_t)rng_below(&seed, (int)sizeof(buf));
+		size_t n = 1 + (size_t)tu_rng_below(&seed, (int)sizeof(buf));
 
 		for (size_t i = 0; i < n; i++)
-			buf[i] = (uint8_t)rng_next(&seed);
+			buf[i] = (uint8_t)tu_rng_next(&seed);
 		if (iter % 2) {
 			buf[0] = 0xFF;
 			buf[1 % n] = 0xD8;
@@ -850,7 +836,7 @@ static void test_scratch_trimmed(void **state)
 	const uint8_t *data;
 	uint8_t *jpg;
 	size_t len, got;
-	char path[128];
+	char path[PATH_MAX + 16];
 	FILE *f;
 	(void)state;
 

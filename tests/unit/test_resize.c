@@ -14,40 +14,27 @@
 #include <cmocka.h>
 
 #include "resize.h"
-
-static uint64_t rng_next(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9E3779B97F4A7C15ULL);
-
-	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-	z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-	return z ^ (z >> 31);
-}
-
-static int rng_below(uint64_t *s, int n)
-{
-	return (int)(rng_next(s) % (uint64_t)n);
-}
+#include "test_util.h"
 
 static double rng_unit(uint64_t *s)
 {
-	return (double)(rng_next(s) >> 11) * 0x1p-53;
+	return (double)(tu_rng_next(s) >> 11) * 0x1p-53;
 }
 
 /* A random box inside w x h: sometimes integral, sometimes the whole. */
 static void random_box(uint64_t *s, int w, int h, double b[4])
 {
-	switch (rng_below(s, 4)) {
+	switch (tu_rng_below(s, 4)) {
 	case 0:
 		b[0] = b[1] = 0;
 		b[2] = w;
 		b[3] = h;
 		break;
 	case 1:
-		b[0] = rng_below(s, w);
-		b[1] = rng_below(s, h);
-		b[2] = b[0] + 1 + rng_below(s, w - (int)b[0]);
-		b[3] = b[1] + 1 + rng_below(s, h - (int)b[1]);
+		b[0] = tu_rng_below(s, w);
+		b[1] = tu_rng_below(s, h);
+		b[2] = b[0] + 1 + tu_rng_below(s, w - (int)b[0]);
+		b[3] = b[1] + 1 + tu_rng_below(s, h - (int)b[1]);
 		break;
 	default:
 		b[0] = rng_unit(s) * (w - 0.01);
@@ -69,10 +56,10 @@ static void test_constant_stays_constant(void **state)
 	assert_non_null(src);
 	assert_non_null(dst);
 	for (int iter = 0; iter < 400; iter++) {
-		int sw = 1 + rng_below(&seed, 300), sh = 1 + rng_below(&seed, 200);
-		int dw = 1 + rng_below(&seed, 400), dh = 1 + rng_below(&seed, 400);
+		int sw = 1 + tu_rng_below(&seed, 300), sh = 1 + tu_rng_below(&seed, 200);
+		int dw = 1 + tu_rng_below(&seed, 400), dh = 1 + tu_rng_below(&seed, 400);
 		enum resize_filter f = (enum resize_filter)(iter & 1);
-		uint8_t rgb[3] = { (uint8_t)rng_next(&seed), (uint8_t)rng_next(&seed),
+		uint8_t rgb[3] = { (uint8_t)tu_rng_next(&seed), (uint8_t)tu_rng_next(&seed),
 				   (uint8_t)(iter % 2 ? 255 : 0) };
 		double b[4];
 
@@ -111,7 +98,7 @@ static void test_identity_is_copy(void **state)
 	assert_non_null(src);
 	assert_non_null(dst);
 	for (size_t i = 0; i < sstride * h; i++)
-		src[i] = (uint8_t)rng_next(&seed);
+		src[i] = (uint8_t)tu_rng_next(&seed);
 	for (int f = 0; f < 2; f++) {
 		memset(dst, 0xAB, dstride * h);
 		assert_int_equal(resize_rgb(r, (enum resize_filter)f, src, w, h, sstride, 0, 0, w,
@@ -242,11 +229,11 @@ static void test_reuse_matches_fresh(void **state)
 	assert_non_null(a);
 	assert_non_null(b);
 	for (int i = 0; i < 120 * 90 * 3; i++)
-		src[i] = (uint8_t)rng_next(&seed);
+		src[i] = (uint8_t)tu_rng_next(&seed);
 	for (int iter = 0; iter < 100; iter++) {
-		int sw = 1 + rng_below(&seed, 120), sh = 1 + rng_below(&seed, 90);
-		int dw = 1 + rng_below(&seed, 200), dh = 1 + rng_below(&seed, 200);
-		enum resize_filter f = (enum resize_filter)rng_below(&seed, 2);
+		int sw = 1 + tu_rng_below(&seed, 120), sh = 1 + tu_rng_below(&seed, 90);
+		int dw = 1 + tu_rng_below(&seed, 200), dh = 1 + tu_rng_below(&seed, 200);
+		enum resize_filter f = (enum resize_filter)tu_rng_below(&seed, 2);
 		resizer_t *fresh = resizer_new();
 		double bx[4];
 
@@ -289,13 +276,13 @@ static void test_simd_matches_scalar(void **state)
 		goto out;
 	}
 	for (size_t i = 0; i < (size_t)maxw * maxh * 3; i++)
-		src[i] = (uint8_t)(rng_next(&seed) >> 56);
+		src[i] = (uint8_t)(tu_rng_next(&seed) >> 56);
 	for (int iter = 0; iter < 600; iter++) {
 		int big = iter % 10 == 0;
-		int sw = big ? 1000 + rng_below(&seed, maxw - 1000) : 1 + rng_below(&seed, 150);
-		int sh = 1 + rng_below(&seed, maxh);
-		int dw = 1 + rng_below(&seed, big ? 5 : 300), dh = 1 + rng_below(&seed, 300);
-		enum resize_filter f = (enum resize_filter)rng_below(&seed, 2);
+		int sw = big ? 1000 + tu_rng_below(&seed, maxw - 1000) : 1 + tu_rng_below(&seed, 150);
+		int sh = 1 + tu_rng_below(&seed, maxh);
+		int dw = 1 + tu_rng_below(&seed, big ? 5 : 300), dh = 1 + tu_rng_below(&seed, 300);
+		enum resize_filter f = (enum resize_filter)tu_rng_below(&seed, 2);
 		double bx[4];
 
 		random_box(&seed, sw, sh, bx);
@@ -346,7 +333,7 @@ static void test_crop_window_of_whole_resize(void **state)
 		assert_non_null(full);
 		assert_non_null(win);
 		for (size_t i = 0; i < (size_t)W * H * 3; i++)
-			src[i] = (uint8_t)rng_below(&seed, 256);
+			src[i] = (uint8_t)tu_rng_below(&seed, 256);
 		for (int f = RESIZE_BILINEAR; f <= RESIZE_BICUBIC; f++) {
 			assert_int_equal(resize_rgb(r, (enum resize_filter)f, src, W, H,
 						    (size_t)W * 3, 0, 0, W, H, full, ow, oh,
@@ -427,12 +414,12 @@ static void test_flip_is_mirror(void **state)
 	assert_non_null(a);
 	assert_non_null(b);
 	for (size_t i = 0; i < (size_t)maxw * maxh * 3; i++)
-		src[i] = (uint8_t)(rng_next(&seed) >> 56);
+		src[i] = (uint8_t)(tu_rng_next(&seed) >> 56);
 	for (int iter = 0; iter < 800; iter++) {
-		int sw = 1 + rng_below(&seed, iter % 9 == 0 ? maxw : 120);
-		int sh = 1 + rng_below(&seed, maxh);
-		int dw = 1 + rng_below(&seed, 260), dh = 1 + rng_below(&seed, 260);
-		enum resize_filter f = (enum resize_filter)rng_below(&seed, 2);
+		int sw = 1 + tu_rng_below(&seed, iter % 9 == 0 ? maxw : 120);
+		int sh = 1 + tu_rng_below(&seed, maxh);
+		int dw = 1 + tu_rng_below(&seed, 260), dh = 1 + tu_rng_below(&seed, 260);
+		enum resize_filter f = (enum resize_filter)tu_rng_below(&seed, 2);
 		double bx[4];
 
 		resizer_set_simd(r, iter % 3 != 0);

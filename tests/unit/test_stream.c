@@ -34,20 +34,6 @@
 
 #define OUT 24 /* small output: the source spans many row groups */
 
-static uint64_t rng_next(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9E3779B97F4A7C15ULL);
-
-	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-	z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-	return z ^ (z >> 31);
-}
-
-static int rng_below(uint64_t *s, int n)
-{
-	return (int)(rng_next(s) % (uint64_t)n);
-}
-
 /* One resample of a region [rx0,rx1) x [ry0,ry1) of the image at 1/denom:
  * center (resize_rgb_crop of a Resize to full) or a box (resize_rgb_ex). */
 struct job {
@@ -61,37 +47,37 @@ struct job {
 /* A random job inside a W x H image (scaled size sw x sh at j->denom). */
 static void random_job(uint64_t *s, int sw, int sh, struct job *j)
 {
-	j->f = rng_below(s, 2) ? RESIZE_BICUBIC : RESIZE_BILINEAR;
-	j->flip = rng_below(s, 2);
-	j->center = j->denom == 1 && rng_below(s, 3) == 0;
+	j->f = tu_rng_below(s, 2) ? RESIZE_BICUBIC : RESIZE_BILINEAR;
+	j->flip = tu_rng_below(s, 2);
+	j->center = j->denom == 1 && tu_rng_below(s, 3) == 0;
 	if (j->center) {
 		/* Resize to about 1.5 OUT (either side), a window of it */
 		j->full_w = sw;
 		j->full_h = sh;
-		j->new_w = OUT + rng_below(s, OUT);
-		j->new_h = OUT + rng_below(s, OUT);
-		j->left = rng_below(s, j->new_w - OUT + 1);
-		j->top = rng_below(s, j->new_h - OUT + 1);
+		j->new_w = OUT + tu_rng_below(s, OUT);
+		j->new_h = OUT + tu_rng_below(s, OUT);
+		j->left = tu_rng_below(s, j->new_w - OUT + 1);
+		j->top = tu_rng_below(s, j->new_h - OUT + 1);
 		j->flip = false;   /* sample.c mirrors the slot afterwards */
 		j->rx0 = 0;
-		j->ry0 = rng_below(s, 2) ? 0 : sh / 8; /* -ERANGE unless wide enough */
+		j->ry0 = tu_rng_below(s, 2) ? 0 : sh / 8; /* -ERANGE unless wide enough */
 		j->rx1 = sw;
 		j->ry1 = sh;
 		return;
 	}
-	j->rx0 = rng_below(s, sw - 1);
-	j->ry0 = rng_below(s, sh - 1);
-	j->rx1 = j->rx0 + 1 + rng_below(s, sw - j->rx0);
-	j->ry1 = j->ry0 + 1 + rng_below(s, sh - j->ry0);
+	j->rx0 = tu_rng_below(s, sw - 1);
+	j->ry0 = tu_rng_below(s, sh - 1);
+	j->rx1 = j->rx0 + 1 + tu_rng_below(s, sw - j->rx0);
+	j->ry1 = j->ry0 + 1 + tu_rng_below(s, sh - j->ry0);
 	int rw = j->rx1 - j->rx0, rh = j->ry1 - j->ry0;
-	j->box[0] = rng_below(s, rw) * 0.37;
-	j->box[1] = rng_below(s, rh) * 0.41;
+	j->box[0] = tu_rng_below(s, rw) * 0.37;
+	j->box[1] = tu_rng_below(s, rh) * 0.41;
 	if (j->box[0] >= rw)
 		j->box[0] = 0;
 	if (j->box[1] >= rh)
 		j->box[1] = 0;
-	j->box[2] = rw - rng_below(s, 2) * 0.3;
-	j->box[3] = rh - rng_below(s, 2) * 0.7;
+	j->box[2] = rw - tu_rng_below(s, 2) * 0.3;
+	j->box[3] = rh - tu_rng_below(s, 2) * 0.7;
 	if (j->box[2] <= j->box[0])
 		j->box[2] = rw;
 	if (j->box[3] <= j->box[1])
@@ -169,7 +155,7 @@ static int compare_jobs(const uint8_t *img, size_t len, uint64_t *s, int rounds,
 	assert_non_null(d);
 	assert_non_null(r);
 	for (int i = 0; i < rounds; i++) {
-		struct job j = { .denom = 1 << rng_below(s, 4) };
+		struct job j = { .denom = 1 << tu_rng_below(s, 4) };
 		struct feed f;
 		int w, h, sw, sh;
 

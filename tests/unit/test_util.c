@@ -115,3 +115,17 @@ void tu_jpeg_folders(int classes, int per_class, int w0, int h0, unsigned seed_s
 		}
 	}
 }
+
+uint64_t tu_rng_next(uint64_t *s)
+{
+	uint64_t z = (*s += 0x9E3779B97F4A7C15ULL);
+
+	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+	z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+	return z ^ (z >> 31);
+}
+
+int tu_rng_below(uint64_t *s, int n)
+{
+	return (int)(tu_rng_next(s) % (uint64_t)n);
+}

@@ -6,6 +6,7 @@
 #ifndef CUTMIXD_TEST_UTIL_H
 #define CUTMIXD_TEST_UTIL_H
 
+#include <stdint.h>
 #include <limits.h>
 #include <stddef.h>
 #include <sys/types.h>
@@ -33,5 +34,10 @@ void tu_write_bytes(const char *path, const void *data, size_t n);
  * image i of class c (w0 + 4i) x (h0 + 2c) pixels, pattern seed
  * c * seed_step + i + 1, so every file differs. */
 void tu_jpeg_folders(int classes, int per_class, int w0, int h0, unsigned seed_step);
+
+/* splitmix64: the tests' own deterministic random cases (not the
+ * daemon's generator). tu_rng_below: uniform-ish in [0, n). */
+uint64_t tu_rng_next(uint64_t *s);
+int tu_rng_below(uint64_t *s, int n);
 
 #endif
