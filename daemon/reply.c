@@ -674,8 +674,6 @@ void shm_publish(server_t *s)
 	atomic_store_explicit(&s->stats->shm_bytes, u.bytes, memory_order_relaxed);
 }
 
-/* [server] shm: the side socket. A failure (no abstract sockets here)
- * only costs the shared-memory path: clients get copies. */
 /* Once a second: side connections past their deadline, idle sessions. */
 void shm_tick(server_t *s, double now)
 {
@@ -686,6 +684,8 @@ void shm_tick(server_t *s, double now)
 	shm_publish(s);
 }
 
+/* [server] shm: the side socket. A failure (no abstract sockets here)
+ * only costs the shared-memory path: clients get copies. */
 void shm_start(server_t *s)
 {
 	const struct server_cfg *sv = &engine_config(s->eng)->server;
