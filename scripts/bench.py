@@ -578,6 +578,7 @@ class Daemon:
             lines += ["%s = %s" % kv for kv in keys.items()]
             lines.append("")
         self.config_text = "\n".join(lines)
+        self.peak_private_kib = self.peak_shmem_kib = 0  # sample_memory()
         with open(self.ini, "w") as f:
             f.write(self.config_text)
         self.proc = None
@@ -617,8 +618,8 @@ class Daemon:
         shmem = proc_status_kib(self.pid, "RssShmem")
         if anon is None or rfile is None or shmem is None:
             return
-        self.peak_private_kib = max(getattr(self, "peak_private_kib", 0), anon + rfile)
-        self.peak_shmem_kib = max(getattr(self, "peak_shmem_kib", 0), shmem)
+        self.peak_private_kib = max(self.peak_private_kib, anon + rfile)
+        self.peak_shmem_kib = max(self.peak_shmem_kib, shmem)
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
@@ -1160,7 +1161,7 @@ def main_bench(a):
         sampler.stop()
         for d in daemons.values():
             d.sample_memory()
-        mem = {w: (getattr(d, "peak_private_kib", None), getattr(d, "peak_shmem_kib", None))
+        mem = {w: (d.peak_private_kib or None, d.peak_shmem_kib)
                for w, d in daemons.items()}
     finally:
         for d in daemons.values():
