@@ -456,3 +456,16 @@ def dealer(endpoint, opts=None, curve=None):
         s.curve_serverkey, s.curve_publickey, s.curve_secretkey = (k.encode() for k in curve)
     s.connect(endpoint)
     return s
+
+
+def proc_status_bytes(pid, key):
+    """A size field of /proc/PID/status ("VmRSS", "VmSize", ...) in bytes."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no %s in /proc/%d/status" % (key, pid))
+
+
+def vm_rss(pid):
+    return proc_status_bytes(pid, "VmRSS")

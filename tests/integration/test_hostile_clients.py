@@ -20,7 +20,7 @@ import cutmixd
 from cutmixd import _wire
 from cutmixd._wire import Status
 import helpers
-from helpers import SANITIZER, module_daemon
+from helpers import SANITIZER, module_daemon, vm_rss
 
 WINDOW = 4
 PIPELINES = {
@@ -55,13 +55,6 @@ def d(tmp_path_factory, ds_square444):
 
 
 # -- helpers -----------------------------------------------------------------------
-
-def vm_rss(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS for pid %d" % pid)
 
 
 def dealer(endpoint, rcvhwm=None, rcvbuf=None):

@@ -34,7 +34,7 @@ from PIL import Image
 
 import cutmixd
 import gen_dataset
-from helpers import SANITIZER, Daemon, Dataset, module_daemon
+from helpers import SANITIZER, Daemon, Dataset, module_daemon, vm_rss
 
 SIZE = 64
 N_CLASSES, PER_CLASS = 3, 6
@@ -358,13 +358,6 @@ def d(tmp_path_factory, corpus):
 
 
 # -- checks ----------------------------------------------------------------------
-
-def vm_rss(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS for pid %d" % pid)
 
 
 def check_slot(ds, img, m, where):

@@ -26,7 +26,7 @@ import pytest
 
 import cutmixd
 import gen_dataset
-from helpers import SANITIZER, Daemon, Dataset
+from helpers import SANITIZER, Daemon, Dataset, proc_status_bytes
 
 MiB = 1024 * 1024
 SMALL = dict(batch_size=4, size=32, crop="center", resize=32, flip=0.0, shuffle=False)
@@ -48,11 +48,7 @@ def frames(b):
 
 
 def vm_size(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmSize:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmSize in /proc/%d/status" % pid)
+    return proc_status_bytes(pid, "VmSize")
 
 
 def lowest_free_fd(pid):

@@ -6,8 +6,6 @@ Bounded in count and time; ipc:// only.
 """
 
 import signal
-import subprocess
-import threading
 import time
 
 import pytest
@@ -16,28 +14,15 @@ import zmq
 from cutmixd import _wire
 from cutmixd._wire import Status
 import gen_dataset
-from helpers import SANITIZER, Daemon, Dataset
+import helpers
+from helpers import SANITIZER, Daemon, Dataset, vm_rss
 
 MiB = 2**20
 
 
-def vm_rss(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS for pid %d" % pid)
-
 
 def dealer(endpoint, rcvhwm=None, rcvbuf=None):
-    s = zmq.Context.instance().socket(zmq.DEALER)
-    s.setsockopt(zmq.LINGER, 0)
-    if rcvhwm is not None:
-        s.setsockopt(zmq.RCVHWM, rcvhwm)
-    if rcvbuf is not None:
-        s.setsockopt(zmq.RCVBUF, rcvbuf)
-    s.connect(endpoint)
-    return s
+    return helpers.dealer(endpoint, {zmq.RCVHWM: rcvhwm, zmq.RCVBUF: rcvbuf})
 
 
 @pytest.fixture(scope="module")

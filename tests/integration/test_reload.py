@@ -20,7 +20,7 @@ import zmq
 
 from cutmixd import _wire
 import gen_dataset
-from helpers import SANITIZER, Daemon
+from helpers import SANITIZER, Daemon, vm_rss
 
 # a manifest whose scan takes about a second or more (less under a
 # sanitizer, which indexes it ~10x slower)
@@ -28,13 +28,6 @@ BIG_LINES = 1_500_000 if SANITIZER is None else 200_000
 PIPE = {"train": dict(batch_size=8, size=32, crop="random_resized", cutmix_alpha=1.0,
                       mixup_alpha=0.2, flip=0.5)}
 
-
-def vm_rss(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS for pid %d" % pid)
 
 
 def wait_log(d, text, timeout=10.0, after=0):
