@@ -180,13 +180,7 @@ class Veth:
         self.d, self.c = prefix + "d", prefix + "c"
         self.created = []
         try:
-            for ns in (self.d, self.c):
-                run(["ip", "netns", "del", ns], check=False)
-                run(["ip", "netns", "add", ns])
-                self.created.append(ns)
-                run(["ip", "-n", ns, "link", "set", "lo", "up"])
-                for kv in ns_sysctl:
-                    run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", kv])
+            self.add_namespaces(ns_sysctl)
             run(["ip", "link", "add", "eth0", "netns", self.d, "type", "veth", "peer", "name",
                  "eth0", "netns", self.c])
             for ns, addr in ((self.d, "10.214.0.1"), (self.c, "10.214.0.2")):
@@ -204,6 +198,17 @@ class Veth:
             self.destroy()
             raise
         self.addr = "10.214.0.1"
+
+    def add_namespaces(self, ns_sysctl):
+        """The two namespaces (any left over from an earlier run first
+        removed), loopback up, the sysctls `ns_sysctl` set in each."""
+        for ns in (self.d, self.c):
+            run(["ip", "netns", "del", ns], check=False)
+            run(["ip", "netns", "add", ns])
+            self.created.append(ns)
+            run(["ip", "-n", ns, "link", "set", "lo", "up"])
+            for kv in ns_sysctl:
+                run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", kv])
 
     def prefix(self, who):
         return ["ip", "netns", "exec", self.d if who == "daemon" else self.c]
@@ -303,13 +308,7 @@ class Wire(Veth):
         self.d, self.c = prefix + "d", prefix + "c"
         self.created, self.proc = [], None
         try:
-            for ns in (self.d, self.c):
-                run(["ip", "netns", "del", ns], check=False)
-                run(["ip", "netns", "add", ns])
-                self.created.append(ns)
-                run(["ip", "-n", ns, "link", "set", "lo", "up"])
-                for kv in ns_sysctl:
-                    run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", kv])
+            self.add_namespaces(ns_sysctl)
             spec = {"peer_ns": self.c, "rate": parse_rate(rate), "delay": parse_delay(delay),
                     "queue": queue_ms / 1000.0}
             self.proc = subprocess.Popen(

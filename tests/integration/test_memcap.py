@@ -18,7 +18,6 @@ that is fixed)."""
 
 import os
 import resource
-import socket
 import threading
 import time
 
@@ -26,7 +25,7 @@ import pytest
 
 import cutmixd
 import gen_dataset
-from helpers import SANITIZER, Daemon, Dataset, proc_status_bytes
+from helpers import SANITIZER, Daemon, Dataset, free_port, proc_status_bytes
 
 MiB = 1024 * 1024
 SMALL = dict(batch_size=4, size=32, crop="center", resize=32, flip=0.0, shuffle=False)
@@ -101,14 +100,6 @@ def test_memory_cap_fails_the_big_batch_with_internal_and_recovers(tmp_path):
         assert d.alive()
     finally:
         d.stop()
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 # On ipc:// a connection arriving while the table is full aborts the daemon
