@@ -16,9 +16,11 @@ namespaces it creates.
 """
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
+import re
 import select
 import signal
 import subprocess
@@ -347,6 +349,44 @@ class Topology:
         for ns in reversed(self._created):
             run("ip", "netns", "del", ns, check=False)
         self._created = []
+
+
+def clean_leftovers(tag):
+    """Namespaces named <tag><pid>... of an earlier run that was killed
+    before its teardown (their process is gone)."""
+    p = run("ip", "netns", "list", check=False)
+    for line in p.stdout.splitlines():
+        m = re.match(r"(%s(\d+)\w*)" % re.escape(tag), line.strip())
+        if m and not os.path.exists("/proc/%s" % m.group(2)):
+            run("ip", "netns", "del", m.group(1), check=False)
+
+
+@contextlib.contextmanager
+def topology(names, tag):
+    """A Topology of `names` with prefix <tag><this pid>, leftovers of a
+    killed run with the same tag removed first; destroyed on exit."""
+    clean_leftovers(tag)
+    topo = Topology(names, prefix="%s%d" % (tag, os.getpid()))
+    try:
+        yield topo
+    finally:
+        topo.destroy()
+
+
+@contextlib.contextmanager
+def daemons_on(topo, base, hosts, port, dataset, pipelines, server=None):
+    """One started NetnsDaemon per host (workdir base/<host>, TCP `port`),
+    as a list in `hosts` order; all stopped on exit."""
+    NetnsDaemon = netns_daemon_class()
+    ds = []
+    try:
+        for h in hosts:
+            ds.append(NetnsDaemon(base / h, topo, h, port, dataset, pipelines,
+                                  server=server, name=h).start())
+        yield ds
+    finally:
+        for d in ds:
+            d.stop(check=False)
 
 
 def netns_daemon_class():

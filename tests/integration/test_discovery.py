@@ -12,7 +12,6 @@ delivery in order and the bytes of a run against one daemon. Needs root;
 skipped with the reason elsewhere.
 """
 
-import os
 import re
 import subprocess
 import tempfile
@@ -23,7 +22,6 @@ import pytest
 import dnsfix
 import netns
 from helpers import BIN, COUNT_BIN, require_binary
-from netns import Topology, netns_daemon_class
 
 WHY_NOT = netns.netns_supported() or dnsfix.dnsmasq_missing()
 pytestmark = pytest.mark.skipif(WHY_NOT is not None,
@@ -39,33 +37,17 @@ LINE = re.compile(r"^batch (\d+): (\d+) images(?: \(last\))? fnv ([0-9a-f]{16}) 
 
 @pytest.fixture(scope="module")
 def net():
-    p = netns.run("ip", "netns", "list", check=False)
-    for line in p.stdout.splitlines():  # leftovers of a killed run
-        m = re.match(r"(cmxd(\d+)\w*)", line.strip())
-        if m and not os.path.exists("/proc/%s" % m.group(2)):
-            netns.run("ip", "netns", "del", m.group(1), check=False)
-    topo = Topology(["dns"] + HOSTS + ["t"], prefix="cmxd%d" % os.getpid())
-    try:
+    with netns.topology(["dns"] + HOSTS + ["t"], "cmxd") as topo:
         yield topo
-    finally:
-        topo.destroy()
 
 
 @pytest.fixture(scope="module")
 def daemons(net, tmp_path_factory, ds_mixed):
     require_binary(BIN)
     require_binary(COUNT_BIN)
-    NetnsDaemon = netns_daemon_class()
-    base = tmp_path_factory.mktemp("disc")
-    ds = []
-    try:
-        for h in HOSTS:
-            ds.append(NetnsDaemon(base / h, net, h, PORT, ds_mixed.config(), PIPELINES,
-                                  server={"workers": 1}, name=h).start())
-        yield {h: d for h, d in zip(HOSTS, ds)}
-    finally:
-        for d in ds:
-            d.stop(check=False)
+    with netns.daemons_on(net, tmp_path_factory.mktemp("disc"), HOSTS, PORT,
+                          ds_mixed.config(), PIPELINES, server={"workers": 1}) as ds:
+        yield dict(zip(HOSTS, ds))
 
 
 @pytest.fixture

@@ -12,14 +12,12 @@ bounded number of requests (from the trainer's per-daemon counters).
 Namespaces and processes are torn down by the fixtures, also on failure.
 """
 
-import os
-import re
 import time
 
 import pytest
 
 import netns
-from netns import Topology, Trainer, check_epoch, netns_daemon_class
+from netns import Trainer, check_epoch, netns_daemon_class
 
 WHY_NOT = netns.netns_supported()
 pytestmark = pytest.mark.skipif(WHY_NOT is not None,
@@ -36,39 +34,17 @@ REF_EPOCHS = 12    # epochs of the reference run (the longest test needs fewer)
 HOSTS = ["d0", "d1", "d2"]
 
 
-def _clean_leftovers():
-    """Namespaces of an earlier run of this file that was killed before its
-    teardown (their process is gone)."""
-    p = netns.run("ip", "netns", "list", check=False)
-    for line in p.stdout.splitlines():
-        m = re.match(r"(cmxn(\d+)\w*)", line.strip())
-        if m and not os.path.exists("/proc/%s" % m.group(2)):
-            netns.run("ip", "netns", "del", m.group(1), check=False)
-
-
 @pytest.fixture(scope="module")
 def net():
-    _clean_leftovers()
-    topo = Topology(HOSTS + ["t"], prefix="cmxn%d" % os.getpid())
-    try:
+    with netns.topology(HOSTS + ["t"], "cmxn") as topo:
         yield topo
-    finally:
-        topo.destroy()
 
 
 @pytest.fixture(scope="module")
 def daemons(net, tmp_path_factory, ds_mixed):
-    NetnsDaemon = netns_daemon_class()
-    base = tmp_path_factory.mktemp("netns")
-    ds = []
-    try:
-        for h in HOSTS:
-            ds.append(NetnsDaemon(base / h, net, h, PORT, ds_mixed.config(), PIPELINES,
-                                  server={"workers": 1}, name=h).start())
+    with netns.daemons_on(net, tmp_path_factory.mktemp("netns"), HOSTS, PORT,
+                          ds_mixed.config(), PIPELINES, server={"workers": 1}) as ds:
         yield ds
-    finally:
-        for d in ds:
-            d.stop(check=False)
 
 
 def trainer(net, endpoints, **kw):

@@ -15,7 +15,6 @@ import pytest
 
 import dnsfix
 import netns
-from netns import Topology, netns_daemon_class
 
 WHY_NOT = netns.netns_supported() or dnsfix.dnsmasq_missing()
 pytestmark = pytest.mark.skipif(WHY_NOT is not None, reason="skipped: %s" % WHY_NOT)
@@ -42,26 +41,15 @@ print(json.dumps({"done": True, "peers": c.peers()}), flush=True)
 
 @pytest.fixture(scope="module")
 def net():
-    topo = Topology(HOSTS + ["t"], prefix="cmxq%d" % os.getpid())
-    try:
+    with netns.topology(HOSTS + ["t"], "cmxq") as topo:
         yield topo
-    finally:
-        topo.destroy()
 
 
 @pytest.fixture(scope="module")
 def daemons(net, tmp_path_factory, ds_mixed):
-    NetnsDaemon = netns_daemon_class()
-    base = tmp_path_factory.mktemp("dnsnet")
-    ds = []
-    try:
-        for h in HOSTS:
-            ds.append(NetnsDaemon(base / h, net, h, PORT, ds_mixed.config(), PIPELINES,
-                                  server={"workers": 1}, name=h).start())
+    with netns.daemons_on(net, tmp_path_factory.mktemp("dnsnet"), HOSTS, PORT,
+                          ds_mixed.config(), PIPELINES, server={"workers": 1}) as ds:
         yield ds
-    finally:
-        for d in ds:
-            d.stop(check=False)
 
 
 @pytest.fixture
