@@ -11,8 +11,6 @@
 #include <errno.h>
 #include <getopt.h>
 #include <malloc.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <dirent.h>
@@ -29,6 +27,7 @@
 #include "log.h"
 #include "pack.h"
 #include "pool.h"
+#include "preflight.h"
 #include "server.h"
 #include "stats.h"
 #include "wire.h"
@@ -433,15 +432,8 @@ static int start(const struct cli *c, struct daemon *d)
 {
 	char err[2048];
 
-	/* Signals are read by the server through a signalfd: block them in
-	 * this thread before any other starts, so every thread inherits it. */
-	sigset_t mask;
-	sigemptyset(&mask);
-	sigaddset(&mask, SIGTERM);
-	sigaddset(&mask, SIGINT);
-	sigaddset(&mask, SIGHUP);
-	pthread_sigmask(SIG_BLOCK, &mask, NULL);
-	signal(SIGPIPE, SIG_IGN);
+	/* Before any other thread starts (preflight.h). */
+	preflight_block_signals();
 
 	/* A batch's images (the uint8 pixels and any float or NCHW copy)
 	 * come from bufpool, its own recycled mmaps. The other large,

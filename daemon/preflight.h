@@ -1,13 +1,23 @@
 /*
- * preflight.h — start-up checks for the serving loop: what libzmq would
- * otherwise meet with an assertion (no thread), or silently (an ipc://
- * path another daemon serves).
+ * preflight.h — start-up steps and checks for the serving loop: the
+ * signal mask, and what libzmq would otherwise meet with an assertion (no
+ * thread), or silently (an ipc:// path another daemon serves).
  */
 #ifndef CUTMIXD_PREFLIGHT_H
 #define CUTMIXD_PREFLIGHT_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
+
+/* The signals the server reads through its signalfd: SIGTERM and SIGINT
+ * stop it, SIGHUP reloads. */
+void preflight_signal_set(sigset_t *mask);
+
+/* Block those in the calling thread and ignore SIGPIPE. Call it before
+ * any other thread starts: threads inherit the mask, so no thread takes
+ * a signal meant for the signalfd. */
+void preflight_block_signals(void);
 
 /* Whether two threads (libzmq's reaper and I/O thread) can run at once.
  * 0, or -errno with a message. */

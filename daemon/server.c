@@ -647,10 +647,7 @@ server_t *server_new(engine_t *eng, pool_t *pool, struct stats *stats,
 	bufpool_bound_by_peak(true);
 
 	s->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	sigemptyset(&mask);
-	sigaddset(&mask, SIGTERM);
-	sigaddset(&mask, SIGINT);
-	sigaddset(&mask, SIGHUP);
+	preflight_signal_set(&mask);
 	s->sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
 	if (s->efd < 0 || s->sfd < 0) {
 		snprintf(err, errlen, "eventfd/signalfd: %s", strerror(errno));

@@ -37,6 +37,7 @@
 #include "jpeg_fixtures.h"
 #include "log.h"
 #include "pool.h"
+#include "preflight.h"
 #include "server.h"
 #include "stats.h"
 #include "test_util.h"
@@ -620,13 +621,7 @@ static void test_endpoint_in_use(void **state)
 int main(void)
 {
 	/* As main.c: the stop and reload signals go to the signalfd only. */
-	sigset_t mask;
-	sigemptyset(&mask);
-	sigaddset(&mask, SIGTERM);
-	sigaddset(&mask, SIGINT);
-	sigaddset(&mask, SIGHUP);
-	pthread_sigmask(SIG_BLOCK, &mask, NULL);
-	signal(SIGPIPE, SIG_IGN);
+	preflight_block_signals();
 
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_info, setup, teardown),
