@@ -859,26 +859,6 @@ static void test_scratch_trimmed(void **state)
 	decoder_destroy(&d);
 }
 
-/*
- * Under valgrind (its preload library is in LD_PRELOAD), run libjpeg-turbo's
- * C code instead of its SIMD code. The SIMD path for 4:4:0 images makes
- * memcheck report the green byte of the last one or two pixels of every
- * row whose width is not a multiple of 4 as uninitialised (it is computed
- * next to lanes that come from libjpeg's unwritten row padding). The bytes
- * do not depend on that padding: the output is identical with
- * --malloc-fill=0x00/0x01/0x55/0x80/0xaa/0xff and with JSIMD_FORCENONE=1,
- * and libjpeg-turbo's maintainers describe such reports as known false
- * positives of memory checkers on its SIMD code (libjpeg-turbo issues #238,
- * #277). Natively the tests run, and check, the SIMD code.
- */
-static void avoid_simd_under_valgrind(void)
-{
-	const char *preload = getenv("LD_PRELOAD");
-
-	if (preload && strstr(preload, "vgpreload"))
-		setenv("JSIMD_FORCENONE", "1", 0);
-}
-
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -901,6 +881,6 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_scratch_trimmed, make_tmpdir, remove_tmpdir),
 	};
 
-	avoid_simd_under_valgrind();
+	tu_avoid_jpeg_simd_under_valgrind();
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

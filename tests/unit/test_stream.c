@@ -367,15 +367,6 @@ static void test_stream_contract(void **state)
 	resizer_destroy(&r);
 }
 
-/* libjpeg-turbo's SIMD under valgrind (see test_decode.c): plain C there. */
-static void avoid_simd_under_valgrind(void)
-{
-	const char *preload = getenv("LD_PRELOAD");
-
-	if (preload && strstr(preload, "vgpreload"))
-		setenv("JSIMD_FORCENONE", "1", 0);
-}
-
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -386,6 +377,6 @@ int main(void)
 		cmocka_unit_test(test_stream_contract),
 	};
 
-	avoid_simd_under_valgrind();
+	tu_avoid_jpeg_simd_under_valgrind();
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

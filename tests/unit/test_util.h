@@ -40,4 +40,8 @@ void tu_jpeg_folders(int classes, int per_class, int w0, int h0, unsigned seed_s
 uint64_t tu_rng_next(uint64_t *s);
 int tu_rng_below(uint64_t *s, int n);
 
+/* Under valgrind, libjpeg-turbo's C code instead of its SIMD code (why:
+ * test_util.c). Call it at the start of main(). */
+void tu_avoid_jpeg_simd_under_valgrind(void);
+
 #endif
