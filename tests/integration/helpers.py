@@ -469,3 +469,12 @@ def proc_status_bytes(pid, key):
 
 def vm_rss(pid):
     return proc_status_bytes(pid, "VmRSS")
+
+
+def lowest_free_fd(pid):
+    """The fd number the process's next open() gets."""
+    used = {int(n) for n in os.listdir("/proc/%d/fd" % pid)}
+    k = 0
+    while k in used:
+        k += 1
+    return k

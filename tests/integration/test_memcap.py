@@ -25,7 +25,7 @@ import pytest
 
 import cutmixd
 import gen_dataset
-from helpers import SANITIZER, Daemon, Dataset, free_port, proc_status_bytes
+from helpers import SANITIZER, Daemon, Dataset, free_port, lowest_free_fd, proc_status_bytes
 
 MiB = 1024 * 1024
 SMALL = dict(batch_size=4, size=32, crop="center", resize=32, flip=0.0, shuffle=False)
@@ -48,14 +48,6 @@ def frames(b):
 
 def vm_size(pid):
     return proc_status_bytes(pid, "VmSize")
-
-
-def lowest_free_fd(pid):
-    used = {int(n) for n in os.listdir("/proc/%d/fd" % pid)}
-    k = 0
-    while k in used:
-        k += 1
-    return k
 
 
 @pytest.mark.skipif(SANITIZER is not None,

@@ -19,7 +19,7 @@ from PIL import Image
 
 import cutmixd
 import gen_dataset
-from helpers import BIN, EX_CONFIG, Daemon, Dataset, require_binary
+from helpers import BIN, EX_CONFIG, Daemon, Dataset, lowest_free_fd, require_binary
 
 PIPE = {"p": dict(batch_size=8, size=64, crop="center", resize=64, flip=0.0, shuffle=False)}
 VICTIM = 2  # dataset index of the file that is changed
@@ -158,14 +158,6 @@ def test_manifest_line_out_of_the_root_is_refused(tmp_path, line):
 
 
 # -- the daemon's own trouble ----------------------------------------------------------------
-
-def lowest_free_fd(pid):
-    used = {int(n) for n in os.listdir("/proc/%d/fd" % pid)}
-    k = 0
-    while k in used:
-        k += 1
-    return k
-
 
 def test_out_of_file_descriptors_is_internal_not_a_bad_file(tmp_path):
     """With RLIMIT_NOFILE at the descriptors already open, every sample's
