@@ -61,6 +61,7 @@ struct conn {
 
 struct shm {
 	int lfd, efd;
+	double accept_paused; /* > 0: lfd out of the epoll set until then */
 	char name[WIRE_SHM_NAME_MAX]; /* "@cutmixd-shm-PID-HEX" */
 	uint64_t max_bytes;
 	uint32_t max_slots;
@@ -326,12 +327,39 @@ static void conn_read(shm_t *sh, struct conn *c, double now)
 	}
 }
 
+/*
+ * accept4 failing for want of fds or memory leaves the connection queued,
+ * so the side socket would stay readable and the serving loop spin: take
+ * it out of the epoll set for a second (the client meanwhile gets
+ * copies, or its handshake times out and it does).
+ */
+static void accept_pause(shm_t *sh, double now)
+{
+	if (errno != EMFILE && errno != ENFILE && errno != ENOBUFS && errno != ENOMEM)
+		return;
+	if (epoll_ctl(sh->efd, EPOLL_CTL_DEL, sh->lfd, NULL) == 0) {
+		sh->accept_paused = now + 1.0;
+		log_warning("shm: side socket accept: %s; paused for 1 s", strerror(errno));
+	}
+}
+
+static void accept_resume(shm_t *sh, double now)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.u32 = 0 };
+
+	if (sh->accept_paused > 0 && now >= sh->accept_paused &&
+	    epoll_ctl(sh->efd, EPOLL_CTL_ADD, sh->lfd, &ev) == 0)
+		sh->accept_paused = 0;
+}
+
 static void conns_accept(shm_t *sh, double now)
 {
 	for (int k = 0; k < 64; k++) {
 		int fd = accept4(sh->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (fd < 0)
+		if (fd < 0) {
+			accept_pause(sh, now);
 			return;
+		}
 		struct conn *c = NULL, *oldest = &sh->conns[0];
 		for (int i = 0; i < SHM_MAX_CONNS && !c; i++) {
 			if (sh->conns[i].fd < 0)
@@ -358,7 +386,10 @@ static void conns_accept(shm_t *sh, double now)
 void shm_handle(shm_t *sh, double now)
 {
 	struct epoll_event ev[SHM_MAX_CONNS + 1];
-	int n = epoll_wait(sh->efd, ev, SHM_MAX_CONNS + 1, 0);
+	int n;
+
+	accept_resume(sh, now);
+	n = epoll_wait(sh->efd, ev, SHM_MAX_CONNS + 1, 0);
 
 	for (int i = 0; i < n; i++) {
 		uint32_t k = ev[i].data.u32;

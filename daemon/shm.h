@@ -51,7 +51,9 @@ int shm_fd(const shm_t *sh);
 int shm_session_open(shm_t *sh, const uint8_t *id, size_t idlen, uint32_t slots,
 		     uint64_t slot_size, double now, struct wire_shm_open *o);
 /* Accept side connections, read their tokens, pass the memfds; close
- * connections past their deadline. Never blocks. */
+ * connections past their deadline. Never blocks. An accept that fails
+ * for want of fds or memory takes the side socket out of shm_fd's set
+ * for a second (it would stay readable: a busy loop). */
 void shm_handle(shm_t *sh, double now);
 
 /* A free slot of at least `bytes` in `session`, when it belongs to peer

@@ -15,7 +15,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <poll.h>
+#include <stdbool.h>
+#include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -39,11 +43,11 @@ static int side_connect(const char *name)
 	return fd;
 }
 
-/* Write `token` on a side connection, let the daemon side work, and read
- * the answer: the memfd, or -1 when the connection was closed without. */
-static int handshake(shm_t *sh, const char *name, const uint8_t *token, uint64_t *sid)
+/* Let the daemon side work at time `now`, then read the answer on side
+ * connection c (closed here): the memfd, or -1 when there is none. */
+static int answer(shm_t *sh, int c, double now, uint64_t *sid)
 {
-	int c = side_connect(name), fd = -1;
+	int fd = -1;
 	uint8_t idb[8];
 	union {
 		char buf[CMSG_SPACE(sizeof(int))];
@@ -53,9 +57,8 @@ static int handshake(shm_t *sh, const char *name, const uint8_t *token, uint64_t
 	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
 			     .msg_control = u.buf, .msg_controllen = sizeof(u.buf) };
 
-	assert_int_equal(write(c, token, WIRE_SHM_TOKEN_SIZE), WIRE_SHM_TOKEN_SIZE);
 	for (int k = 0; k < 4; k++) /* accept, then read */
-		shm_handle(sh, 1.0);
+		shm_handle(sh, now);
 	ssize_t n = recvmsg(c, &mh, MSG_DONTWAIT);
 	if (n == (ssize_t)sizeof(idb)) {
 		struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
@@ -67,6 +70,15 @@ static int handshake(shm_t *sh, const char *name, const uint8_t *token, uint64_t
 	}
 	close(c);
 	return fd;
+}
+
+/* Write `token` on a new side connection and read the answer (above). */
+static int handshake(shm_t *sh, const char *name, const uint8_t *token, uint64_t *sid)
+{
+	int c = side_connect(name);
+
+	assert_int_equal(write(c, token, WIRE_SHM_TOKEN_SIZE), WIRE_SHM_TOKEN_SIZE);
+	return answer(sh, c, 1.0, sid);
 }
 
 static shm_t *open_one(struct wire_shm_open *o, uint32_t slots, uint64_t slot_size)
@@ -188,12 +200,59 @@ static void test_cap_and_expiry(void **state)
 	shm_destroy(&sh); /* NULL-safe */
 }
 
+/* The side socket's readiness, without waiting. */
+static bool side_readable(const shm_t *sh)
+{
+	struct pollfd p = { .fd = shm_fd(sh), .events = POLLIN };
+
+	return poll(&p, 1, 0) == 1;
+}
+
+/* accept4 failing with EMFILE leaves the connection queued: the side
+ * socket is taken out of the poll set (no busy loop) and comes back a
+ * second later, when the queued client gets its memfd. */
+static void test_accept_without_fds_pauses(void **state)
+{
+	struct wire_shm_open o;
+	struct rlimit old, low;
+	uint64_t sid;
+	int c, fd;
+	const char *preload = getenv("LD_PRELOAD");
+	(void)state;
+
+	if (preload && strstr(preload, "vgpreload"))
+		skip(); /* valgrind emulates setrlimit: accept4 would not fail */
+	shm_t *sh = open_one(&o, 2, 4096);
+
+	c = side_connect(o.name);
+	assert_int_equal(write(c, o.token, WIRE_SHM_TOKEN_SIZE), WIRE_SHM_TOKEN_SIZE);
+	assert_true(side_readable(sh));
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+	fd = dup(0); /* the lowest free fd: the limit makes it unavailable */
+	assert_true(fd >= 0);
+	close(fd);
+	low = old;
+	low.rlim_cur = (rlim_t)fd;
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+	shm_handle(sh, 1.1);
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+	assert_false(side_readable(sh)); /* paused: the loop does not spin */
+	shm_handle(sh, 1.5);
+	assert_false(side_readable(sh)); /* still paused within the second */
+	fd = answer(sh, c, 2.2, &sid); /* resumed: accepted, token read */
+	assert_true(fd >= 0);
+	assert_int_equal(sid, o.session);
+	close(fd);
+	shm_destroy(&sh);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_handshake_and_seals),
 		cmocka_unit_test(test_slots_and_releases),
 		cmocka_unit_test(test_cap_and_expiry),
+		cmocka_unit_test(test_accept_without_fds_pauses),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
